@@ -1,0 +1,1 @@
+//! pixel-reward: under construction.

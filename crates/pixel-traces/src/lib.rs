@@ -1,0 +1,1 @@
+//! pixel-traces: under construction.

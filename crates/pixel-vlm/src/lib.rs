@@ -1,0 +1,1 @@
+//! pixel-vlm: under construction.
