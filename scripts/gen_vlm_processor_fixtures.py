@@ -133,7 +133,7 @@ CHAT_TEMPLATE = r"""{%- set image_count = namespace(value=0) -%}
 
 PREPROCESSOR_CONFIG = {
     "min_pixels": 3136,
-    "max_pixels": 28 * 28 * 20,
+    "max_pixels": 28 * 28 * 12,
     "patch_size": 14,
     "temporal_patch_size": 2,
     "merge_size": 2,
@@ -273,6 +273,403 @@ def write_encode_fixtures() -> None:
     (TOK_DIR / "encode_cases.json").write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
 
 
+CROP_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "crop_image_normalized",
+        "description": "Zoom in on the image based on the bounding box coordinates. It is useful when the object "
+        "or text in the image is too small to be seen.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "bbox_2d": {
+                    "type": "array",
+                    "description": "normalized coordinates for bounding box of the region you want to zoom in. "
+                    "Values should be within [0.0,1.0].",
+                    "items": {"type": "number"},
+                },
+                "target_image": {
+                    "type": "number",
+                    "description": "The index of the image to crop. Index from 1 to the number of images. Choose 1 "
+                    "to operate on original image.",
+                },
+            },
+            "required": ["bbox_2d", "target_image"],
+        },
+    },
+}
+SELECT_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "select_frames",
+        "description": "Select frames from a video to look closer <at most 8> & keep their order — it's 1-based.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "target_frames": {"type": "array", "description": "List of frame indices.", "items": {"type": "integer"}}
+            },
+            "required": ["target_frames"],
+        },
+    },
+}
+GUIDE = (
+    "\n\nGuidelines: Understand the given visual information and the user query. Determine if it is beneficial to "
+    "employ the given visual operations (tools). Reason step by step, and put your final answer within \\boxed{}."
+)
+
+CONVERSATIONS = [
+    {"name": "text_only", "messages": [{"role": "user", "content": "What is 2+2?"}], "add_generation_prompt": True},
+    {
+        "name": "image_custom_system",
+        "messages": [
+            {"role": "system", "content": "You are a careful visual assistant."},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is the car?" + GUIDE}]},
+        ],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "images_video_vision_id",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": "a.png"},
+                    {"type": "text", "text": "and "},
+                    {"type": "image_url", "image_url": "b.png"},
+                    {"type": "video", "video": "c.mp4"},
+                    {"type": "text", "text": "Compare them."},
+                ],
+            }
+        ],
+        "add_generation_prompt": True,
+        "add_vision_id": True,
+    },
+    {
+        "name": "multi_turn_pixel_reasoner",
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Read the sign." + GUIDE}]},
+            {
+                "role": "assistant",
+                "content": "The sign is small; I will zoom in.\n<tool_call>\n{\"name\": \"crop_image_normalized\", "
+                "\"arguments\": {\"bbox_2d\": [0.4, 0.35, 0.55, 0.5], \"target_image\": 1}}\n</tool_call>",
+            },
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "\nHere is the cropped image (Image Size: 812x588):"}, {"type": "image"}],
+            },
+            {"role": "assistant", "content": "The sign reads STOP. \\boxed{STOP}"},
+        ],
+        "add_generation_prompt": False,
+    },
+    {
+        "name": "tools_block",
+        "messages": [
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "How many dogs jump?"}]}
+        ],
+        "tools": [CROP_TOOL, SELECT_TOOL],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "tool_calls_and_responses",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Zoom twice."},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "crop_image_normalized", "arguments": {"bbox_2d": [0.1, 0.2, 0.3, 0.4], "target_image": 1}}},
+                    {"name": "select_frames", "arguments": {"target_frames": [1, 3, 5], "note": "ünï <&'>"}},
+                ],
+            },
+            {"role": "tool", "content": "  first result \n"},
+            {"role": "tool", "content": "second result"},
+            {"role": "assistant", "content": "Done: \\boxed{7}"},
+        ],
+        "tools": [CROP_TOOL],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "system_list_unicode",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "系统："}, {"type": "text", "text": " be brief 🙂"}]},
+            {"role": "user", "content": [{"type": "text", "text": "图片中的文字是什么？"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "café"}]},
+        ],
+        "add_generation_prompt": False,
+    },
+    {
+        "name": "two_images_no_vision_id",
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Same?"}]},
+            {"role": "assistant", "content": "No."},
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "And this?"}]},
+        ],
+        "add_generation_prompt": True,
+        "add_vision_id": False,
+    },
+]
+
+
+def write_chat_template_fixtures() -> None:
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(TOK_DIR))
+    out = []
+    for conv in CONVERSATIONS:
+        kwargs = {"add_generation_prompt": conv["add_generation_prompt"]}
+        if "add_vision_id" in conv:
+            kwargs["add_vision_id"] = conv["add_vision_id"]
+        if "tools" in conv:
+            kwargs["tools"] = conv["tools"]
+        text = processor.apply_chat_template(conv["messages"], tokenize=False, **kwargs)
+        ids = processor.tokenizer.encode(text, add_special_tokens=False)
+        out.append({**conv, "rendered": text, "ids": ids})
+    (TOK_DIR / "chat_cases.json").write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
+
+
+def synth_image(seed: int, h: int, w: int, rgba: bool = False) -> "Image.Image":
+    """Smooth gradients, hard-edged boxes and a little noise: cheap to store, hard for a resize."""
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack(
+        [255 * xx / max(w - 1, 1), 255 * yy / max(h - 1, 1), 127 + 100 * np.sin((xx + yy) / 5.0)], axis=-1
+    )
+    for _ in range(4):
+        y0, x0 = rng.randint(0, h - 4), rng.randint(0, w - 4)
+        img[y0 : y0 + rng.randint(3, h // 2 + 4), x0 : x0 + rng.randint(3, w // 2 + 4)] = rng.randint(0, 256, 3)
+    img += rng.randint(-6, 7, img.shape)
+    img = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    if rgba:
+        alpha = np.clip(255 * xx / max(w - 1, 1) + rng.randint(-20, 21, (h, w)), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.dstack([img, alpha]), "RGBA")
+    return Image.fromarray(img, "RGB")
+
+
+# (name, height, width, rgba): a plain round, a downscale past max_pixels, an upscale below min_pixels, and an
+# RGBA image whose width 70 = 2.5 * 28 rounds half to even.
+IMAGES = [("img_a", 61, 97, False), ("img_b", 150, 200, False), ("img_c", 30, 41, False), ("img_d", 45, 70, True)]
+# Video frames already at a multiple of 28 (qwen-vl-utils resizes video frames with torchvision, not PIL: out of
+# scope here), 4 frames at 3 fps -> grid t 2 and second_per_grid_t 2/3.
+VIDEO = ("vid_a", 4, 56, 56, 3.0)
+
+
+def write_processor_fixtures() -> None:
+    import torch
+    from PIL import Image
+    from qwen_vl_utils import fetch_image
+    from safetensors.numpy import save_file
+    from transformers import AutoProcessor
+    from transformers.video_utils import VideoMetadata
+
+    PROC_DIR.mkdir(parents=True, exist_ok=True)
+    processor = AutoProcessor.from_pretrained(str(TOK_DIR))
+    cfg = PREPROCESSOR_CONFIG
+    images, resized = [], []
+    meta = {"images": [], "videos": []}
+    for seed, (name, h, w, rgba) in enumerate(IMAGES):
+        img = synth_image(seed, h, w, rgba)
+        img.save(PROC_DIR / f"{name}.png", optimize=True)
+        images.append(img)
+        r = fetch_image({"image": img, "min_pixels": cfg["min_pixels"], "max_pixels": cfg["max_pixels"]})
+        resized.append(r)
+        # The resized image is stored too, so patchify can be tested apart from the resize.
+        r.save(PROC_DIR / f"{name}_resized.png", optimize=True)
+        meta["images"].append({"name": name, "height": h, "width": w, "rgba": rgba, "resized": [r.height, r.width]})
+
+    vname, vt, vh, vw, vfps = VIDEO
+    frames = np.stack([np.asarray(synth_image(100 + i, vh, vw)) for i in range(vt)])
+    Image.fromarray(frames.reshape(vt * vh, vw, 3)).save(PROC_DIR / f"{vname}_frames.png", optimize=True)
+    meta["videos"].append({"name": vname, "frames": vt, "height": vh, "width": vw, "fps": vfps})
+
+    # One prompt holding all four images and the video, rendered by the checkpoint's template.
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Look."}, {"type": "video"}],
+        },
+        {"role": "assistant", "content": "I see."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And?"}, {"type": "image"}]},
+    ]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    out = processor(
+        text=[text],
+        images=resized,
+        videos=[frames],
+        videos_kwargs={
+            "do_sample_frames": False,
+            "video_metadata": [VideoMetadata(total_num_frames=vt, fps=vfps, frames_indices=list(range(vt)))],
+        },
+        return_tensors="pt",
+    )
+
+    # The processor's own resize must be a no-op on these inputs: check against a direct computation in the
+    # processor's fused f32 arithmetic, (x - mean*255) / (std*255).
+    mean = (torch.tensor(cfg["image_mean"]) * 255.0).numpy()
+    std = (torch.tensor(cfg["image_std"]) * 255.0).numpy()
+
+    def patchify(fr: np.ndarray) -> np.ndarray:
+        x = (fr.astype(np.float32) - mean) / std
+        if x.shape[0] % 2:
+            x = np.concatenate([x, x[-1:]], 0)
+        t, hh, ww, c = x.shape
+        gt, gh, gw = t // 2, hh // 14, ww // 14
+        x = x.transpose(0, 3, 1, 2).reshape(gt, 2, c, gh // 2, 2, 14, gw // 2, 2, 14)
+        return x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(gt * gh * gw, c * 2 * 14 * 14)
+
+    direct = np.concatenate([patchify(np.stack([np.asarray(r)] * 2)) for r in resized], 0)
+    assert np.array_equal(direct, out["pixel_values"].numpy())
+    assert np.array_equal(patchify(frames), out["pixel_values_videos"].numpy())
+
+    save_file(
+        {
+            "pixel_values": out["pixel_values"].numpy().astype(np.float32),
+            "pixel_values_videos": out["pixel_values_videos"].numpy().astype(np.float32),
+        },
+        str(PROC_DIR / "pixel_values.safetensors"),
+    )
+    meta.update(
+        {
+            "messages": messages,
+            "rendered": text,
+            "input_ids": out["input_ids"][0].tolist(),
+            "image_grid_thw": out["image_grid_thw"].tolist(),
+            "video_grid_thw": out["video_grid_thw"].tolist(),
+            "second_per_grid_ts": out["second_per_grid_ts"].tolist(),
+        }
+    )
+    (PROC_DIR / "processor_case.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+
+
+# M-RoPE index cases: ("text", n) | ("image", t, h, w) | ("video", t, h, w, second_per_grid_t), grids in patches.
+ROPE_CASES = {
+    "text_only": [("text", 7)],
+    "one_image": [("text", 5), ("image", 1, 4, 6), ("text", 4)],
+    "two_images": [("text", 3), ("image", 1, 4, 6), ("text", 2), ("image", 1, 6, 8), ("text", 5)],
+    "video_then_text": [("text", 4), ("video", 3, 4, 6, 1.0), ("text", 3)],
+    "video_fractional_interval": [("text", 2), ("video", 4, 4, 4, 2.0 / 3.0), ("text", 6)],
+    "video_long": [("text", 1), ("video", 8, 2, 2, 0.5), ("text", 2)],
+    "video_slow_fps": [("text", 3), ("video", 3, 2, 4, 2.0 / 0.7), ("text", 2)],
+    "multi_turn_mixed": [
+        ("text", 6), ("image", 1, 4, 4), ("text", 9), ("video", 2, 4, 4, 2.0 / 3.0), ("text", 5),
+        ("image", 1, 2, 4), ("text", 7), ("video", 2, 2, 2, 1.0), ("text", 3),
+    ],
+    "vision_at_edges": [("image", 1, 2, 2), ("text", 3), ("image", 1, 4, 2)],
+}
+
+TF4_ROPE = r"""
+import json, sys, types, torch
+import transformers
+assert transformers.__version__.startswith("4."), transformers.__version__
+from transformers import Qwen2_5_VLConfig
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLForConditionalGeneration as M
+req = json.load(open(sys.argv[1]))
+cfg = Qwen2_5_VLConfig(**req["config"])
+fake = types.SimpleNamespace(config=cfg)
+out = {"version": transformers.__version__, "cases": {}}
+for name, case in req["cases"].items():
+    ids = torch.tensor([case["input_ids"]])
+    img = torch.tensor(case["image_grid_thw"]) if case["image_grid_thw"] else None
+    vid = torch.tensor(case["video_grid_thw"]) if case["video_grid_thw"] else None
+    spg = torch.tensor(case["second_per_grid_ts"], dtype=torch.float32) if case["second_per_grid_ts"] else None
+    pos, delta = M.get_rope_index(fake, ids, img, vid, spg, torch.ones_like(ids))
+    out["cases"][name] = {"position_ids": pos[:, 0].tolist(), "rope_delta": int(delta[0, 0])}
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+def build_rope_cases(special: dict[str, int]) -> dict:
+    cases = {}
+    for name, segments in ROPE_CASES.items():
+        ids, images, videos, spg = [], [], [], []
+        word = 100
+        for seg in segments:
+            if seg[0] == "text":
+                for _ in range(seg[1]):
+                    ids.append(word)
+                    word = 100 + (word - 99) % 400
+                continue
+            t, h, w = seg[1:4]
+            pad = special["<|image_pad|>"] if seg[0] == "image" else special["<|video_pad|>"]
+            ids += [special["<|vision_start|>"]] + [pad] * (t * h * w // 4) + [special["<|vision_end|>"]]
+            if seg[0] == "image":
+                images.append([t, h, w])
+            else:
+                videos.append([t, h, w])
+                spg.append(float(np.float32(seg[4])))  # the processor hands these over as f32
+        cases[name] = {"input_ids": ids, "image_grid_thw": images, "video_grid_thw": videos, "second_per_grid_ts": spg}
+    case = json.loads((PROC_DIR / "processor_case.json").read_text())
+    cases["processor_case"] = {
+        k: case[k] for k in ("input_ids", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+    }
+    return cases
+
+
+def write_rope_fixtures(tf4_path: str | None) -> None:
+    import types
+
+    import torch
+    from transformers import Qwen2_5_VLConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
+
+    enc = json.loads((TOK_DIR / "encode_cases.json").read_text())
+    special = enc["special_ids"]
+    config = {
+        "vision_config": {"spatial_merge_size": 2, "tokens_per_second": 2, "depth": 1, "hidden_size": 16,
+                          "out_hidden_size": 16, "num_heads": 2, "intermediate_size": 16},
+        "image_token_id": special["<|image_pad|>"],
+        "video_token_id": special["<|video_pad|>"],
+        "vision_start_token_id": special["<|vision_start|>"],
+        "vocab_size": enc["vocab_size_with_added"],
+    }
+    cases = build_rope_cases(special)
+    cfg = Qwen2_5_VLConfig(**config)
+    fake = types.SimpleNamespace(config=cfg)
+    fake.get_vision_position_ids = types.MethodType(Qwen2_5_VLModel.get_vision_position_ids, fake)
+    v5 = {}
+    for name, case in cases.items():
+        ids = torch.tensor([case["input_ids"]])
+        mm = torch.zeros_like(ids)
+        mm[ids == special["<|image_pad|>"]] = 1
+        mm[ids == special["<|video_pad|>"]] = 2
+        img = torch.tensor(case["image_grid_thw"]) if case["image_grid_thw"] else None
+        vid = torch.tensor(case["video_grid_thw"]) if case["video_grid_thw"] else None
+        spg = torch.tensor(case["second_per_grid_ts"], dtype=torch.float32) if case["second_per_grid_ts"] else None
+        pos, delta = Qwen2_5_VLModel.get_rope_index(fake, ids, mm, img, vid, spg)
+        v5[name] = {"position_ids": pos[:, 0].tolist(), "rope_delta": int(delta[0, 0])}
+    import transformers
+
+    out_path = PROC_DIR / "rope_cases.json"
+    previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+    v4 = previous.get("v4")
+    v4_version = previous.get("v4_version")
+    if tf4_path:
+        req = PROC_DIR / "_rope_request.json"
+        res = PROC_DIR / "_rope_v4.json"
+        req.write_text(json.dumps({"config": config, "cases": cases}))
+        env = dict(os.environ, PYTHONPATH=str(Path(tf4_path).resolve()))
+        subprocess.run([sys.executable, "-c", TF4_ROPE, str(req), str(res)], check=True, env=env)
+        got = json.loads(res.read_text())
+        req.unlink()
+        res.unlink()
+        v4, v4_version = got["cases"], got["version"]
+    out = {
+        "config": config,
+        "cases": cases,
+        "v5_version": transformers.__version__,
+        "v5": v5,
+        "v4_version": v4_version,
+        "v4": v4,
+    }
+    out_path.write_text(json.dumps(out, separators=(",", ":")) + "\n")
+    if v4:
+        for name in cases:
+            if v4[name] != v5[name]:
+                print(f"rope case {name}: 4.x and 5.x rules differ (deltas {v4[name]['rope_delta']} vs {v5[name]['rope_delta']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tf4-path", help="folder holding transformers==4.51.3 (pip install --target)")
@@ -281,6 +678,9 @@ def main() -> None:
     if not args.skip_tokenizer:
         train_tokenizer()
     write_encode_fixtures()
+    write_chat_template_fixtures()
+    write_processor_fixtures()
+    write_rope_fixtures(args.tf4_path)
 
 
 if __name__ == "__main__":
