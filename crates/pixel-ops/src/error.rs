@@ -15,6 +15,107 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    // ---- images: loading (load.rs) ----
+    /// The bytes are not an image the decoder can read (unknown format, truncated, corrupt, empty).
+    #[error("cannot decode image {what}: {reason}")]
+    Decode {
+        /// The file path, or `<memory>` for bytes.
+        what: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The image header claims a size beyond the decode limits (a decompression bomb or a corrupt
+    /// header); nothing was allocated for the pixels.
+    #[error(
+        "image {what} is {width}x{height} ({pixels} pixels), beyond the decode limits (max {max_width}x{max_height}, {max_pixels} pixels)"
+    )]
+    ImageTooLarge {
+        /// The file path, or `<memory>` for bytes.
+        what: String,
+        /// Claimed width.
+        width: u32,
+        /// Claimed height.
+        height: u32,
+        /// `width * height`.
+        pixels: u64,
+        /// Limit on the width.
+        max_width: u32,
+        /// Limit on the height.
+        max_height: u32,
+        /// Limit on the pixel count.
+        max_pixels: u64,
+    },
+    // ---- images: sizes (resize.rs) ----
+    /// qwen-vl-utils `smart_resize`: the aspect ratio is above 200 (message as in qwen-vl-utils).
+    #[error("absolute aspect ratio must be smaller than {max}, got {ratio:?}")]
+    AspectRatio {
+        /// The larger side over the smaller one.
+        ratio: f64,
+        /// The limit (200).
+        max: u32,
+        /// Image height.
+        height: u32,
+        /// Image width.
+        width: u32,
+    },
+    /// An image size with a zero side (nothing to resize).
+    #[error("image size {width}x{height} has a zero side")]
+    ZeroSize {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// `min_pixels > max_pixels`, or a zero factor.
+    #[error("invalid pixel limits: min_pixels {min_pixels} > max_pixels {max_pixels} or factor {factor} is 0")]
+    InvalidPixelLimits {
+        /// Lower bound on `h * w`.
+        min_pixels: u64,
+        /// Upper bound on `h * w`.
+        max_pixels: u64,
+        /// The side multiple.
+        factor: u32,
+    },
+    // ---- images: crops (crop.rs) ----
+    /// A box coordinate is NaN or infinite.
+    #[error("bounding box {bbox:?} has a value that is not a finite number")]
+    NonFiniteBox {
+        /// The box as given.
+        bbox: [f64; 4],
+    },
+    /// A negative box coordinate, rejected because `CropConfig::reject_negative` is set (the official
+    /// code clamps it instead).
+    #[error("bounding box {bbox:?} has a negative value")]
+    NegativeBox {
+        /// The box as given.
+        bbox: [f64; 4],
+    },
+    /// Pillow's `crop` message: the padded box's right edge is left of its left edge.
+    #[error("Coordinate 'right' is less than 'left'")]
+    CropRightLessThanLeft,
+    /// Pillow's `crop` message: the padded box's lower edge is above its upper edge.
+    #[error("Coordinate 'lower' is less than 'upper'")]
+    CropLowerLessThanUpper,
+    /// The official `crop_image_normalized` message: the crop is not larger than the minimum on both sides.
+    #[error("Cropped image is too small: {width}x{height}")]
+    CropTooSmall {
+        /// Crop width in pixels.
+        width: u32,
+        /// Crop height in pixels.
+        height: u32,
+    },
+    /// verl's `image_zoom_in_tool` message: the box is invalid or too small even after growing. The
+    /// numbers print as Rust formats them; the protocol layer re-renders the box as the model wrote it.
+    #[error(
+        "Error: The specified bounding box [{}, {}, {}, {}] is invalid or results in a crop smaller than the minimum size of {min}x{min}.",
+        bbox[0], bbox[1], bbox[2], bbox[3]
+    )]
+    ZoomBoxInvalid {
+        /// The box as given.
+        bbox: [f64; 4],
+        /// The minimum side (28).
+        min: u32,
+    },
 }
 
 /// `Result` with the crate's [`Error`].
