@@ -23,7 +23,7 @@ pub enum AnswerKind {
     /// them followed by the option text (`B. Sheep`), or the option text alone when options are given.
     MultipleChoice,
     /// A number: integers, decimals, thousands separators, trailing zeros, fractions, `%`, units after the
-    /// number, and the words zero..twenty. Equal within a relative 1e-6.
+    /// number, and the words zero..twenty. Equal within 1e-6 (relative 1e-9 for large values).
     Number,
     /// Comma-separated parts, every one of which must appear in the prediction (as whole words).
     MultiSpan,

@@ -117,7 +117,7 @@ fn ratio(a: &str, b: &str) -> Option<f64> {
     (b != 0.0).then(|| a / b)
 }
 
-/// Whether two numbers are equal up to a relative tolerance of 1e-6 (math_verify rounds floats to 6 places).
+/// Whether two numbers are equal within 1e-6 (relative 1e-9 above a magnitude of 1000).
 ///
 /// A percent on either side also matches its fraction form: `50%` equals `0.5` and `50`.
 pub fn numbers_match(pred: Number, reference: Number) -> bool {
@@ -133,8 +133,10 @@ pub fn numbers_match(pred: Number, reference: Number) -> bool {
         .any(|p| candidates(reference).into_iter().any(|r| close(p, r)))
 }
 
+/// Absolute 1e-6 (math_verify rounds floats to 6 places), widened to relative 1e-9 for large magnitudes so
+/// that 2,691,556 and 2,691,555 stay different.
 fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+    (a - b).abs() <= (1e-9 * a.abs().max(b.abs())).max(1e-6)
 }
 
 #[cfg(test)]
@@ -191,5 +193,7 @@ mod tests {
         assert!(!numbers_match(p("0.5"), p("50")));
         assert!(numbers_match(p("2.50"), p("2.5")));
         assert!(!numbers_match(p("2.51"), p("2.5")));
+        assert!(!numbers_match(p("2,691,556"), p("2691555")));
+        assert!(numbers_match(p("0.3333333"), p(r"\frac{1}{3}")));
     }
 }
