@@ -49,3 +49,8 @@ pub use reward::{
     GroupReward, RELEASED_IMAGE_DIVISOR, RELEASED_SCALE, RELEASED_VIDEO_DIVISOR, RewardConfig,
     RewardVariant, RolloutOutcome, RolloutReward,
 };
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -257,6 +257,33 @@ mod tests {
         assert!(g.rollouts[1..].iter().all(|r| r.curiosity_bonus == 0.0));
     }
 
+    /// The table of docs/reward.md: (users of an op in 8, RaPR, bonus, total with 1 op, total with 3 ops).
+    #[test]
+    fn worked_numbers_of_the_docs() {
+        for (users, rapr, bonus, one, three) in [
+            (1, 0.125, 0.0875, 1.0875, 0.9875),
+            (2, 0.25, 0.025, 1.025, 0.925),
+            (3, 0.375, 0.0, 1.0, 0.9),
+        ] {
+            let mut outcomes = vec![RolloutOutcome::new(false, 0); 8];
+            for o in outcomes.iter_mut().take(users) {
+                *o = RolloutOutcome::new(true, 1);
+            }
+            outcomes[0].ops_attempted = 3;
+            let g = RewardConfig::default().group_rewards(&outcomes).unwrap();
+            assert!((g.rapr - rapr).abs() < 1e-12);
+            assert!((g.rollouts[0].curiosity_bonus - bonus).abs() < 1e-12);
+            assert!(
+                (g.rollouts[0].total - three).abs() < 1e-12,
+                "{:?}",
+                g.rollouts[0]
+            );
+            outcomes[0].ops_attempted = 1;
+            let g = RewardConfig::default().group_rewards(&outcomes).unwrap();
+            assert!((g.rollouts[0].total - one).abs() < 1e-12);
+        }
+    }
+
     #[test]
     fn no_bonus_at_or_above_h() {
         for users in [3, 4, 8] {
