@@ -1,0 +1,225 @@
+//! Small raster drawing helpers for the procedural datasets (clipped to the image, never panicking).
+
+use image::{Rgb, RgbImage};
+use rand::{Rng, RngCore};
+
+/// A named colour of the palette questions refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Named {
+    /// The word used in questions.
+    pub name: &'static str,
+    /// The RGB value.
+    pub rgb: [u8; 3],
+}
+
+/// Well-separated colours with names.
+pub const PALETTE: [Named; 8] = [
+    Named {
+        name: "red",
+        rgb: [220, 30, 30],
+    },
+    Named {
+        name: "green",
+        rgb: [30, 160, 50],
+    },
+    Named {
+        name: "blue",
+        rgb: [30, 70, 220],
+    },
+    Named {
+        name: "yellow",
+        rgb: [235, 205, 20],
+    },
+    Named {
+        name: "orange",
+        rgb: [245, 125, 15],
+    },
+    Named {
+        name: "purple",
+        rgb: [140, 50, 190],
+    },
+    Named {
+        name: "cyan",
+        rgb: [20, 195, 210],
+    },
+    Named {
+        name: "magenta",
+        rgb: [225, 40, 165],
+    },
+];
+
+/// An axis-aligned pixel rectangle, `x0..x1` by `y0..y1` (exclusive ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    /// Left.
+    pub x0: i64,
+    /// Top.
+    pub y0: i64,
+    /// Right (exclusive).
+    pub x1: i64,
+    /// Bottom (exclusive).
+    pub y1: i64,
+}
+
+impl Rect {
+    /// A rectangle at `(x, y)` of `w` x `h`.
+    pub fn at(x: i64, y: i64, w: i64, h: i64) -> Self {
+        Self {
+            x0: x,
+            y0: y,
+            x1: x + w,
+            y1: y + h,
+        }
+    }
+
+    /// Whether the two overlap once `self` is grown by `margin`.
+    pub fn overlaps(&self, other: &Rect, margin: i64) -> bool {
+        self.x0 - margin < other.x1
+            && other.x0 < self.x1 + margin
+            && self.y0 - margin < other.y1
+            && other.y0 < self.y1 + margin
+    }
+
+    /// Width.
+    pub fn width(&self) -> i64 {
+        self.x1 - self.x0
+    }
+
+    /// Height.
+    pub fn height(&self) -> i64 {
+        self.y1 - self.y0
+    }
+}
+
+fn put(img: &mut RgbImage, x: i64, y: i64, c: [u8; 3]) {
+    if x >= 0 && y >= 0 && x < i64::from(img.width()) && y < i64::from(img.height()) {
+        img.put_pixel(x as u32, y as u32, Rgb(c));
+    }
+}
+
+/// Fills `r` with `c`.
+pub fn fill_rect(img: &mut RgbImage, r: Rect, c: [u8; 3]) {
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    for y in r.y0.max(0)..r.y1.min(h) {
+        for x in r.x0.max(0)..r.x1.min(w) {
+            img.put_pixel(x as u32, y as u32, Rgb(c));
+        }
+    }
+}
+
+/// Draws the border of `r`, `t` pixels thick, inside `r`.
+pub fn rect_border(img: &mut RgbImage, r: Rect, t: i64, c: [u8; 3]) {
+    fill_rect(img, Rect { y1: r.y0 + t, ..r }, c);
+    fill_rect(img, Rect { y0: r.y1 - t, ..r }, c);
+    fill_rect(img, Rect { x1: r.x0 + t, ..r }, c);
+    fill_rect(img, Rect { x0: r.x1 - t, ..r }, c);
+}
+
+/// Fills a disc of radius `r` at `(cx, cy)`.
+pub fn fill_circle(img: &mut RgbImage, cx: i64, cy: i64, r: i64, c: [u8; 3]) {
+    for y in cy - r..=cy + r {
+        for x in cx - r..=cx + r {
+            if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r * r {
+                put(img, x, y, c);
+            }
+        }
+    }
+}
+
+/// Draws a line `t` pixels thick.
+pub fn draw_line(
+    img: &mut RgbImage,
+    (x0, y0): (i64, i64),
+    (x1, y1): (i64, i64),
+    t: i64,
+    c: [u8; 3],
+) {
+    let steps = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
+    for i in 0..=steps {
+        let x = x0 + (x1 - x0) * i / steps;
+        let y = y0 + (y1 - y0) * i / steps;
+        fill_rect(img, Rect::at(x - t / 2, y - t / 2, t.max(1), t.max(1)), c);
+    }
+}
+
+/// A random mid-saturation colour.
+pub fn random_colour(rng: &mut dyn RngCore) -> [u8; 3] {
+    [
+        rng.random_range(40..=230),
+        rng.random_range(40..=230),
+        rng.random_range(40..=230),
+    ]
+}
+
+/// A smooth colour field (bilinear over a coarse random grid) plus per-pixel noise of `noise` levels: a
+/// textured background that is never mostly white.
+pub fn textured_background(width: u32, height: u32, noise: u8, rng: &mut dyn RngCore) -> RgbImage {
+    let (gx, gy) = (6usize, 5usize);
+    let grid: Vec<[f32; 3]> = (0..gx * gy)
+        .map(|_| random_colour(rng).map(|v| f32::from(v) * 0.8 + 20.0))
+        .collect();
+    let mut img = RgbImage::new(width, height);
+    let n = i16::from(noise);
+    for y in 0..height {
+        let fy = y as f32 / height.max(1) as f32 * (gy - 1) as f32;
+        let (y0, ty) = (fy.floor() as usize, fy.fract());
+        let y1 = (y0 + 1).min(gy - 1);
+        for x in 0..width {
+            let fx = x as f32 / width.max(1) as f32 * (gx - 1) as f32;
+            let (x0, tx) = (fx.floor() as usize, fx.fract());
+            let x1 = (x0 + 1).min(gx - 1);
+            let mut px = [0u8; 3];
+            for (k, p) in px.iter_mut().enumerate() {
+                let top = grid[y0 * gx + x0][k] * (1.0 - tx) + grid[y0 * gx + x1][k] * tx;
+                let bottom = grid[y1 * gx + x0][k] * (1.0 - tx) + grid[y1 * gx + x1][k] * tx;
+                let v = top * (1.0 - ty) + bottom * ty;
+                let jitter = if n > 0 { rng.random_range(-n..=n) } else { 0 };
+                *p = (v as i16 + jitter).clamp(0, 255) as u8;
+            }
+            img.put_pixel(x, y, Rgb(px));
+        }
+    }
+    img
+}
+
+/// Scatters `count` random shapes (rectangles, discs, lines) of random colours and sizes up to `max_size`.
+pub fn clutter(img: &mut RgbImage, count: u32, max_size: i64, rng: &mut dyn RngCore) {
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    let max_size = max_size.max(4);
+    for _ in 0..count {
+        let c = random_colour(rng);
+        let (x, y) = (rng.random_range(0..w.max(1)), rng.random_range(0..h.max(1)));
+        let s = rng.random_range(4..=max_size);
+        match rng.random_range(0..3) {
+            0 => fill_rect(img, Rect::at(x, y, s, rng.random_range(4..=max_size)), c),
+            1 => fill_circle(img, x, y, s / 2, c),
+            _ => {
+                let (dx, dy) = (rng.random_range(-s..=s), rng.random_range(-s..=s));
+                draw_line(
+                    img,
+                    (x, y),
+                    (x + dx * 2, y + dy * 2),
+                    rng.random_range(1..=3),
+                    c,
+                );
+            }
+        }
+    }
+}
+
+/// Adds uniform noise of `amplitude` levels to every channel inside `r`.
+pub fn add_noise(img: &mut RgbImage, r: Rect, amplitude: u8, rng: &mut dyn RngCore) {
+    if amplitude == 0 {
+        return;
+    }
+    let a = i16::from(amplitude);
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    for y in r.y0.max(0)..r.y1.min(h) {
+        for x in r.x0.max(0)..r.x1.min(w) {
+            let p = img.get_pixel_mut(x as u32, y as u32);
+            for v in p.0.iter_mut() {
+                *v = (i16::from(*v) + rng.random_range(-a..=a)).clamp(0, 255) as u8;
+            }
+        }
+    }
+}

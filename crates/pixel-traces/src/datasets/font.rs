@@ -1,0 +1,149 @@
+//! A 5x7 bitmap font for digits, drawn at any size with varied strokes, slant and jitter.
+
+use image::RgbImage;
+use rand::{Rng, RngCore};
+
+use super::draw::{Rect, fill_rect};
+
+/// Rows of each digit, 5 bits per row (bit 4 = leftmost column).
+const DIGITS: [[u8; 7]; 10] = [
+    [
+        0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110,
+    ],
+    [
+        0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110,
+    ],
+    [
+        0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111,
+    ],
+    [
+        0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110,
+    ],
+    [
+        0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010,
+    ],
+    [
+        0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110,
+    ],
+    [
+        0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110,
+    ],
+    [
+        0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000,
+    ],
+    [
+        0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110,
+    ],
+    [
+        0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100,
+    ],
+];
+
+/// Columns and rows of the font's cell grid.
+pub const GLYPH_COLS: u32 = 5;
+/// Rows of the font's cell grid.
+pub const GLYPH_ROWS: u32 = 7;
+
+/// Whether cell `(col, row)` of `digit` is ink (false for anything out of range).
+pub fn ink(digit: u8, col: u32, row: u32) -> bool {
+    DIGITS
+        .get(usize::from(digit))
+        .and_then(|rows| rows.get(row as usize))
+        .is_some_and(|bits| col < GLYPH_COLS && bits & (1 << (GLYPH_COLS - 1 - col)) != 0)
+}
+
+/// How one glyph is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlyphStyle {
+    /// Share of each cell the stroke fills (0.5 thin .. 1.0 bold).
+    pub stroke: f32,
+    /// Horizontal shift per row from the middle, in cells (slant; 0 upright).
+    pub slant: f32,
+    /// Maximum random offset of each cell, in pixels.
+    pub jitter: i64,
+}
+
+impl GlyphStyle {
+    /// A random style: stroke 0.55-1.0, slant up to ±0.12 cells per row, jitter 0-1 px.
+    pub fn random(rng: &mut dyn RngCore) -> Self {
+        Self {
+            stroke: rng.random_range(0.55..=1.0),
+            slant: rng.random_range(-0.12..=0.12),
+            jitter: rng.random_range(0..=1),
+        }
+    }
+}
+
+/// Draws `digit` into the box at `(x, y)` of `height` pixels (width 5/7 of it) in `colour`.
+pub fn draw_digit(
+    img: &mut RgbImage,
+    digit: u8,
+    (x, y): (i64, i64),
+    height: u32,
+    style: GlyphStyle,
+    colour: [u8; 3],
+    rng: &mut dyn RngCore,
+) {
+    let cell_h = height as f32 / GLYPH_ROWS as f32;
+    let cell_w = cell_h; // square cells: the glyph is 5/7 as wide as tall
+    let ink_w = (cell_w * style.stroke).max(1.0);
+    let ink_h = (cell_h * style.stroke).max(1.0);
+    for row in 0..GLYPH_ROWS {
+        let shift = (3.0 - row as f32) * style.slant * cell_w;
+        for col in 0..GLYPH_COLS {
+            if !ink(digit, col, row) {
+                continue;
+            }
+            let jx = if style.jitter > 0 {
+                rng.random_range(-style.jitter..=style.jitter)
+            } else {
+                0
+            };
+            let jy = if style.jitter > 0 {
+                rng.random_range(-style.jitter..=style.jitter)
+            } else {
+                0
+            };
+            let cx = x as f32 + (col as f32 + 0.5) * cell_w + shift;
+            let cy = y as f32 + (row as f32 + 0.5) * cell_h;
+            let x0 = (cx - ink_w / 2.0).round() as i64 + jx;
+            let y0 = (cy - ink_h / 2.0).round() as i64 + jy;
+            fill_rect(
+                img,
+                Rect::at(
+                    x0,
+                    y0,
+                    ink_w.round().max(1.0) as i64,
+                    ink_h.round().max(1.0) as i64,
+                ),
+                colour,
+            );
+        }
+    }
+}
+
+/// Width in pixels of a glyph `height` pixels tall.
+pub fn glyph_width(height: u32) -> u32 {
+    (height * GLYPH_COLS).div_ceil(GLYPH_ROWS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_digit_is_distinct_and_inked() {
+        for a in 0..10u8 {
+            let cells: Vec<bool> = (0..35).map(|i| ink(a, i % 5, i / 5)).collect();
+            assert!(
+                cells.iter().filter(|c| **c).count() >= 9,
+                "digit {a} too sparse"
+            );
+            for b in (a + 1)..10 {
+                let other: Vec<bool> = (0..35).map(|i| ink(b, i % 5, i / 5)).collect();
+                assert_ne!(cells, other, "{a} and {b} look the same");
+            }
+        }
+        assert!(!ink(10, 0, 0));
+    }
+}

@@ -1,0 +1,372 @@
+//! Trace synthesis: mix proportions, disjoint wrong operations, loss masks, determinism.
+
+use std::collections::BTreeMap;
+
+use pixel_traces::datasets::{CountConfig, FramesConfig, NeedleConfig, TextOnlyConfig};
+use pixel_traces::geometry::{self, CROP_PAD, FrameWindow, NormBox};
+use pixel_traces::narrator::Modality;
+use pixel_traces::official::Role;
+use pixel_traces::synth::{coarse_box, wrong_box, wrong_window};
+use pixel_traces::{
+    DatasetRoot, SynthConfig, Synthesizer, TemplateNarrator, Trace, TracePart, Variant,
+};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn synth(seed: u64) -> Synthesizer<TemplateNarrator> {
+    Synthesizer::new(
+        SynthConfig {
+            seed,
+            ..SynthConfig::default()
+        },
+        TemplateNarrator,
+    )
+}
+
+fn small_needle() -> NeedleConfig {
+    NeedleConfig {
+        width: 448,
+        height: 336,
+        glyph_min: 10,
+        glyph_max: 12,
+        clutter: 20,
+        ..NeedleConfig::default()
+    }
+}
+
+/// Parses the boxes of every `crop_image_normalized` call in `text` with the trained flag of its span.
+fn crop_calls(trace: &Trace) -> Vec<(bool, [f64; 4], usize)> {
+    let mut out = Vec::new();
+    for m in &trace.messages {
+        for p in &m.content {
+            if let TracePart::Text { text, train } = p
+                && let Some(start) = text.find("<tool_call>\n")
+            {
+                let json = &text[start + 12..text.find("\n</tool_call>").unwrap()];
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                if v["name"] == "crop_image_normalized" {
+                    let b: Vec<f64> = v["arguments"]["bbox_2d"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap())
+                        .collect();
+                    out.push((
+                        *train,
+                        [b[0], b[1], b[2], b[3]],
+                        v["arguments"]["target_image"].as_u64().unwrap() as usize,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn image_mix_matches_the_paper_within_tolerance() {
+    let s = synth(3);
+    let n = 20_000;
+    let mut counts: BTreeMap<Variant, usize> = BTreeMap::new();
+    for i in 0..n {
+        let mut rng = s.rng_for(i);
+        *counts
+            .entry(s.choose_variant(Modality::Image, &mut rng))
+            .or_default() += 1;
+    }
+    let share = |v| counts.get(&v).copied().unwrap_or(0) as f64 / n as f64;
+    // 3 standard deviations of a binomial share at n = 20,000 is under 0.01.
+    for (v, p) in [
+        (Variant::Clean, 0.3),
+        (Variant::OneWrong, 0.2),
+        (Variant::TwoWrong, 0.2),
+        (Variant::CoarseToFine, 0.3),
+    ] {
+        assert!((share(v) - p).abs() < 0.01, "{v:?}: {} vs {p}", share(v));
+    }
+    let mut wrong = 0;
+    for i in 0..n {
+        let mut rng = s.rng_for(i);
+        if s.choose_variant(Modality::Video, &mut rng) == Variant::VideoWrong {
+            wrong += 1;
+        }
+    }
+    assert!(
+        (wrong as f64 / n as f64 - 0.1).abs() < 0.008,
+        "video wrong share {}",
+        wrong as f64 / n as f64
+    );
+}
+
+#[test]
+fn end_to_end_needle_traces_follow_the_mix_and_rarely_fall_back() {
+    let s = synth(11);
+    let data = small_needle();
+    let mut counts: BTreeMap<Variant, usize> = BTreeMap::new();
+    let n = 80;
+    for i in 0..n {
+        let sample = data.generate(11, i).unwrap().sample;
+        let made = s.synthesize(&sample, i).unwrap();
+        made.trace.validate(&DatasetRoot::new("out")).unwrap();
+        *counts.entry(made.variant).or_default() += 1;
+    }
+    let clean = counts.get(&Variant::Clean).copied().unwrap_or(0) as f64 / n as f64;
+    // 30 % expected; fallbacks from wrong/coarse variants would push it up.
+    assert!(
+        (0.15..0.45).contains(&clean),
+        "clean share {clean}, {counts:?}"
+    );
+    for v in [Variant::OneWrong, Variant::TwoWrong, Variant::CoarseToFine] {
+        assert!(
+            counts.get(&v).copied().unwrap_or(0) > 10,
+            "{v:?} too rare: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_crops_are_untrained_and_miss_the_cue_and_the_right_crop_is_trained() {
+    let s = synth(5);
+    let data = small_needle();
+    for i in 0..12 {
+        let needle = data.generate(5, i).unwrap();
+        let pixel_traces::Visual::Image { reference, .. } = needle.sample.visual else {
+            unreachable!()
+        };
+        for variant in [Variant::Clean, Variant::OneWrong, Variant::TwoWrong] {
+            let made = s.synthesize_as(&needle.sample, i, variant).unwrap();
+            assert_eq!(made.variant, variant);
+            let calls = crop_calls(&made.trace);
+            let wrong = match variant {
+                Variant::OneWrong => 1,
+                Variant::TwoWrong => 2,
+                _ => 0,
+            };
+            assert_eq!(calls.len(), wrong + 1);
+            for (train, bbox, target) in &calls[..wrong] {
+                assert!(!train, "a wrong crop is trained");
+                assert_eq!(*target, 1);
+                let region = NormBox::new(bbox[0], bbox[1], bbox[2], bbox[3])
+                    .unwrap()
+                    .padded(CROP_PAD);
+                assert!(
+                    !region.intersects(reference),
+                    "wrong crop region {region:?} touches the cue {reference:?}"
+                );
+            }
+            let (train, bbox, _) = calls[wrong];
+            assert!(train, "the right crop is not trained");
+            assert!(
+                NormBox::new(bbox[0], bbox[1], bbox[2], bbox[3])
+                    .unwrap()
+                    .contains(reference)
+            );
+            // Observations are never trained; the answer is.
+            for m in &made.trace.messages {
+                if m.role == Role::User {
+                    assert!(
+                        m.content
+                            .iter()
+                            .all(|p| !matches!(p, TracePart::Text { train: true, .. }))
+                    );
+                }
+            }
+            let trained = made.trace.trained_text();
+            assert!(trained.contains(&format!("\\boxed{{{}}}", needle.sample.answer)));
+            assert!(
+                trained.contains("Now I will zoom in to look clearer at 'the small tag with a")
+            );
+            assert!(!trained.contains("Here is the cropped image"));
+            assert_eq!(made.trace.num_tool_calls(), wrong + 1);
+        }
+    }
+}
+
+#[test]
+fn coarse_to_fine_refines_inside_the_first_crop() {
+    let s = synth(8);
+    let data = small_needle();
+    for i in 0..10 {
+        let needle = data.generate(8, i).unwrap();
+        let made = s
+            .synthesize_as(&needle.sample, i, Variant::CoarseToFine)
+            .unwrap();
+        assert_eq!(made.variant, Variant::CoarseToFine);
+        let calls = crop_calls(&made.trace);
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls.iter().all(|c| c.0),
+            "both calls of a coarse-to-fine trace are trained"
+        );
+        assert_eq!(calls[0].2, 1);
+        assert_eq!(
+            calls[1].2, 2,
+            "the refinement targets the first crop (image 2)"
+        );
+        // Map the refined crop region back to the original: it must hold the tag and be smaller than
+        // the coarse region.
+        let pixel_traces::Visual::Image { reference, .. } = needle.sample.visual else {
+            unreachable!()
+        };
+        let b = |c: &(bool, [f64; 4], usize)| NormBox::new(c.1[0], c.1[1], c.1[2], c.1[3]).unwrap();
+        let r1 = b(&calls[0]).padded(CROP_PAD);
+        let r2 = b(&calls[1]).padded(CROP_PAD);
+        let fine = NormBox::new(
+            r1.x1 + r2.x1 * r1.width(),
+            r1.y1 + r2.y1 * r1.height(),
+            r1.x1 + r2.x2 * r1.width(),
+            r1.y1 + r2.y2 * r1.height(),
+        )
+        .unwrap();
+        let eps = 2e-3;
+        assert!(
+            fine.x1 <= reference.x1 + eps && fine.y1 <= reference.y1 + eps,
+            "{fine:?} vs {reference:?}"
+        );
+        assert!(
+            fine.x2 >= reference.x2 - eps && fine.y2 >= reference.y2 - eps,
+            "{fine:?} vs {reference:?}"
+        );
+        assert!(fine.width() * fine.height() < r1.width() * r1.height());
+        assert!(r1.contains(reference));
+    }
+}
+
+#[test]
+fn video_traces_mask_wrong_frames_and_select_the_window() {
+    let s = synth(2);
+    let data = FramesConfig {
+        width: 160,
+        height: 120,
+        glyph_height: 9,
+        ..FramesConfig::default()
+    };
+    for i in 0..6 {
+        let sample = data.generate(2, i).unwrap();
+        let pixel_traces::Visual::Video { window, .. } = &sample.visual else {
+            unreachable!()
+        };
+        let window = *window;
+        for variant in [Variant::VideoClean, Variant::VideoWrong] {
+            let made = s.synthesize_as(&sample, i, variant).unwrap();
+            assert_eq!(made.variant, variant);
+            let untrained = made.trace.untrained_text();
+            let trained = made.trace.trained_text();
+            let right = format!("{{\"target_frames\": {:?}}}", window.frames());
+            assert!(trained.contains(&right), "{trained}");
+            if variant == Variant::VideoWrong {
+                let start = untrained.find("\"target_frames\": [").unwrap() + 18;
+                let list = &untrained[start..start + untrained[start..].find(']').unwrap()];
+                let frames: Vec<usize> = list.split(", ").map(|f| f.parse().unwrap()).collect();
+                assert!(
+                    frames.iter().all(|f| *f < window.first || *f > window.last),
+                    "{frames:?} vs {window:?}"
+                );
+                assert!(!trained.contains(&format!("\"target_frames\": [{list}]")));
+            }
+            assert!(untrained.contains("Here are the selected frames (Frame Size: "));
+            assert!(!trained.contains("Here are the selected frames"));
+            assert_eq!(made.trace.media_paths().len(), made.images.len());
+        }
+    }
+}
+
+#[test]
+fn text_only_and_count_traces() {
+    let s = synth(4);
+    let text = TextOnlyConfig::default().generate(4, 1).unwrap();
+    let made = s.synthesize(&text, 1).unwrap();
+    assert_eq!(made.variant, Variant::TextOnly);
+    assert_eq!(made.trace.messages.len(), 2);
+    assert!(made.images.is_empty());
+    assert!(
+        made.trace
+            .trained_text()
+            .ends_with(&format!("\\boxed{{{}}}.", text.answer))
+    );
+    let count = CountConfig::default().generate(4, 2).unwrap();
+    let made = s.synthesize(&count, 2).unwrap();
+    made.trace.validate(&DatasetRoot::new("x")).unwrap();
+    assert!(
+        made.trace
+            .trained_text()
+            .contains(&format!("\\boxed{{{}}}", count.answer))
+    );
+}
+
+#[test]
+fn synthesis_is_deterministic_for_a_seed_and_order_free() {
+    let data = small_needle();
+    let a: Vec<String> = (0..4)
+        .map(|i| {
+            serde_json::to_string(
+                &synth(9)
+                    .synthesize(&data.generate(9, i).unwrap().sample, i)
+                    .unwrap()
+                    .trace,
+            )
+            .unwrap()
+        })
+        .collect();
+    let b: Vec<String> = (0..4)
+        .rev()
+        .map(|i| {
+            serde_json::to_string(
+                &synth(9)
+                    .synthesize(&data.generate(9, i).unwrap().sample, i)
+                    .unwrap()
+                    .trace,
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(a, b.into_iter().rev().collect::<Vec<_>>());
+    let other = serde_json::to_string(
+        &synth(10)
+            .synthesize(&data.generate(9, 0).unwrap().sample, 0)
+            .unwrap()
+            .trace,
+    )
+    .unwrap();
+    assert_ne!(a[0], other);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn wrong_boxes_never_reveal_the_cue(
+        x in 0.0f64..0.95, y in 0.0f64..0.95, w in 0.01f64..0.3, h in 0.01f64..0.3, seed in any::<u64>()
+    ) {
+        let reference = NormBox::new(x, y, (x + w).min(1.0), (y + h).min(1.0)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let first = wrong_box(reference, 800, 600, 3, &[], &mut rng);
+        // A small cue always leaves room for a disjoint wrong crop.
+        prop_assert!(first.is_some() || w >= 0.1 || h >= 0.1);
+        if let Some(first) = first {
+            prop_assert!(!first.padded(CROP_PAD).intersects(reference));
+            if let Some(second) = wrong_box(reference, 800, 600, 3, &[first], &mut rng) {
+                prop_assert!(!second.padded(CROP_PAD).intersects(reference));
+                prop_assert!(!second.padded(CROP_PAD).intersects(first.padded(CROP_PAD)));
+            }
+        }
+        if let Some(coarse) = coarse_box(reference, 800, 600, 3, &mut rng) {
+            prop_assert!(coarse.contains(reference));
+            prop_assert!(coarse.width() >= 0.25 - 1e-9 || coarse.width() >= 1.0 - 1e-9);
+            let refined = geometry::round_outward(reference.relative_to(coarse.padded(CROP_PAD)), 3);
+            prop_assert!(refined.x2 <= 1.0 && refined.y2 <= 1.0);
+        }
+    }
+
+    #[test]
+    fn wrong_windows_are_disjoint(first in 1usize..=16, len in 1usize..=8, seed in any::<u64>()) {
+        let last = (first + len - 1).min(16);
+        let window = FrameWindow { first, last };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let wrong = wrong_window(window, 16, &mut rng).unwrap();
+        prop_assert!(!wrong.is_empty() && wrong.len() <= window.len());
+        prop_assert!(wrong.iter().all(|f| *f < first || *f > last));
+        prop_assert!(wrong.windows(2).all(|p| p[1] == p[0] + 1));
+    }
+}
