@@ -101,7 +101,7 @@ fn check_finite(bbox: [f64; 4]) -> Result<()> {
 
 /// Python's `min(max(0, v), 1)`.
 fn clamp01(v: f64) -> f64 {
-    v.max(0.0).min(1.0)
+    v.clamp(0.0, 1.0)
 }
 
 /// Pillow's `crop` box handling: edge order checks on the float box, then Python `round` of each edge.

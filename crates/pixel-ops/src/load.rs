@@ -105,10 +105,18 @@ pub fn decode_dynamic(bytes: &[u8], what: &str, limits: &DecodeLimits) -> Result
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(decode_err(
-            "not a recognised image format (PNG, JPEG, WebP, GIF, BMP)".to_owned(),
-        ));
+    match reader.format() {
+        None => {
+            let msg = "not a recognised image format (PNG, JPEG, WebP, GIF, BMP)";
+            return Err(decode_err(msg.to_owned()));
+        }
+        // zune-jpeg fills a truncated scan with grey instead of failing; Pillow raises "image file is
+        // truncated". Require the end-of-image marker after the last start-of-scan.
+        Some(image::ImageFormat::Jpeg) if !jpeg_has_eoi(bytes) => {
+            let msg = "truncated JPEG: no end-of-image marker after the scan data";
+            return Err(decode_err(msg.to_owned()));
+        }
+        Some(_) => {}
     }
     let mut lim = Limits::default();
     lim.max_image_width = Some(limits.max_width);
@@ -127,6 +135,16 @@ pub fn decode_dynamic(bytes: &[u8], what: &str, limits: &DecodeLimits) -> Result
         return Err(decode_err(format!("the image is {width}x{height}")));
     }
     DynamicImage::from_decoder(decoder).map_err(|e| limit_or_decode(e, what, limits, bytes))
+}
+
+/// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan marker (`FF DA`). Entropy-coded
+/// data stuffs every `FF` byte as `FF 00`, so neither marker can appear inside a scan by accident.
+fn jpeg_has_eoi(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(i) => bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 fn too_large(what: &str, width: u32, height: u32, limits: &DecodeLimits) -> Error {
