@@ -116,6 +116,58 @@ pub enum Error {
         /// The minimum side (28).
         min: u32,
     },
+    // ---- video (video/) ----
+    /// qwen-vl-utils `smart_nframes`: the frame count is outside `[2, total_frames]` (message as in
+    /// qwen-vl-utils), e.g. a 1-frame video or more frames asked for than the video has.
+    #[error("nframes should in interval [2, {total_frames}], but got {nframes}.")]
+    NFramesOutOfRange {
+        /// The computed frame count.
+        nframes: f64,
+        /// Frames in the video.
+        total_frames: u64,
+    },
+    /// The video's frame rate is zero, negative or not a number.
+    #[error("video frame rate {fps} is not a positive number")]
+    InvalidVideoFps {
+        /// The frame rate.
+        fps: f64,
+    },
+    /// A video with no frames (an empty frame list, or a file whose stream decodes to nothing).
+    #[error("video {what} has no frames")]
+    EmptyVideo {
+        /// The file path, or a description of the source.
+        what: String,
+    },
+    /// The frames of a video differ in size.
+    #[error("frame {index} of video {what} is {width}x{height}, but frame 0 is {first_width}x{first_height}")]
+    FrameSizeMismatch {
+        /// The file path, or a description of the source.
+        what: String,
+        /// 0-based index of the first frame that differs.
+        index: usize,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// Width of frame 0.
+        first_width: u32,
+        /// Height of frame 0.
+        first_height: u32,
+    },
+    /// FFmpeg could not open, demux or decode the video file (truncated, corrupt, not a video).
+    #[error("cannot decode video {what}: {reason}")]
+    VideoDecode {
+        /// The file path.
+        what: String,
+        /// FFmpeg's message and where it happened.
+        reason: String,
+    },
+    /// The container holds no video stream (e.g. an audio-only file).
+    #[error("file {what} has no video stream")]
+    NoVideoStream {
+        /// The file path.
+        what: String,
+    },
 }
 
 /// `Result` with the crate's [`Error`].

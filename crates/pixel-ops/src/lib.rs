@@ -5,7 +5,10 @@
 pub mod crop;
 pub mod error;
 pub mod load;
+pub mod pyjson;
 pub mod resize;
+pub mod tool_error;
+pub mod video;
 
 pub use crop::{CropConfig, CropSource, crop_normalized, zoom_in};
 pub use error::{Error, Result};
@@ -13,3 +16,5 @@ pub use error::{Error, Result};
 pub use image;
 pub use load::{DecodeLimits, decode_image, load_image};
 pub use resize::{PixelLimits, resize_bicubic, smart_resize, smart_resize_image};
+pub use tool_error::ToolCallError;
+pub use video::{SelectedFrames, Video, select_frames};

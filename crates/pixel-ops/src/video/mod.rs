@@ -1,0 +1,319 @@
+//! Videos: frames plus where they came from, the qwen-vl-utils frame sampling rules, the
+//! `select_frames` operation and (feature `ffmpeg`) decoding video files.
+//!
+//! A [`Video`] is what a Pixel Reasoner episode shows the model: a short list of frames (officially
+//! 16) of one size. It is built
+//! * from frame images in memory ([`Video::from_frames`]),
+//! * from a list of frame files ([`Video::from_frame_files`]): the official data's form, where a
+//!   video is a list of image paths; or
+//! * from a video file ([`Video::from_file`], feature `ffmpeg`), sampled to N frames with the
+//!   qwen-vl-utils index rules ([`sampling`]).
+//!
+//! Frames are kept at their decoded size; [`Video::resized`] applies the model-input size rules.
+//!
+//! ```
+//! use pixel_ops::image::RgbImage;
+//! use pixel_ops::video::{FrameCount, FrameSampling, Video};
+//!
+//! // Which frames qwen-vl-utils reads from a 300-frame, 30 fps video for 16 frames:
+//! let plan = FrameSampling::plan(FrameCount::official(), 300, 30.0).unwrap();
+//! assert_eq!(&plan.indices[..4], &[0, 20, 40, 60]);
+//!
+//! let frames: Vec<RgbImage> = (0..16).map(|_| RgbImage::new(56, 28)).collect();
+//! let video = Video::from_frames(frames, 2.0).unwrap();
+//! let picked = video.select_frames(&[1, 16]).unwrap();
+//! assert_eq!(picked.frames.len(), 2);
+//! ```
+
+#[cfg(feature = "ffmpeg")]
+mod ffmpeg;
+pub mod sampling;
+pub mod select;
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "ffmpeg")]
+pub use ffmpeg::{DecodeOptions, DecodeStrategy, probe_frame_count};
+pub use sampling::{
+    FrameCount, FrameSampling, VideoPixels, frame_indices, second_per_grid_t, smart_nframes,
+};
+pub use select::{MAX_SELECTED_FRAMES, SelectedFrames, select_frames, select_frames_with_limit};
+
+use crate::load::{DecodeLimits, load_image_with};
+use crate::resize::{PixelLimits, resize_bicubic, smart_resize};
+use crate::{Error, Result, ToolCallError};
+
+/// Where a video's frames came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum VideoSource {
+    /// Frames given in memory.
+    Memory,
+    /// A list of frame image files (the official data's form).
+    FrameFiles(Vec<PathBuf>),
+    /// A video file decoded with FFmpeg.
+    File(PathBuf),
+}
+
+/// Facts about a video's source and how its frames were sampled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoInfo {
+    /// Where the frames came from.
+    pub source: VideoSource,
+    /// Frames in the source (for frame files: the number of files).
+    pub total_frames: u64,
+    /// Frame rate of the source (for frame lists: the sample rate, as qwen-vl-utils fakes it).
+    pub video_fps: f64,
+    /// For each kept frame, its 0-based index in the source.
+    pub frame_indices: Vec<u64>,
+    /// Frames per second of the kept frames (what `second_per_grid_t` is computed from).
+    pub sample_fps: f64,
+    /// Frames repeated at the end to reach an even count (qwen-vl-utils pads frame lists).
+    pub padded: usize,
+    /// Frames the video decoder produced to find the kept ones (0 when nothing was decoded, as
+    /// for frame files): shows the work skipping to keyframes saved.
+    pub frames_decoded: u64,
+}
+
+/// Frames of one size, at least one, with their source info.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Video {
+    frames: Vec<RgbImage>,
+    info: VideoInfo,
+}
+
+/// Options for [`Video::from_frame_files`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FrameFilesOptions {
+    /// Repeat the last frame to reach an even count, as qwen-vl-utils' `fetch_video` does for
+    /// frame lists (default `true`).
+    pub pad_to_even: bool,
+    /// Frames per second the list stands for (qwen-vl-utils `sample_fps`, default 2.0).
+    pub sample_fps: f64,
+    /// Decode limits for each frame file.
+    pub limits: DecodeLimits,
+}
+
+impl Default for FrameFilesOptions {
+    fn default() -> Self {
+        Self {
+            pad_to_even: true,
+            sample_fps: sampling::FPS,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+impl Video {
+    /// A video from frames in memory, all of one size, played at `sample_fps`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyVideo`] for no frames, [`Error::FrameSizeMismatch`] for frames of different
+    /// sizes, [`Error::InvalidVideoFps`] for a `sample_fps` that is not positive and finite.
+    pub fn from_frames(frames: Vec<RgbImage>, sample_fps: f64) -> Result<Self> {
+        let n = frames.len() as u64;
+        let info = VideoInfo {
+            source: VideoSource::Memory,
+            total_frames: n,
+            video_fps: sample_fps,
+            frame_indices: (0..n).collect(),
+            sample_fps,
+            padded: 0,
+            frames_decoded: 0,
+        };
+        Self::with_info(frames, info, "<memory>")
+    }
+
+    /// Frames plus source info, checked: non-empty, one size, a positive `sample_fps`, one index per
+    /// frame.
+    pub(crate) fn with_info(frames: Vec<RgbImage>, info: VideoInfo, what: &str) -> Result<Self> {
+        if !(info.sample_fps.is_finite() && info.sample_fps > 0.0) {
+            return Err(Error::InvalidVideoFps {
+                fps: info.sample_fps,
+            });
+        }
+        let Some(first) = frames.first() else {
+            return Err(Error::EmptyVideo {
+                what: what.to_owned(),
+            });
+        };
+        let (fw, fh) = first.dimensions();
+        if fw == 0 || fh == 0 {
+            return Err(Error::ZeroSize {
+                width: fw,
+                height: fh,
+            });
+        }
+        if let Some((index, f)) = frames
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.dimensions() != (fw, fh))
+        {
+            return Err(Error::FrameSizeMismatch {
+                what: what.to_owned(),
+                index,
+                width: f.width(),
+                height: f.height(),
+                first_width: fw,
+                first_height: fh,
+            });
+        }
+        debug_assert_eq!(info.frame_indices.len(), frames.len());
+        Ok(Self { frames, info })
+    }
+
+    /// A video from a list of frame image files, the official data's form (qwen-vl-utils
+    /// `fetch_video` with a list): each file is loaded with decode limits and converted to RGB,
+    /// and with [`FrameFilesOptions::pad_to_even`] the last frame is repeated to an even count.
+    ///
+    /// qwen-vl-utils also resizes each frame with the image rules while loading; here that is a
+    /// separate step, [`Video::resized`].
+    ///
+    /// # Errors
+    /// [`Error::EmptyVideo`] for an empty list; the loader's errors ([`Error::Io`],
+    /// [`Error::Decode`], [`Error::ImageTooLarge`]) naming the file; [`Error::FrameSizeMismatch`]
+    /// when the files differ in size.
+    pub fn from_frame_files<P: AsRef<Path>>(
+        paths: &[P],
+        options: &FrameFilesOptions,
+    ) -> Result<Self> {
+        let paths: Vec<PathBuf> = paths.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let what = paths.first().map_or_else(
+            || "<empty frame list>".to_owned(),
+            |p| p.display().to_string(),
+        );
+        if paths.is_empty() {
+            return Err(Error::EmptyVideo { what });
+        }
+        let mut frames = paths
+            .iter()
+            .map(|p| load_image_with(p, &options.limits))
+            .collect::<Result<Vec<_>>>()?;
+        let n = frames.len() as u64;
+        let mut frame_indices: Vec<u64> = (0..n).collect();
+        let mut padded = 0;
+        if options.pad_to_even && frames.len() % 2 == 1 {
+            frames.push(frames[frames.len() - 1].clone());
+            frame_indices.push(n - 1);
+            padded = 1;
+        }
+        let info = VideoInfo {
+            source: VideoSource::FrameFiles(paths),
+            total_frames: n,
+            video_fps: options.sample_fps,
+            frame_indices,
+            sample_fps: options.sample_fps,
+            padded,
+            frames_decoded: 0,
+        };
+        Self::with_info(frames, info, &what)
+    }
+
+    /// Decodes a video file with FFmpeg and keeps the frames qwen-vl-utils would sample
+    /// ([`FrameSampling::plan`] with `options.count`; officially 16 frames).
+    ///
+    /// Only the groups of pictures that hold a wanted frame are decoded (see [`DecodeStrategy`]),
+    /// with frame threading, and only kept frames are converted to RGB; the frames are the ones a
+    /// decode-all reader (PyAV, decord, torchcodec) returns for the same indices.
+    ///
+    /// # Errors
+    /// [`Error::VideoDecode`] when FFmpeg cannot open or decode the file (zero bytes, truncated,
+    /// not a video), [`Error::NoVideoStream`], [`Error::ImageTooLarge`] for frames beyond
+    /// `options.max_frame_pixels`, and [`smart_nframes`]' errors (e.g. a 1-frame video).
+    #[cfg(feature = "ffmpeg")]
+    pub fn from_file(path: impl AsRef<Path>, options: &DecodeOptions) -> Result<Self> {
+        ffmpeg::decode_file(path.as_ref(), options)
+    }
+
+    /// The frames, in order.
+    pub fn frames(&self) -> &[RgbImage] {
+        &self.frames
+    }
+
+    /// Takes the frames out.
+    pub fn into_frames(self) -> Vec<RgbImage> {
+        self.frames
+    }
+
+    /// Number of frames (at least 1).
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Always `false`: a video has at least one frame. (Present for API symmetry with `len`.)
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frame width.
+    pub fn width(&self) -> u32 {
+        self.frames[0].width()
+    }
+
+    /// Frame height.
+    pub fn height(&self) -> u32 {
+        self.frames[0].height()
+    }
+
+    /// Source and sampling facts.
+    pub fn info(&self) -> &VideoInfo {
+        &self.info
+    }
+
+    /// Seconds per temporal patch for M-RoPE: `2 / sample_fps`.
+    pub fn second_per_grid_t(&self) -> f64 {
+        second_per_grid_t(self.info.sample_fps)
+    }
+
+    /// `select_frames` on this video with the official rules (see [`select`]).
+    ///
+    /// # Errors
+    /// As [`select_frames`].
+    pub fn select_frames(
+        &self,
+        target_frames: &[i64],
+    ) -> std::result::Result<SelectedFrames, ToolCallError> {
+        select_frames(&self.frames, target_frames)
+    }
+
+    /// The model-input frame size `(height, width)` for these frames: qwen-vl-utils'
+    /// `smart_resize` with factor 28 and `limits`.
+    ///
+    /// For frames read from a video file, qwen-vl-utils uses `VideoPixels::bounds(len)`; for frame
+    /// lists the official pipeline resized each frame with the image rules and
+    /// `max_pixels = 512*28*28` ([`VideoPixels::official`]).
+    ///
+    /// # Errors
+    /// As [`smart_resize`].
+    pub fn model_size(&self, limits: PixelLimits) -> Result<(u32, u32)> {
+        smart_resize(self.height(), self.width(), sampling::IMAGE_FACTOR, limits)
+    }
+
+    /// A copy with every frame resized (Pillow-exact bicubic) to [`Video::model_size`].
+    ///
+    /// # Errors
+    /// As [`smart_resize`].
+    pub fn resized(&self, limits: PixelLimits) -> Result<Self> {
+        let (h, w) = self.model_size(limits)?;
+        let frames = self
+            .frames
+            .iter()
+            .map(|f| resize_bicubic(f, w, h))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            frames,
+            info: self.info.clone(),
+        })
+    }
+}
+
+impl VideoPixels {
+    /// [`VideoPixels::bounds`] as [`PixelLimits`] for `nframes` frames.
+    pub fn limits(&self, nframes: u64) -> PixelLimits {
+        let (min_pixels, max_pixels) = self.bounds(nframes);
+        PixelLimits::new(min_pixels, max_pixels)
+    }
+}
