@@ -17,7 +17,7 @@ use crate::parse::{ModelTurn, ToolCall, parse_turn, py_bbox};
 use crate::protocol::{IMAGE_ZOOM_IN_TOOL, ToolSet};
 use crate::resize::{PixelLimits, smart_resize_image};
 use crate::tool_error::ToolCallError;
-use crate::video::select_frames_with_limit;
+use crate::video::{Video, select_frames_with_limit};
 
 /// Limits and options of an episode. Defaults are the official evaluation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +205,11 @@ impl Episode {
         Self::new(vec![Visual::Video(frames)], config)
     }
 
+    /// An episode over a sampled [`Video`] (its frames are copied).
+    pub fn from_video(video: &Video, config: EpisodeConfig) -> Self {
+        Self::from_video_frames(video.frames().to_vec(), config)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &EpisodeConfig {
         &self.config
@@ -307,7 +312,7 @@ impl Episode {
         if let Some(Visual::Video(frames)) = self.visuals.first() {
             if n == 1 {
                 // Only the video so far: `target_image` picks one of its frames.
-                let frame = usize::try_from(target - 1).ok().and_then(|i| frames.get(i));
+                let frame = index0(target).and_then(|i| frames.get(i));
                 return frame
                     .map(|f| (f, None))
                     .ok_or(ToolCallError::TargetFrameOutOfRange {
@@ -315,8 +320,7 @@ impl Episode {
                         frames: frames.len(),
                     });
             }
-            let entry = usize::try_from(target - 1)
-                .ok()
+            let entry = index0(target)
                 .filter(|&i| i >= 1)
                 .and_then(|i| self.visuals.get(i));
             return match entry {
@@ -327,10 +331,7 @@ impl Episode {
                 }),
             };
         }
-        match usize::try_from(target - 1)
-            .ok()
-            .and_then(|i| self.visuals.get(i))
-        {
+        match index0(target).and_then(|i| self.visuals.get(i)) {
             Some(Visual::Image { shown, full }) => Ok((shown, full.as_ref())),
             _ => Err(ToolCallError::TargetImageOutOfRange {
                 target,
@@ -412,6 +413,11 @@ impl Episode {
             vec![Visual::image(resized)],
         ))
     }
+}
+
+/// A 1-based index as written by the model, as a 0-based index (`None` below 1).
+fn index0(one_based: i64) -> Option<usize> {
+    usize::try_from(one_based).ok()?.checked_sub(1)
 }
 
 /// Turns an image-operation error into the message the model sees (official texts pass through).
