@@ -1,0 +1,570 @@
+//! The checkpoint's own Jinja chat template, rendered with `minijinja` the way `transformers` renders it.
+//!
+//! `transformers` compiles `chat_template` in a Jinja2 sandbox with `trim_blocks` and `lstrip_blocks`, the
+//! `loopcontrols` extension, a `tojson` filter that is Python's `json.dumps` (insertion order,
+//! `ensure_ascii=False`, `", "`/`": "` separators) and a `raise_exception` function. [`ChatTemplate`] sets up
+//! the same environment: Python string methods (`.strip()`, `.startswith()`, ...) come from
+//! `minijinja-contrib`'s `pycompat`, and [`python_tojson`] replaces minijinja's own `tojson` (which sorts
+//! keys and escapes `<`, `>`, `&`, `'`, so tool blocks would not match).
+//!
+//! Messages and tools are any `Serialize` value; maps keep their insertion order (minijinja's
+//! `preserve_order`), so a tool schema renders with its keys in the order written. To pass JSON text
+//! without losing that order, parse it with [`json_value`] (a `serde_json::Value` sorts its keys).
+
+use std::path::Path;
+
+use minijinja::value::{Kwargs, Value, ValueKind};
+use minijinja::{Environment, ErrorKind, syntax::SyntaxConfig};
+use serde::Serialize;
+
+use crate::error::{Result, VlmError};
+
+/// Name of the compiled template inside the environment.
+const TEMPLATE_NAME: &str = "chat";
+
+/// Options of one rendering, the keyword arguments of `apply_chat_template`.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Append the header of a new assistant turn (`<|im_start|>assistant\n` for Qwen).
+    pub add_generation_prompt: bool,
+    /// Prefix each image/video with `Picture k: ` / `Video k: ` (Qwen2-VL's `add_vision_id`).
+    pub add_vision_id: bool,
+    /// Tool schemas (`{"type": "function", "function": {...}}`), rendered by templates with a tools block.
+    pub tools: Option<Value>,
+    /// Further variables for the template (`bos_token`, custom flags, ...).
+    pub extra: Vec<(String, Value)>,
+}
+
+impl RenderOptions {
+    /// Options with `add_generation_prompt` set.
+    pub fn generation() -> Self {
+        RenderOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// A compiled chat template.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    /// Variables every rendering gets (the tokenizer's special tokens, as `transformers` passes them).
+    globals: Vec<(String, Value)>,
+}
+
+impl ChatTemplate {
+    /// Compiles a template source.
+    ///
+    /// # Errors
+    /// [`VlmError::ChatTemplate`] with minijinja's message if the source is not a valid template.
+    pub fn new(source: impl Into<String>) -> Result<Self> {
+        let source = source.into();
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(false)
+            .build()
+            .map_err(template_error)?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", python_tojson);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
+            .map_err(template_error)?;
+        Ok(ChatTemplate {
+            env,
+            source,
+            globals: Vec::new(),
+        })
+    }
+
+    /// Loads the template of a checkpoint or tokenizer folder, in `transformers`' order of preference:
+    /// `chat_template.jinja`, then `chat_template.json` (`{"chat_template": ...}`), then the `chat_template`
+    /// field of `tokenizer_config.json`. The string fields `bos_token`, `eos_token`, `pad_token` and
+    /// `unk_token` of `tokenizer_config.json` become template variables, as in `transformers`.
+    ///
+    /// # Errors
+    /// [`VlmError::NoChatTemplate`] if none of the files holds a template; [`VlmError::Io`] /
+    /// [`VlmError::Json`] for unreadable files; [`VlmError::ChatTemplate`] if the template does not compile.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let tokenizer_config = read_json_if_exists(&dir.join("tokenizer_config.json"))?;
+        let jinja = dir.join("chat_template.jinja");
+        let source = if jinja.is_file() {
+            std::fs::read_to_string(&jinja).map_err(|source| VlmError::Io {
+                path: jinja.clone(),
+                source,
+            })?
+        } else if let Some(json) = read_json_if_exists(&dir.join("chat_template.json"))?
+            && let Some(s) = template_field(&json)
+        {
+            s
+        } else if let Some(s) = tokenizer_config.as_ref().and_then(template_field) {
+            s
+        } else {
+            return Err(VlmError::NoChatTemplate {
+                path: dir.to_path_buf(),
+            });
+        };
+        let mut template = ChatTemplate::new(source)?;
+        if let Some(config) = tokenizer_config {
+            for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
+                if let Some(token) = special_token_text(config.get(key)) {
+                    template.globals.push((key.to_string(), Value::from(token)));
+                }
+            }
+        }
+        Ok(template)
+    }
+
+    /// The template source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders `messages` (a list of `{"role", "content", ...}` maps; `content` a string or a list of
+    /// `{"type": "text"|"image"|"video", ...}` items).
+    ///
+    /// # Errors
+    /// [`VlmError::ChatTemplate`] if rendering fails (a `raise_exception` call, a type error in the template).
+    pub fn render<M: Serialize + ?Sized>(
+        &self,
+        messages: &M,
+        options: &RenderOptions,
+    ) -> Result<String> {
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(template_error)?;
+        let mut ctx: Vec<(String, Value)> = self.globals.clone();
+        ctx.push((
+            "messages".into(),
+            Value::from(minijinja::value::Serde(messages)),
+        ));
+        ctx.push((
+            "add_generation_prompt".into(),
+            Value::from(options.add_generation_prompt),
+        ));
+        ctx.push(("add_vision_id".into(), Value::from(options.add_vision_id)));
+        if let Some(tools) = &options.tools {
+            ctx.push(("tools".into(), tools.clone()));
+        }
+        ctx.extend(options.extra.iter().cloned());
+        let ctx = Value::from(
+            ctx.into_iter()
+                .collect::<std::collections::BTreeMap<String, Value>>(),
+        );
+        template.render(ctx).map_err(template_error)
+    }
+
+    /// Renders messages given as JSON text (keys keep their order; see [`json_value`]).
+    ///
+    /// # Errors
+    /// [`VlmError::Json`] for invalid JSON, else as [`ChatTemplate::render`].
+    pub fn render_json(&self, messages_json: &str, options: &RenderOptions) -> Result<String> {
+        self.render(&json_value(messages_json)?, options)
+    }
+}
+
+/// Parses JSON text into a template value, keeping the order of object keys.
+///
+/// # Errors
+/// [`VlmError::Json`] if the text is not JSON.
+pub fn json_value(json: &str) -> Result<Value> {
+    serde_json::from_str::<Value>(json).map_err(|e| VlmError::Json {
+        path: "<json text>".into(),
+        message: e.to_string(),
+    })
+}
+
+fn read_json_if_exists(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| VlmError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| VlmError::Json {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// The `chat_template` field: a string, or (older tokenizer configs) a list of `{name, template}` of which
+/// `transformers` uses the one named `default`.
+fn template_field(json: &serde_json::Value) -> Option<String> {
+    match json.get("chat_template")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A special-token field of `tokenizer_config.json`: a string, or an `AddedToken` map with `content`.
+fn special_token_text(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(map) => map
+            .get("content")
+            .and_then(|c| c.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+fn template_error(e: minijinja::Error) -> VlmError {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        reason.push_str(": ");
+        reason.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    VlmError::ChatTemplate { reason }
+}
+
+fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `transformers`' `tojson` filter: Python's `json.dumps(value, ensure_ascii=False, indent=None,
+/// separators=None, sort_keys=False)`, with the keyword arguments `indent`, `separators`, `sort_keys`
+/// and `ensure_ascii` honoured.
+///
+/// Floats print as Python's `repr` (`1.0`, `1e-05`, `1e+16`), non-finite floats as `NaN` / `Infinity`,
+/// non-ASCII characters stay as they are unless `ensure_ascii`, and `<`, `>`, `&`, `'` are not escaped.
+///
+/// # Errors
+/// A minijinja error for an unknown keyword argument or a value JSON cannot hold (undefined, bytes,
+/// a non-string map key other than a number/bool/none, which Python would also reject).
+pub fn python_tojson(
+    value: &Value,
+    kwargs: Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
+    let indent: Option<Value> = kwargs.get("indent")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let separators: Option<Value> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    let indent = match indent {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => match v.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => Some(" ".repeat(usize::try_from(v).map_err(|_| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be an integer or a string",
+                )
+            })?)),
+        },
+    };
+    let (item_sep, key_sep) = match separators {
+        Some(v) if !v.is_none() => {
+            let parts: Vec<Value> = v.try_iter()?.collect();
+            match parts.as_slice() {
+                [a, b] if a.as_str().is_some() && b.as_str().is_some() => (
+                    a.as_str().unwrap_or_default().to_string(),
+                    b.as_str().unwrap_or_default().to_string(),
+                ),
+                _ => {
+                    return Err(minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson: separators must be a pair of strings",
+                    ));
+                }
+            }
+        }
+        // Python's defaults: ", " without indent, "," with it.
+        _ if indent.is_some() => (",".to_string(), ": ".to_string()),
+        _ => (", ".to_string(), ": ".to_string()),
+    };
+    let style = JsonStyle {
+        indent,
+        item_sep,
+        key_sep,
+        sort_keys: sort_keys.unwrap_or(false),
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+    };
+    let mut out = String::new();
+    style.write(value, 0, &mut out)?;
+    Ok(Value::from_safe_string(out))
+}
+
+struct JsonStyle {
+    indent: Option<String>,
+    item_sep: String,
+    key_sep: String,
+    sort_keys: bool,
+    ensure_ascii: bool,
+}
+
+impl JsonStyle {
+    fn newline(&self, level: usize, out: &mut String) {
+        if let Some(indent) = &self.indent {
+            out.push('\n');
+            for _ in 0..level {
+                out.push_str(indent);
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        value: &Value,
+        level: usize,
+        out: &mut String,
+    ) -> std::result::Result<(), minijinja::Error> {
+        match value.kind() {
+            ValueKind::None => out.push_str("null"),
+            ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
+            ValueKind::Number => write_number(value, out),
+            ValueKind::String => {
+                write_string(value.as_str().unwrap_or_default(), self.ensure_ascii, out)
+            }
+            ValueKind::Seq | ValueKind::Iterable => {
+                let items: Vec<Value> = value.try_iter()?.collect();
+                self.write_container('[', ']', items.len(), level, out, |i, out| {
+                    self.write(&items[i], level + 1, out)
+                })?;
+            }
+            ValueKind::Map | ValueKind::Plain => {
+                let mut keys: Vec<Value> = value.try_iter()?.collect();
+                if self.sort_keys {
+                    keys.sort_by_key(json_key);
+                }
+                self.write_container('{', '}', keys.len(), level, out, |i, out| {
+                    write_string(&json_key(&keys[i]), self.ensure_ascii, out);
+                    out.push_str(&self.key_sep);
+                    self.write(&value.get_item(&keys[i])?, level + 1, out)
+                })?;
+            }
+            kind => {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("tojson: a value of type {kind} is not JSON serializable"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_container(
+        &self,
+        open: char,
+        close: char,
+        len: usize,
+        level: usize,
+        out: &mut String,
+        mut item: impl FnMut(usize, &mut String) -> std::result::Result<(), minijinja::Error>,
+    ) -> std::result::Result<(), minijinja::Error> {
+        out.push(open);
+        if len == 0 {
+            out.push(close);
+            return Ok(());
+        }
+        for i in 0..len {
+            if i > 0 {
+                out.push_str(&self.item_sep);
+            }
+            self.newline(level + 1, out);
+            item(i, out)?;
+        }
+        self.newline(level, out);
+        out.push(close);
+        Ok(())
+    }
+}
+
+/// A map key as Python's `json.dumps` writes it: strings as they are, numbers/bools/None converted.
+fn json_key(key: &Value) -> String {
+    match key.kind() {
+        ValueKind::String => key.as_str().unwrap_or_default().to_string(),
+        ValueKind::None => "null".into(),
+        ValueKind::Bool => (if key.is_true() { "true" } else { "false" }).into(),
+        ValueKind::Number => {
+            let mut s = String::new();
+            write_number(key, &mut s);
+            s
+        }
+        _ => key.to_string(),
+    }
+}
+
+fn write_number(value: &Value, out: &mut String) {
+    if value.is_integer() {
+        out.push_str(&value.to_string());
+    } else {
+        let x = f64::try_from(value.clone()).unwrap_or(f64::NAN);
+        out.push_str(&py_float_repr(x));
+    }
+}
+
+/// Python's `repr(float)` as `json.dumps` writes it: the shortest round-tripping digits, positional for
+/// exponents in `[-4, 16)`, else `d.ddde±XX`; `NaN`, `Infinity`, `-Infinity` for non-finite values.
+pub fn py_float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    // `{:e}` gives the shortest round-trip digits: "1.2345e2", "-5e-7", "0e0".
+    let sci = format!("{x:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = mantissa
+        .strip_prefix('-')
+        .map_or(("", mantissa), |m| ("-", m));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1; // digits before the decimal point
+        let body = if point <= 0 {
+            format!("0.{}{}", "0".repeat((-point) as usize), digits)
+        } else if point as usize >= digits.len() {
+            format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        format!("{sign}{body}")
+    } else {
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{m}e{esign}{:02}", exp.abs())
+    }
+}
+
+/// Python's `json` string escaping: `"`, `\`, `\n`, `\r`, `\t`, `\b`, `\f`, other controls as `\u00XX`;
+/// with `ensure_ascii` every non-ASCII character as `\uXXXX` (surrogate pairs above the BMP).
+fn write_string(s: &str, ensure_ascii: bool, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if ensure_ascii && !c.is_ascii() => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tojson(json: &str, kwargs: &[(&str, Value)]) -> String {
+        let value = json_value(json).unwrap();
+        let kwargs = Kwargs::from_iter(kwargs.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        python_tojson(&value, kwargs).unwrap().to_string()
+    }
+
+    #[test]
+    fn float_repr_matches_python() {
+        // Expected values from CPython's repr().
+        let cases = [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (-2.5, "-2.5"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (1e16, "1e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.5e300, "1.5e+300"),
+            (2.0 / 3.0, "0.6666666666666666"),
+            (123.456, "123.456"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(py_float_repr(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn tojson_keeps_order_and_python_spacing() {
+        let got = tojson(
+            r#"{"b": [1, 2.0, true, null], "a": {"z": "x", "y": []}, "c": {}}"#,
+            &[],
+        );
+        assert_eq!(
+            got,
+            r#"{"b": [1, 2.0, true, null], "a": {"z": "x", "y": []}, "c": {}}"#
+        );
+    }
+
+    #[test]
+    fn tojson_escapes_like_python() {
+        let got = tojson(r#"{"s": "ünï <&'> \"q\" \\ \n\t\u0001 🙂"}"#, &[]);
+        assert_eq!(got, "{\"s\": \"ünï <&'> \\\"q\\\" \\\\ \\n\\t\\u0001 🙂\"}");
+        let ascii = tojson(r#"["é🙂"]"#, &[("ensure_ascii", Value::from(true))]);
+        assert_eq!(ascii, r#"["\u00e9\ud83d\ude42"]"#);
+    }
+
+    #[test]
+    fn tojson_indent_and_sort_keys() {
+        // json.dumps({"b": 1, "a": [1, {}]}, indent=2, sort_keys=True)
+        let got = tojson(
+            r#"{"b": 1, "a": [1, {}]}"#,
+            &[("indent", Value::from(2)), ("sort_keys", Value::from(true))],
+        );
+        assert_eq!(got, "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": 1\n}");
+    }
+
+    #[test]
+    fn pycompat_methods_and_raise_exception() {
+        let t = ChatTemplate::new("{{ messages[0].content.strip() }}|{{ 'ab'.startswith('a') }}")
+            .unwrap();
+        let out = t.render(
+            &json_value(r#"[{"role":"user","content":"  hi \n"}]"#).unwrap(),
+            &RenderOptions::default(),
+        );
+        // Jinja2 prints Python booleans as `True`.
+        assert_eq!(out.unwrap(), "hi|True");
+        let t = ChatTemplate::new("{{ raise_exception('bad role') }}").unwrap();
+        let err = t
+            .render(&Vec::<u8>::new(), &RenderOptions::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("bad role"), "{err}");
+    }
+
+    #[test]
+    fn invalid_template_is_a_typed_error() {
+        let err = ChatTemplate::new("{% for x in %}").unwrap_err();
+        assert!(matches!(err, VlmError::ChatTemplate { .. }), "{err}");
+    }
+}

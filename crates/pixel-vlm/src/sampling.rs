@@ -1,0 +1,296 @@
+//! Next-token sampling on one logits row: greedy, temperature, top-k, top-p (combinable), seeded with
+//! ChaCha8 so a `(seed, stream)` pair reproduces a run exactly.
+//!
+//! Every sampled token comes with its log-probability under `log_softmax(logits / temperature)` over the
+//! whole vocabulary, *before* top-k/top-p truncation. That is the quantity the RL trainer recomputes from
+//! the policy (OpenRLHF divides the logits by the rollout temperature and takes a full log-softmax; vLLM's
+//! reported logprobs are likewise taken before truncation), so behaviour and training log-probs agree.
+//! Greedy decoding reports `log_softmax(logits)` (temperature 1).
+//!
+//! Filtering follows `transformers`/vLLM: top-k first (ties at the k-th value broken by lower id), then
+//! top-p on the renormalised remainder, keeping the smallest prefix of the descending order whose mass
+//! reaches `top_p` (always at least one token).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, VlmError};
+
+/// Sampling settings. The defaults are the official RL rollout settings: temperature 1.0, top-p 0.95, no
+/// top-k.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0.0` means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens; `0` disables.
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p`; `1.0` disables.
+    pub top_p: f32,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.95,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+        }
+    }
+
+    /// Plain sampling at `temperature` (no truncation).
+    pub fn with_temperature(temperature: f32) -> Self {
+        SamplingParams {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+        }
+    }
+
+    /// These settings with top-k.
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.top_k = k;
+        self
+    }
+
+    /// These settings with top-p.
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.top_p = p;
+        self
+    }
+
+    /// Whether this is greedy decoding.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] for a negative or non-finite temperature or a `top_p` outside `(0, 1]`.
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(VlmError::Input {
+                input: "temperature",
+                reason: format!(
+                    "must be finite and >= 0 (0 = greedy), got {}",
+                    self.temperature
+                ),
+            });
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(VlmError::Input {
+                input: "top_p",
+                reason: format!("must be in (0, 1], got {}", self.top_p),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A sampled token and its log-probability (see the module docs for which distribution).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampled {
+    /// The token id.
+    pub token: u32,
+    /// `log_softmax(logits / temperature)[token]` over the full vocabulary (temperature 1 when greedy).
+    pub logprob: f32,
+}
+
+/// A seeded sampler for one sequence.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    /// Scratch for the sorted candidates, kept to avoid an allocation per token.
+    order: Vec<(f64, u32)>,
+}
+
+impl Sampler {
+    /// A sampler with `params`, seeded with `seed` (stream 0).
+    ///
+    /// # Errors
+    /// As [`SamplingParams::validate`].
+    pub fn new(params: SamplingParams, seed: u64) -> Result<Self> {
+        Self::for_sequence(params, seed, 0)
+    }
+
+    /// A sampler for sequence `stream` of a batch: the same seed with different ChaCha streams gives
+    /// independent, reproducible draws per sequence whatever the batch composition.
+    ///
+    /// # Errors
+    /// As [`SamplingParams::validate`].
+    pub fn for_sequence(params: SamplingParams, seed: u64, stream: u64) -> Result<Self> {
+        params.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        Ok(Sampler {
+            params,
+            rng,
+            order: Vec::new(),
+        })
+    }
+
+    /// The settings.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Draws the next token from a logits row.
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] if `logits` is empty, holds a NaN or `+inf`, or is `-inf` everywhere.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<Sampled> {
+        if logits.is_empty() {
+            return Err(VlmError::Input {
+                input: "logits",
+                reason: "empty logits row".into(),
+            });
+        }
+        if let Some(i) = logits
+            .iter()
+            .position(|x| x.is_nan() || *x == f32::INFINITY)
+        {
+            return Err(VlmError::Input {
+                input: "logits",
+                reason: format!("logit {i} is {}", logits[i]),
+            });
+        }
+        let temperature = if self.params.is_greedy() {
+            1.0
+        } else {
+            f64::from(self.params.temperature)
+        };
+        // Log-sum-exp of logits / T in f64: the log-probs stay accurate for vocabularies of 150k.
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            return Err(VlmError::Input {
+                input: "logits",
+                reason: "every logit is -inf".into(),
+            });
+        }
+        let max_scaled = f64::from(max) / temperature;
+        let sum: f64 = logits
+            .iter()
+            .map(|&l| (f64::from(l) / temperature - max_scaled).exp())
+            .sum();
+        let log_z = max_scaled + sum.ln();
+        let logprob = |id: usize| (f64::from(logits[id]) / temperature - log_z) as f32;
+
+        if self.params.is_greedy() {
+            // First maximum, as torch.argmax.
+            let id = logits.iter().position(|&l| l == max).unwrap_or(0);
+            return Ok(Sampled {
+                token: id as u32,
+                logprob: logprob(id),
+            });
+        }
+
+        let k = if self.params.top_k == 0 {
+            logits.len()
+        } else {
+            self.params.top_k.min(logits.len())
+        };
+        let truncate = k < logits.len() || self.params.top_p < 1.0;
+        let u: f64 = self.rng.random::<f64>();
+        let id = if !truncate {
+            // No truncation: walk the vocabulary in id order.
+            let target = u * sum;
+            let mut acc = 0.0;
+            let mut chosen = last_finite(logits);
+            for (i, &l) in logits.iter().enumerate() {
+                acc += (f64::from(l) / temperature - max_scaled).exp();
+                if acc > target {
+                    chosen = i;
+                    break;
+                }
+            }
+            chosen
+        } else {
+            self.order.clear();
+            self.order.extend(
+                logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| ((f64::from(l) / temperature - max_scaled).exp(), i as u32)),
+            );
+            let by_prob_then_id =
+                |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            if k < self.order.len() {
+                self.order.select_nth_unstable_by(k - 1, by_prob_then_id);
+                self.order.truncate(k);
+            }
+            self.order.sort_unstable_by(by_prob_then_id);
+            let kept_mass: f64 = self.order.iter().map(|c| c.0).sum();
+            let mut keep = self.order.len();
+            if self.params.top_p < 1.0 {
+                let threshold = f64::from(self.params.top_p) * kept_mass;
+                let mut acc = 0.0;
+                for (n, c) in self.order.iter().enumerate() {
+                    acc += c.0;
+                    if acc >= threshold {
+                        keep = n + 1;
+                        break;
+                    }
+                }
+            }
+            let mass: f64 = self.order[..keep].iter().map(|c| c.0).sum();
+            let target = u * mass;
+            let mut acc = 0.0;
+            let mut chosen = self.order[keep - 1].1;
+            for c in &self.order[..keep] {
+                acc += c.0;
+                if acc > target {
+                    chosen = c.1;
+                    break;
+                }
+            }
+            chosen as usize
+        };
+        Ok(Sampled {
+            token: id as u32,
+            logprob: logprob(id),
+        })
+    }
+}
+
+/// The last id with a finite logit (the fallback when rounding leaves the walk just short of the total).
+fn last_finite(logits: &[f32]) -> usize {
+    logits.iter().rposition(|l| l.is_finite()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum_and_reports_log_softmax() {
+        let mut s = Sampler::new(SamplingParams::greedy(), 0).unwrap();
+        let out = s.sample(&[1.0, 3.0, 3.0, -2.0]).unwrap();
+        assert_eq!(out.token, 1);
+        let z = (1f64.exp() + 2.0 * 3f64.exp() + (-2f64).exp()).ln();
+        assert!((f64::from(out.logprob) - (3.0 - z)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn invalid_inputs_are_errors() {
+        assert!(Sampler::new(SamplingParams::with_temperature(-1.0), 0).is_err());
+        assert!(Sampler::new(SamplingParams::default().top_p(0.0), 0).is_err());
+        let mut s = Sampler::new(SamplingParams::default(), 0).unwrap();
+        assert!(s.sample(&[]).is_err());
+        assert!(s.sample(&[0.0, f32::NAN]).is_err());
+        assert!(s.sample(&[f32::NEG_INFINITY; 3]).is_err());
+    }
+}
