@@ -29,6 +29,8 @@
 //! # Ok::<(), pixel_reward::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod anls;
 mod error;
 mod extract;

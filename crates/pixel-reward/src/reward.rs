@@ -67,7 +67,8 @@ pub struct RolloutOutcome {
     pub parse_failed: bool,
     /// Visual operations the model called (executed or failed): `n_vo(y)`.
     pub ops_attempted: u32,
-    /// Of those, the ones that returned an execution error.
+    /// Of those, the ones that returned an execution error (for logging the op error rate; neither formula
+    /// uses it).
     pub ops_failed: u32,
     /// The rollout used pixel-space reasoning, `PR(y)` (normally `ops_attempted > 0`); counts toward RaPR.
     pub used_pixel_reasoning: bool,
