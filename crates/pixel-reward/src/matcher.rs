@@ -6,7 +6,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::anls::{ANLS_THRESHOLD, anls};
-use crate::extract::{Extracted, extract_answer};
+use crate::extract::{Extracted, extract_answer, last_boxed};
 use crate::normalize::normalize_answer;
 use crate::number::{numbers_match, parse_number};
 
@@ -135,7 +135,8 @@ impl Matcher {
         self.judge(response, &[reference]).score
     }
 
-    /// Scores an already extracted answer against the best of `references`.
+    /// Scores an already extracted answer against the best of `references` (a reference written as
+    /// `\boxed{..}` is compared by its content).
     pub fn score_answer<S: AsRef<str>>(&self, answer: &str, references: &[S]) -> f64 {
         self.score_answer_with_kind(answer, references).0
     }
@@ -162,17 +163,22 @@ impl Matcher {
         answer: &str,
         references: &[S],
     ) -> (f64, AnswerKind) {
+        // References stored boxed (`\boxed{B}`, as in some official records) compare by their content.
+        let references: Vec<&str> = references
+            .iter()
+            .map(|r| last_boxed(r.as_ref()).unwrap_or(r.as_ref()))
+            .collect();
         if self.kind == AnswerKind::Anls {
             return (
-                anls(answer, references, self.anls_threshold),
+                anls(answer, &references, self.anls_threshold),
                 AnswerKind::Anls,
             );
         }
         let pred = normalize_answer(answer);
         let mut best: Option<(f64, AnswerKind)> = None;
         for reference in references {
-            let kind = self.resolve_kind(reference.as_ref());
-            let score = self.score_one(&pred, &normalize_answer(reference.as_ref()), kind);
+            let kind = self.resolve_kind(reference);
+            let score = self.score_one(&pred, &normalize_answer(reference), kind);
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, kind));
             }
@@ -312,6 +318,14 @@ mod tests {
         assert_eq!(j.score, 0.0);
         let j = m.judge("7", &["7"]);
         assert!(j.parse_failed() && j.correct);
+    }
+
+    #[test]
+    fn boxed_references_compare_by_content() {
+        let m = Matcher::default();
+        assert_eq!(m.score(r"\boxed{(B)}", r"\boxed{B}"), 1.0);
+        assert_eq!(m.score(r"\boxed{12}", r"\boxed{\text{12 cm}}"), 1.0);
+        assert_eq!(Matcher::new(AnswerKind::Anls).score("x", r"\boxed{x}"), 1.0);
     }
 
     #[test]
