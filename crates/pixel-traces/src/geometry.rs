@@ -149,57 +149,58 @@ impl NormBox {
     }
 }
 
-/// Crops `image` as the official `crop_image_normalized` does: pad `bbox` by [`CROP_PAD`], clamp, crop.
+/// Crops `image` as the official `crop_image_normalized` does (through [`pixel_ops::crop`]): pad `bbox`
+/// by [`CROP_PAD`], clamp, round the edges as Pillow does, crop.
 ///
-/// Returns the crop and the normalized region actually cropped.
+/// Returns the crop and the normalized region actually cropped. `bbox` must be written as the model
+/// writes it: all four values below 1 (a value of 1.0 makes the official tool read the box as pixels).
 ///
 /// # Errors
-/// [`Error::Config`] when the crop is not larger than [`MIN_CROP_SIDE`] on both sides.
+/// [`Error::Ops`] when the crop is not larger than [`MIN_CROP_SIDE`] on both sides.
 pub fn official_crop(image: &RgbImage, bbox: NormBox) -> Result<(RgbImage, NormBox)> {
-    let region = bbox.padded(CROP_PAD);
-    let (l, t, r, b) = region.to_pixels(image.width(), image.height());
-    let (w, h) = (r.saturating_sub(l), b.saturating_sub(t));
-    if w <= MIN_CROP_SIDE || h <= MIN_CROP_SIDE {
-        return Err(Error::Config(format!(
-            "crop of {w}x{h} px is not larger than {MIN_CROP_SIDE}x{MIN_CROP_SIDE}"
-        )));
-    }
-    let crop = image::imageops::crop_imm(image, l, t, w, h).to_image();
-    Ok((crop, region))
+    let config = pixel_ops::CropConfig::default();
+    let plan = pixel_ops::crop::plan_crop_normalized(
+        image.dimensions(),
+        image.dimensions(),
+        bbox.to_array(),
+        &config,
+    )?;
+    let crop = pixel_ops::crop_normalized(image, image.dimensions(), bbox.to_array(), &config)?;
+    let [x1, y1, x2, y2] = plan.normalized;
+    Ok((crop, NormBox { x1, y1, x2, y2 }))
 }
 
 /// `bbox` with `x1, y1` rounded down and `x2, y2` rounded up to `decimals` places, so the written box still
 /// covers the region (what a call writes for a reference box).
+///
+/// Values stay at most `1 - 10^-decimals`: the official tool reads a box as normalized only when all four
+/// values are below 1.
 pub fn round_outward(bbox: NormBox, decimals: i32) -> NormBox {
     let s = 10f64.powi(decimals);
+    let top = 1.0 - 1.0 / s;
     // Snap values within float noise of a grid point before flooring / ceiling.
     let snap = |v: f64| {
         let r = (v * s).round();
         if ((v * s) - r).abs() < 1e-9 { r } else { v * s }
     };
     NormBox {
-        x1: (snap(bbox.x1).floor() / s).clamp(0.0, 1.0),
-        y1: (snap(bbox.y1).floor() / s).clamp(0.0, 1.0),
-        x2: (snap(bbox.x2).ceil() / s).clamp(0.0, 1.0),
-        y2: (snap(bbox.y2).ceil() / s).clamp(0.0, 1.0),
+        x1: (snap(bbox.x1).floor() / s).clamp(0.0, top - 1.0 / s),
+        y1: (snap(bbox.y1).floor() / s).clamp(0.0, top - 1.0 / s),
+        x2: (snap(bbox.x2).ceil() / s).clamp(1.0 / s, top),
+        y2: (snap(bbox.y2).ceil() / s).clamp(1.0 / s, top),
     }
 }
 
-/// Resizes `image` to its [`smart_resize`] size for `min_pixels`/`max_pixels`: what the model receives.
+/// Resizes `image` to its [`smart_resize`] size for `min_pixels`/`max_pixels` with Pillow's bicubic
+/// ([`pixel_ops::smart_resize_image`]): what the model receives.
 ///
 /// # Errors
 /// As [`smart_resize`].
 pub fn resize_for_model(image: &RgbImage, min_pixels: u64, max_pixels: u64) -> Result<RgbImage> {
-    let (h, w) = smart_resize(image.height(), image.width(), min_pixels, max_pixels)?;
-    if (w, h) == image.dimensions() {
-        return Ok(image.clone());
-    }
-    Ok(image::imageops::resize(
+    Ok(pixel_ops::smart_resize_image(
         image,
-        w,
-        h,
-        image::imageops::FilterType::CatmullRom,
-    ))
+        pixel_ops::PixelLimits::new(min_pixels, max_pixels),
+    )?)
 }
 
 /// An inclusive, 1-based window of video frames.
@@ -228,42 +229,23 @@ impl FrameWindow {
     }
 }
 
-/// `smart_resize` of qwen-vl-utils (factor 28): the model-input size `(height, width)` of an image.
-///
-/// Used here to reason about how large a detail appears to the model; `pixel-ops` owns the resize itself.
+/// `smart_resize` of qwen-vl-utils (factor 28, [`pixel_ops::smart_resize`]): the model-input size
+/// `(height, width)` of an image.
 ///
 /// # Errors
-/// [`Error::Config`] for an empty image or an aspect ratio above 200.
+/// [`Error::Ops`] for an empty image, an aspect ratio above 200 or inverted limits.
 pub fn smart_resize(
     height: u32,
     width: u32,
     min_pixels: u64,
     max_pixels: u64,
 ) -> Result<(u32, u32)> {
-    const FACTOR: f64 = 28.0;
-    if height == 0 || width == 0 {
-        return Err(Error::Config(format!(
-            "cannot resize an empty {width}x{height} image"
-        )));
-    }
-    let (h, w) = (f64::from(height), f64::from(width));
-    if h.max(w) / h.min(w) > 200.0 {
-        return Err(Error::Config(format!(
-            "aspect ratio of {width}x{height} is above 200"
-        )));
-    }
-    let mut hb = FACTOR.max((h / FACTOR).round_ties_even() * FACTOR);
-    let mut wb = FACTOR.max((w / FACTOR).round_ties_even() * FACTOR);
-    if hb * wb > max_pixels as f64 {
-        let beta = (h * w / max_pixels as f64).sqrt();
-        hb = FACTOR.max((h / beta / FACTOR).floor() * FACTOR);
-        wb = FACTOR.max((w / beta / FACTOR).floor() * FACTOR);
-    } else if hb * wb < min_pixels as f64 {
-        let beta = (min_pixels as f64 / (h * w)).sqrt();
-        hb = (h * beta / FACTOR).ceil() * FACTOR;
-        wb = (w * beta / FACTOR).ceil() * FACTOR;
-    }
-    Ok((hb as u32, wb as u32))
+    Ok(pixel_ops::smart_resize(
+        height,
+        width,
+        28,
+        pixel_ops::PixelLimits::new(min_pixels, max_pixels),
+    )?)
 }
 
 #[cfg(test)]

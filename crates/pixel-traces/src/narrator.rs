@@ -64,10 +64,10 @@ pub trait Narrator {
 pub struct TemplateNarrator;
 
 const WHOLE_IMAGE: &[&str] = &[
-    "The image shows a busy, cluttered scene. The question asks about {cue}, but at this resolution it is only a few pixels across and I cannot read it reliably.",
-    "Looking at the whole image first: there are many shapes and textures, and {cue} is small compared with the rest of the picture. Its details are too fine to make out from this view.",
-    "To answer this I need to read {cue}. I can locate it in the image, but it is tiny and blurred at the current scale, so any answer from this view would be a guess.",
-    "At first glance the picture is full of distracting patterns. {Cue} is visible as a small region, yet the detail the question depends on is not legible here.",
+    "The image shows a busy, cluttered scene. The question asks about {cue}, but at this resolution that region is only a few pixels across and I cannot read it reliably.",
+    "Looking at the whole image first: there are many shapes and textures, and the region with {cue} is small compared with the rest of the picture. Its details are too fine to make out from this view.",
+    "To answer this I need to read {cue}. I can roughly locate that region, but it is tiny and blurred at the current scale, so any answer from this view would be a guess.",
+    "At first glance the picture is full of distracting patterns. The part of the image that matters, {cue}, takes up only a small area, and the detail the question depends on is not legible here.",
 ];
 
 const WHOLE_VIDEO: &[&str] = &[
@@ -78,8 +78,8 @@ const WHOLE_VIDEO: &[&str] = &[
 
 const MISSED_IMAGE: &[&str] = &[
     "This region does not contain {cue}; it only shows background clutter. I need to look at a different part of the image.",
-    "The zoomed view shows nothing relevant: {cue} is not here. Let me re-examine where it actually is.",
-    "Hmm, this crop missed the target. There is no sign of {cue} in it, so I will try another region.",
+    "The zoomed view shows nothing relevant: there is no sign of {cue} here. Let me re-examine where it actually is.",
+    "Hmm, this crop missed the target. I cannot find {cue} in it, so I will try another region.",
 ];
 
 const MISSED_VIDEO: &[&str] = &[
@@ -88,20 +88,20 @@ const MISSED_VIDEO: &[&str] = &[
 ];
 
 const COARSE: &[&str] = &[
-    "The crop contains {cue}, but it is still small in this view. I will zoom in further on it.",
-    "I can see {cue} in this region now, though it is not yet sharp enough to read. A tighter crop should help.",
+    "The crop contains {cue}, but that region is still small in this view. I will zoom in further on it.",
+    "I can see {cue} in this region now, though not yet sharply enough to read the detail. A tighter crop should help.",
     "This view covers the right area, but it is too wide: {cue} occupies only a small part of it. Let me narrow down.",
 ];
 
 const FINAL_IMAGE: &[&str] = &[
-    "Now {cue} is clearly visible. Reading it carefully and comparing with the question, the answer is {answer}.",
-    "In the zoomed view the details of {cue} are legible. Checking them against the options, they match {answer}.",
-    "With the closer look, {cue} can be read without doubt, which settles the question: {answer}.",
+    "Now {cue} can be seen clearly. Reading the detail carefully and comparing it with the question, the answer is {answer}.",
+    "In the zoomed view the details of {cue} are legible. Checking them against the question, they match {answer}.",
+    "With the closer look, the detail of {cue} can be read without doubt, which settles the question: {answer}.",
 ];
 
 const FINAL_VIDEO: &[&str] = &[
-    "In these frames {cue} is clearly visible. Reading it carefully, the answer is {answer}.",
-    "The selected frames show {cue} at full resolution, and it matches {answer}.",
+    "In these frames {cue} can be seen clearly. Reading the detail carefully, the answer is {answer}.",
+    "The selected frames show {cue} at full resolution, and the detail matches {answer}.",
 ];
 
 const TEXT_ONLY: &[&str] = &[
@@ -110,12 +110,7 @@ const TEXT_ONLY: &[&str] = &[
 ];
 
 fn fill(template: &str, request: &NarrationRequest<'_>) -> String {
-    let mut cue_cap = request.cue.to_string();
-    if let Some(first) = cue_cap.get(0..1) {
-        cue_cap.replace_range(0..1, &first.to_uppercase());
-    }
     template
-        .replace("{Cue}", &cue_cap)
         .replace("{cue}", request.cue)
         .replace("{answer}", request.answer)
 }

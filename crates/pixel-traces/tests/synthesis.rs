@@ -144,6 +144,13 @@ fn wrong_crops_are_untrained_and_miss_the_cue_and_the_right_crop_is_trained() {
                 _ => 0,
             };
             assert_eq!(calls.len(), wrong + 1);
+            // The official tool reads a box as normalized only if all four values are below 1.
+            assert!(
+                calls
+                    .iter()
+                    .all(|c| c.1.iter().all(|v| (0.0..1.0).contains(v))),
+                "{calls:?}"
+            );
             for (train, bbox, target) in &calls[..wrong] {
                 assert!(!train, "a wrong crop is trained");
                 assert_eq!(*target, 1);
@@ -195,6 +202,12 @@ fn coarse_to_fine_refines_inside_the_first_crop() {
         assert_eq!(made.variant, Variant::CoarseToFine);
         let calls = crop_calls(&made.trace);
         assert_eq!(calls.len(), 2);
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.1.iter().all(|v| (0.0..1.0).contains(v))),
+            "{calls:?}"
+        );
         assert!(
             calls.iter().all(|c| c.0),
             "both calls of a coarse-to-fine trace are trained"
