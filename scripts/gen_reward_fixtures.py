@@ -288,6 +288,9 @@ for opts in OPTIONS[:2]:
     for gi in range(len(opts)):
         p = "ABCDE"[gi] if gi % 2 == 0 else "ABCDE"[(gi + 1) % len(opts)]
         add("mc_ref_text", wrap(f"({p})"), [opts[gi]], gi % 2 == 0, WHY_OPTION_TEXT, options=opts)
+# hedges between two letters name no choice
+for pred in ["(B) or (C)", "B) Sheep, C) Tiger", "(B)/(C)", "option B or (C)"]:
+    add("mc_hedge", wrap(pred, "boxed"), ["B"], False)
 # articles are not letters when there are no options
 add("mc_article", wrap("a cat"), ["A"], False)
 add("mc_article", wrap("A"), ["(A)"], True)

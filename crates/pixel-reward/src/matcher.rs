@@ -20,7 +20,8 @@ pub enum AnswerKind {
     #[default]
     Auto,
     /// A choice letter. Accepted spellings: `B`, `(B)`, `[B]`, `B.`, `B)`, `B:`, `option B`, `choice B`, any of
-    /// them followed by the option text (`B. Sheep`), or the option text alone when options are given.
+    /// them followed by the option text (`B. Sheep`), or the option text alone when options are given. An
+    /// answer naming two delimited letters (`(B) or (C)`) is a hedge and scores 0.
     MultipleChoice,
     /// A number: integers, decimals, thousands separators, trailing zeros, fractions, `%`, units after the
     /// number, and the words zero..twenty. Equal within 1e-6 (relative 1e-9 for large values).
@@ -91,6 +92,22 @@ static LETTER_THEN_TEXT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:(?:option|choice)\s+([a-k])\b|[(\[]([a-k])[)\]]|([a-k])[.:)])\s*.*$")
         .unwrap_or_else(|e| unreachable!("static regex: {e}"))
 });
+
+/// A token that is a delimited choice letter: `(b)`, `[b]`, `b.`, `b)`, `b:`.
+static LETTER_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:[(\[]([a-k])[)\]]|([a-k])[.:)])$")
+        .unwrap_or_else(|e| unreachable!("static regex: {e}"))
+});
+
+/// Whether an answer that names `letter` also names another delimited choice letter (`(B) or (C)`,
+/// `B) x, C) y`, `option B or (C)`): a hedge, which names no choice.
+fn is_hedge(answer: &str, letter: char) -> bool {
+    answer
+        .split(|c: char| c.is_whitespace() || ",;/".contains(c))
+        .filter_map(|t| LETTER_TOKEN.captures(t))
+        .filter_map(|c| c.get(1).or_else(|| c.get(2)))
+        .any(|m| !m.as_str().starts_with(letter))
+}
 
 const LETTERS: &str = "abcdefghijk";
 
@@ -217,19 +234,21 @@ impl Matcher {
         if hit { 1.0 } else { 0.0 }
     }
 
-    /// The choice letter a normalised answer names: by letter spelling, else by option text.
+    /// The choice letter a normalised answer names: by letter spelling (unless it hedges between letters),
+    /// else by option text.
     fn choice_of(&self, answer: &str) -> Option<char> {
         let letter = LETTER_ONLY
             .captures(answer)
             .or_else(|| LETTER_THEN_TEXT.captures(answer))
             .and_then(|c| (1..=3).find_map(|i| c.get(i)))
             .and_then(|m| m.as_str().chars().next());
-        letter.or_else(|| {
-            self.options
-                .iter()
-                .position(|o| normalize_answer(o) == answer)
-                .and_then(|i| LETTERS.chars().nth(i))
-        })
+        if let Some(first) = letter {
+            return (!is_hedge(answer, first)).then_some(first);
+        }
+        self.options
+            .iter()
+            .position(|o| normalize_answer(o) == answer)
+            .and_then(|i| LETTERS.chars().nth(i))
     }
 }
 
@@ -277,6 +296,28 @@ mod tests {
         ] {
             assert_eq!(m.score_answer(p, &["B"]), 1.0, "{p}");
             assert_eq!(m.score_answer(p, &["(C)"]), 0.0, "{p}");
+        }
+    }
+
+    #[test]
+    fn hedged_choices_name_no_letter() {
+        let m = Matcher::new(AnswerKind::MultipleChoice);
+        for p in [
+            "(B) or (C)",
+            "B. or C)",
+            "B) Sheep, C) Tiger",
+            "(B)/(C)",
+            "option B or (C)",
+        ] {
+            assert_eq!(m.score_answer(p, &["B"]), 0.0, "{p}");
+        }
+        for p in [
+            "(B) e.g. sheep",
+            "B. Mr. Sheep",
+            "(B) (b)",
+            "B. a sheep or a goat",
+        ] {
+            assert_eq!(m.score_answer(p, &["B"]), 1.0, "{p}");
         }
     }
 
