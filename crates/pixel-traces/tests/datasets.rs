@@ -50,6 +50,9 @@ fn needle_detail_is_below_one_token_globally_and_above_it_after_the_crop() {
         let crop = f64::from(needle.glyph_height) * f64::from(ch) / f64::from(b - t);
         worst_crop = worst_crop.min(crop);
     }
+    println!(
+        "digit height: global view at most {worst_global:.1} px, cropped view at least {worst_crop:.1} px"
+    );
     assert!(
         worst_global < TOKEN,
         "digit {worst_global:.1} px tall in the global view: not below one token"
