@@ -298,6 +298,9 @@ mod decoding {
                     decoded.push(v);
                 }
             }
+            eprintln!(
+                "{name}: frames decoded (skip 1 thread, skip auto, all 1 thread, all auto) = {work:?}"
+            );
             // Decode-all stops after the last wanted frame; skipping decodes only wanted groups.
             assert!(
                 work[2] > *want.last().unwrap() && work[0] <= work[2],

@@ -3,7 +3,9 @@
 //! The file is demuxed once (packets only, no decoding) to learn the exact frame count, the
 //! presentation order and where the keyframes are. [`FrameSampling::plan`] then says which frames
 //! qwen-vl-utils would read, and only the groups of pictures (keyframe to next keyframe) holding a
-//! wanted frame are decoded, each only as far as its last wanted frame, with FFmpeg frame threading.
+//! wanted frame are decoded, each only as far as its last wanted frame, with FFmpeg frame threading;
+//! non-reference frames (most B-frames) are skipped unless wanted (`AVDISCARD_NONREF`), which
+//! leaves every other frame bit-identical since nothing refers to them.
 //! Only kept frames are converted to RGB (swscale, bilinear flags as PyAV's default).
 //!
 //! Frame `i` means the `i`-th frame in presentation order, as decode-all readers (PyAV, decord,
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use ff::Discard;
 use ff::format::Pixel;
 use ff::software::scaling;
 use ffmpeg_next as ff;
@@ -419,6 +422,7 @@ fn skip_to_keyframes(
     let mut frame = ff::frame::Video::empty();
     // Decode position right after the last packet fed, while the decoder holds state.
     let mut next_fed: Option<usize> = None;
+    let mut current = Discard::Default;
     for (g, &start) in gops.starts.iter().enumerate() {
         if wanted_in_group[g] == 0 {
             continue;
@@ -429,6 +433,16 @@ fn skip_to_keyframes(
         let end = gops.starts.get(g + 1).copied().unwrap_or(packets.len());
         let group_done = |out: &Output| (start..end).all(|p| !out.wants(gops.shown[p]));
         for (p, packet) in packets.iter().enumerate().take(end).skip(start) {
+            // Frames no other frame refers to (most B-frames) are only decoded when wanted.
+            let discard = if out.wants(gops.shown[p]) {
+                Discard::Default
+            } else {
+                Discard::NonReference
+            };
+            if discard != current {
+                decoder.skip_frame(discard);
+                current = discard;
+            }
             send(decoder, packet, out, &mut frame, &mut index_of);
             next_fed = Some(p + 1);
             if group_done(out) {
@@ -442,6 +456,7 @@ fn skip_to_keyframes(
     if next_fed.is_some() {
         drain(decoder, out, &mut frame, &mut index_of);
     }
+    decoder.skip_frame(Discard::Default);
 }
 
 fn decode_all(decoder: &mut ff::decoder::Video, packets: &[ff::Packet], out: &mut Output) {
