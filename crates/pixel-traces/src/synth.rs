@@ -160,8 +160,9 @@ struct Builder {
     id: String,
     messages: Vec<TraceMessage>,
     images: Vec<(String, RgbImage)>,
-    /// Images in the conversation so far (what `target_image` indexes; video frames count too).
-    conversation_images: usize,
+    /// Visuals in the conversation so far: what `target_image` indexes and what frame numbering starts
+    /// from (an input video counts as one, as in `pixel-ops`' episode).
+    visuals: usize,
 }
 
 impl Builder {
@@ -169,11 +170,17 @@ impl Builder {
         self.messages.push(TraceMessage { role, content });
     }
 
-    fn add_image(&mut self, stem: &str, image: RgbImage) -> String {
+    /// Stores an image to be written as `<id>/<stem>.png` and returns that path.
+    fn store(&mut self, stem: &str, image: RgbImage) -> String {
         let name = format!("{}/{stem}.png", self.id);
         self.images.push((name.clone(), image));
-        self.conversation_images += 1;
         name
+    }
+
+    /// Stores an image that joins the conversation as a visual of its own.
+    fn add_image(&mut self, stem: &str, image: RgbImage) -> String {
+        self.visuals += 1;
+        self.store(stem, image)
     }
 }
 
@@ -288,7 +295,7 @@ impl<N: Narrator> Synthesizer<N> {
             id: sample.id.clone(),
             messages: Vec::new(),
             images: Vec::new(),
-            conversation_images: 0,
+            visuals: 0,
         };
         let built = match (&sample.visual, variant) {
             (Visual::None, Variant::TextOnly) => {
@@ -513,7 +520,7 @@ impl<N: Narrator> Synthesizer<N> {
                     TracePart::trained(protocol_text::crop_call(coarse.to_array(), 1)),
                 ],
             );
-            let coarse_index = b.conversation_images + 1;
+            let coarse_index = b.visuals + 1;
             let name = b.add_image("coarse", coarse_seen.clone());
             b.push(
                 Role::User,
@@ -620,8 +627,9 @@ impl<N: Narrator> Synthesizer<N> {
         let paths: Vec<String> = frames
             .iter()
             .enumerate()
-            .map(|(i, f)| b.add_image(&format!("frame_{:02}", i + 1), f.clone()))
+            .map(|(i, f)| b.store(&format!("frame_{:02}", i + 1), f.clone()))
             .collect();
+        b.visuals += 1;
         b.push(
             Role::User,
             vec![
@@ -646,8 +654,8 @@ impl<N: Narrator> Synthesizer<N> {
                 .iter()
                 .map(|&f| self.observe(&frames[f - 1]))
                 .collect::<Result<_>>()?;
-            // The official numbering: images so far, to images so far + count - 1.
-            let first = b.conversation_images;
+            // Numbered from the visuals so far, as `pixel-ops`' episode does (the released code's rule).
+            let first = b.visuals;
             let last = first + seen.len() - 1;
             let (w, h) = (seen[0].width(), seen[0].height());
             let mut content = vec![TracePart::text(protocol_text::frames_observation(

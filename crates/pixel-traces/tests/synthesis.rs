@@ -277,8 +277,24 @@ fn video_traces_mask_wrong_frames_and_select_the_window() {
                     "{frames:?} vs {window:?}"
                 );
                 assert!(!trained.contains(&format!("\"target_frames\": [{list}]")));
+                let (k, n) = (frames.len(), window.len());
+                assert!(
+                    untrained.contains(&format!(", Numbered 1 to {k}):")),
+                    "{untrained}"
+                );
+                assert!(
+                    untrained.contains(&format!(", Numbered {} to {}):", k + 1, k + n)),
+                    "{untrained}"
+                );
             }
             assert!(untrained.contains("Here are the selected frames (Frame Size: "));
+            // Numbering as pixel-ops' episode: from the visuals so far (the video counts as one).
+            if variant == Variant::VideoClean {
+                assert!(
+                    untrained.contains(&format!(", Numbered 1 to {}):", window.len())),
+                    "{untrained}"
+                );
+            }
             assert!(!trained.contains("Here are the selected frames"));
             assert_eq!(made.trace.media_paths().len(), made.images.len());
         }
