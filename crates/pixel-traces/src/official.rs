@@ -254,6 +254,39 @@ impl FromRecord for RlRecord {
     }
 }
 
+impl RlRecord {
+    /// The first user message as the official RL data loader (`PromptDataset.preprocess_data` with the
+    /// `vcot` prompt) builds it: the images (or the video as one item) first, then
+    /// `question + "\n\n" + GUIDELINES`.
+    ///
+    /// The loader's one quirk is not reproduced: with `is_video` and `image` given as a single string it
+    /// emits an `image` item; here a video is always a `video` item holding the list of its paths.
+    pub fn prompt_message(&self) -> OfficialMessage {
+        let mut items: Vec<ContentItem> = if self.is_video {
+            let video = VideoSource::Frames(self.media.clone());
+            vec![ContentItem::Video {
+                video,
+                extra: serde_json::Map::new(),
+            }]
+        } else {
+            self.media
+                .iter()
+                .map(|p| ContentItem::Image {
+                    image: p.clone(),
+                    extra: serde_json::Map::new(),
+                })
+                .collect()
+        };
+        items.push(ContentItem::Text {
+            text: crate::protocol_text::user_text(&self.question),
+        });
+        OfficialMessage {
+            role: Role::User,
+            content: MessageContent::Items(items),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

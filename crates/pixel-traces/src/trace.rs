@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::load::FromRecord;
-use crate::official::{ContentItem, MessageContent, Role, SftRecord};
+use crate::official::{ContentItem, MessageContent, OfficialMessage, Role, SftRecord, VideoSource};
 use crate::paths::DatasetRoot;
 
 /// The tool set of the official Pixel Reasoner protocol (`crop_image_normalized`, `select_frames`).
@@ -262,6 +262,53 @@ impl Trace {
     }
 }
 
+impl Trace {
+    /// The trace as an official SFT record (`message_list`), optionally led by a system message (for the
+    /// official trainer: `pixel_ops::ToolSet::PixelReasoner.system_prompt()`).
+    ///
+    /// The official format has no per-span mask: every assistant message is trained there, including
+    /// the deliberately wrong calls of self-correction traces. Keep the trace format for training here.
+    pub fn to_official(&self, system: Option<&str>) -> SftRecord {
+        let mut message_list = Vec::with_capacity(self.messages.len() + 1);
+        if let Some(system) = system {
+            message_list.push(OfficialMessage {
+                role: Role::System,
+                content: MessageContent::Text(system.to_string()),
+            });
+        }
+        for message in &self.messages {
+            let items = message
+                .content
+                .iter()
+                .map(|part| match part {
+                    TracePart::Text { text, .. } => ContentItem::Text { text: text.clone() },
+                    TracePart::Image { image } => ContentItem::Image {
+                        image: image.clone(),
+                        extra: serde_json::Map::new(),
+                    },
+                    TracePart::Video { video } => ContentItem::Video {
+                        video: VideoSource::Frames(video.clone()),
+                        extra: serde_json::Map::new(),
+                    },
+                })
+                .collect();
+            message_list.push(OfficialMessage {
+                role: message.role,
+                content: MessageContent::Items(items),
+            });
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("qid".into(), self.id.clone().into());
+        if let Some(answer) = &self.answer {
+            extra.insert("answer".into(), answer.clone().into());
+        }
+        SftRecord {
+            message_list,
+            extra,
+        }
+    }
+}
+
 impl FromRecord for Trace {
     fn from_record(value: serde_json::Value, root: &DatasetRoot) -> Result<Self, String> {
         let trace: Trace =
@@ -308,6 +355,16 @@ mod tests {
             released.trained_text(),
             "second <tool_call>c</tool_call>\\boxed{A}"
         );
+    }
+
+    #[test]
+    fn official_export_round_trips_text_and_media() {
+        let trace = Trace::from_official(&sft(), "x", false).unwrap();
+        let record = trace.to_official(Some("sys"));
+        assert_eq!(record.message_list[0].role, Role::System);
+        assert_eq!(record.extra["answer"], "A");
+        let back = Trace::from_official(&record, "x", false).unwrap();
+        assert_eq!(back.messages, trace.messages);
     }
 
     #[test]
