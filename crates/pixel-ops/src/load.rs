@@ -137,14 +137,19 @@ pub fn decode_dynamic(bytes: &[u8], what: &str, limits: &DecodeLimits) -> Result
     DynamicImage::from_decoder(decoder).map_err(|e| limit_or_decode(e, what, limits, bytes))
 }
 
-/// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan marker (`FF DA`). Entropy-coded
-/// data stuffs every `FF` byte as `FF 00`, so neither marker can appear inside a scan by accident.
+/// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan marker (`FF DA`): there is a
+/// start of scan, and none after the last end of image. Entropy-coded data stuffs every `FF` byte as
+/// `FF 00`, so neither marker appears inside a scan by accident. Only the header and the tail after the
+/// last EOI are scanned (an embedded EXIF thumbnail ends with its own EOI, but the main image's scan
+/// comes after it, so a truncated main image is still caught).
 fn jpeg_has_eoi(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_sos {
-        Some(i) => bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => false,
-    }
+    let is = |w: &[u8], m: u8| w[0] == 0xFF && w[1] == m;
+    let Some(eoi) = bytes.windows(2).rposition(|w| is(w, 0xD9)) else {
+        return false;
+    };
+    let sos_before = bytes[..eoi].windows(2).any(|w| is(w, 0xDA));
+    let sos_after = bytes[eoi..].windows(2).any(|w| is(w, 0xDA));
+    sos_before && !sos_after
 }
 
 fn too_large(what: &str, width: u32, height: u32, limits: &DecodeLimits) -> Error {
