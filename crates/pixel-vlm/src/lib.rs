@@ -1,1 +1,35 @@
-//! pixel-vlm: under construction.
+//! pixel-vlm: Qwen2.5-VL on burn, loading Hugging Face checkpoints unchanged.
+//!
+//! Modules: [`config`] (`config.json`, both layouts), [`loading`] (safetensors, sharded, bf16),
+//! [`vision`] (vision tower), [`text`] (decoder with M-RoPE), [`model`] (the whole model and its
+//! forward), [`cache`] (preallocated KV cache), [`generation`] (batched generation), [`backend`]
+//! (default CPU backend).
+//!
+//! ```no_run
+//! use pixel_vlm::{backend::CpuBackend, Qwen25Vl};
+//!
+//! let device = Default::default();
+//! let model = Qwen25Vl::<CpuBackend>::from_pretrained("Qwen2.5-VL-3B-Instruct", &device)?;
+//! println!("{} decoder layers", model.config.text.num_hidden_layers);
+//! # Ok::<(), pixel_vlm::VlmError>(())
+//! ```
+
+pub mod backend;
+pub mod cache;
+pub mod chat_template;
+pub mod config;
+pub mod error;
+pub mod generation;
+pub mod loading;
+pub mod model;
+pub mod processor;
+pub mod rope_index;
+pub mod sampling;
+pub mod text;
+pub mod tokenizer;
+pub mod vision;
+
+pub use cache::KvCache;
+pub use config::Qwen25VlConfig;
+pub use error::VlmError;
+pub use model::{ForwardInput, Qwen25Vl, VisualInput};

@@ -1,0 +1,149 @@
+//! A preallocated key/value cache for batched decoding, with per-slot validity (left padding, finished rows).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::error::{Result, VlmError};
+
+/// Keys and values of every decoder layer, `[batch, kv_heads, capacity, head_dim]` each, allocated once.
+///
+/// Slots are appended for all rows together; a slot can be marked invalid for a row (left padding of a
+/// shorter prompt, or a row that already finished), and attention never looks at invalid slots.
+#[derive(Debug)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    batch: usize,
+    capacity: usize,
+    len: usize,
+    /// `[batch, capacity]` row-major.
+    valid: Vec<bool>,
+    /// The text position each row continues from (max position so far + 1).
+    next_position: Vec<i64>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Allocates a cache for `batch` rows of up to `capacity` tokens.
+    pub fn new(
+        num_layers: usize,
+        batch: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        device: &B::Device,
+    ) -> Self {
+        let layers = (0..num_layers)
+            .map(|_| {
+                let zeros = || Tensor::zeros([batch, kv_heads, capacity, head_dim], device);
+                Some((zeros(), zeros()))
+            })
+            .collect();
+        Self {
+            layers,
+            batch,
+            capacity,
+            len: 0,
+            valid: vec![false; batch * capacity],
+            next_position: vec![0; batch],
+        }
+    }
+
+    /// Rows.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Slots filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was prefilled yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slots available in total.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The text position row `row` continues from (its largest M-RoPE position + 1).
+    pub fn next_position(&self, row: usize) -> i64 {
+        self.next_position[row]
+    }
+
+    /// Marks every slot of `row` invalid from now on (used when a row finished; its later slots are
+    /// written with `valid = false` by the caller too).
+    pub(crate) fn set_next_position(&mut self, row: usize, pos: i64) {
+        self.next_position[row] = pos;
+    }
+
+    /// Reserves `seq` new slots with the given validity `[batch, seq]`, before the layers run.
+    pub(crate) fn begin(&mut self, seq: usize, valid: &[bool]) -> Result<()> {
+        if self.len + seq > self.capacity {
+            return Err(VlmError::Generation(format!(
+                "KV cache full: {} slots used + {seq} new > capacity {}",
+                self.len, self.capacity
+            )));
+        }
+        for row in 0..self.batch {
+            for i in 0..seq {
+                self.valid[row * self.capacity + self.len + i] = valid[row * seq + i];
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the `seq` slots reserved by [`KvCache::begin`].
+    pub(crate) fn commit(&mut self, seq: usize) {
+        self.len += seq;
+    }
+
+    /// Additive attention mask `[batch, 1, 1, seq, len + seq]` for `seq` new queries: 0 where the key slot is
+    /// valid and not in the future, a large negative number elsewhere.
+    pub(crate) fn attention_mask(&self, seq: usize, device: &B::Device) -> Tensor<B, 5> {
+        let total = self.len + seq;
+        let mut mask = vec![0.0f32; self.batch * seq * total];
+        for row in 0..self.batch {
+            for q in 0..seq {
+                let base = (row * seq + q) * total;
+                for k in 0..total {
+                    let allowed = k <= self.len + q && self.valid[row * self.capacity + k];
+                    if !allowed {
+                        mask[base + k] = -1e30;
+                    }
+                }
+            }
+        }
+        Tensor::from_data(
+            TensorData::new(mask, [self.batch, 1, 1, seq, total]),
+            device,
+        )
+    }
+
+    /// Writes the new keys/values of `layer` after the filled slots and returns all keys/values so far.
+    ///
+    /// # Shapes
+    /// - `k`, `v`: `[batch, kv_heads, seq, head_dim]`
+    /// - output: two `[batch, kv_heads, len + seq, head_dim]`
+    pub(crate) fn update(
+        &mut self,
+        layer: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, h, s, d] = k.dims();
+        let (start, end) = (self.len, self.len + s);
+        let (kc, vc) = self.layers[layer]
+            .take()
+            .expect("cache layer present between updates");
+        let kc = kc.slice_assign([0..b, 0..h, start..end, 0..d], k);
+        let vc = vc.slice_assign([0..b, 0..h, start..end, 0..d], v);
+        let out = (
+            kc.clone().slice([0..b, 0..h, 0..end, 0..d]),
+            vc.clone().slice([0..b, 0..h, 0..end, 0..d]),
+        );
+        self.layers[layer] = Some((kc, vc));
+        out
+    }
+}

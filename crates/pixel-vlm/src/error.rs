@@ -1,0 +1,154 @@
+//! The crate's error type: every fallible operation of `pixel-vlm` returns [`VlmError`].
+//!
+//! Variants carry the facts a user needs to fix the input (the file, the field, the counts). Both the
+//! model side (config, loading, forward, generation) and the processor side add variants here.
+
+use std::path::PathBuf;
+
+/// Errors of `pixel-vlm`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VlmError {
+    /// A file or folder could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON file (config, shard index) is not valid JSON or has the wrong structure.
+    #[error("cannot parse `{path}`: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the parser reported.
+        message: String,
+    },
+    /// A field of `config.json` is missing or has a value the model cannot use.
+    #[error("config field `{field}`: {reason}")]
+    Config {
+        /// The field, dotted from the root (`vision_config.window_size`).
+        field: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The folder is not a Qwen2.5-VL checkpoint folder (no `config.json` or no safetensors).
+    #[error("`{path}` is not a checkpoint folder: {reason}")]
+    NotACheckpoint {
+        /// The folder.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// A safetensors file is malformed (bad header, truncated data, unsupported dtype).
+    #[error("safetensors file `{path}`: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The checkpoint's tensors do not match the model the config describes.
+    #[error(
+        "checkpoint does not match the config: {} missing, {} unexpected, {} with a wrong shape\n{}",
+        missing.len(), unexpected.len(), mismatched.len(), format_weight_problems(missing, unexpected, mismatched)
+    )]
+    Weights {
+        /// Tensors the model needs that no file provides (canonical names).
+        missing: Vec<String>,
+        /// Tensors the files provide that the model does not use.
+        unexpected: Vec<String>,
+        /// `name: expected [..], found [..]` for tensors with a wrong shape.
+        mismatched: Vec<String>,
+    },
+    /// The number of `<|image_pad|>` / `<|video_pad|>` tokens differs from what `grid_thw` implies.
+    #[error(
+        "{kind} placeholders: the input has {tokens} pad tokens but grid_thw gives {expected} (sum of t*h*w/{merge})"
+    )]
+    PlaceholderMismatch {
+        /// `"image"` or `"video"`.
+        kind: &'static str,
+        /// Pad tokens found in the input ids.
+        tokens: usize,
+        /// Merged visual tokens the grids produce.
+        expected: usize,
+        /// Patches merged into one token (`spatial_merge_size^2`).
+        merge: usize,
+    },
+    /// A model input has an inconsistent shape or value (the message names the input).
+    #[error("invalid input `{input}`: {reason}")]
+    Input {
+        /// The argument that is wrong.
+        input: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A generation request cannot be served (cache full, empty prompt, ...).
+    #[error("generation: {0}")]
+    Generation(String),
+    /// `tokenizer.json` could not be loaded, or encoding/decoding failed.
+    #[error("tokenizer: {reason}")]
+    Tokenizer {
+        /// The file, when the failure is about loading one.
+        path: Option<PathBuf>,
+        /// What the `tokenizers` crate reported.
+        reason: String,
+    },
+    /// The tokenizer lacks a token the Qwen2.5-VL processor needs.
+    #[error("the tokenizer has no `{token}` token (is this a Qwen2.5-VL tokenizer?)")]
+    MissingSpecialToken {
+        /// The token text, e.g. `<|image_pad|>`.
+        token: String,
+    },
+    /// No chat template in the folder (`chat_template.jinja`, `chat_template.json`, `tokenizer_config.json`).
+    #[error(
+        "no chat template in `{path}` (looked for chat_template.jinja, chat_template.json, tokenizer_config.json)"
+    )]
+    NoChatTemplate {
+        /// The folder searched.
+        path: PathBuf,
+    },
+    /// The Jinja chat template failed to compile or to render.
+    #[error("chat template: {reason}")]
+    ChatTemplate {
+        /// minijinja's message, with the template line where it has one.
+        reason: String,
+    },
+    /// The prompt text holds a different number of image/video placeholders than images/videos given.
+    #[error("the prompt has {placeholders} `{token}` placeholders but {items} {kind}s were given")]
+    PlaceholderCount {
+        /// `"image"` or `"video"`.
+        kind: &'static str,
+        /// The placeholder token.
+        token: String,
+        /// Placeholders found in the text.
+        placeholders: usize,
+        /// Images or videos passed.
+        items: usize,
+    },
+    /// An image operation of `pixel-ops` (resize, size limits) failed.
+    #[error("image preprocessing: {0}")]
+    Image(#[from] pixel_ops::Error),
+}
+
+fn format_weight_problems(
+    missing: &[String],
+    unexpected: &[String],
+    mismatched: &[String],
+) -> String {
+    let mut out = String::new();
+    for (title, list) in [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", mismatched),
+    ] {
+        if !list.is_empty() {
+            out.push_str(&format!("  {title}: {}\n", list.join(", ")));
+        }
+    }
+    out
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = VlmError> = std::result::Result<T, E>;

@@ -1,0 +1,368 @@
+//! The whole Qwen2.5-VL model: vision tower + text decoder + LM head, and its forward entry points.
+
+pub mod rope;
+pub mod swiglu;
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::cache::KvCache;
+use crate::config::Qwen25VlConfig;
+use crate::error::{Result, VlmError};
+use crate::loading::{CheckpointIndex, ParamLoader};
+use crate::text::TextModel;
+use crate::vision::{VisionTower, index_tensor};
+
+/// The parameters of Qwen2.5-VL (a burn [`Module`]).
+#[derive(Module, Debug)]
+pub struct Qwen25VlModel<B: Backend> {
+    /// The vision tower.
+    pub visual: VisionTower<B>,
+    /// The text decoder.
+    pub text: TextModel<B>,
+    /// The LM head; `None` when tied to the token embedding.
+    pub lm_head: Option<Linear<B>>,
+}
+
+/// Visual inputs of one forward: all images (or all videos) of the batch, in order of appearance.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VisualInput {
+    /// Flattened normalised patches `[n, patch_dim]` (row-major), as the processor produces them.
+    pub pixel_values: Vec<f32>,
+    /// Patches per image/video: `[t, h, w]`.
+    pub grid_thw: Vec<[usize; 3]>,
+}
+
+impl VisualInput {
+    /// Merged tokens these inputs produce: `Σ t·h·w / merge_unit`.
+    pub fn merged_tokens(&self, merge_unit: usize) -> usize {
+        self.grid_thw
+            .iter()
+            .map(|&[t, h, w]| t * h * w)
+            .sum::<usize>()
+            / merge_unit
+    }
+
+    /// Appends the items of `other`.
+    pub fn extend(&mut self, other: &VisualInput) {
+        self.pixel_values.extend_from_slice(&other.pixel_values);
+        self.grid_thw.extend_from_slice(&other.grid_thw);
+    }
+}
+
+/// The token side of one forward over `batch` rows of equal length `seq`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardInput<'a> {
+    /// Token ids `[batch, seq]` (row-major).
+    pub input_ids: &'a [u32],
+    /// Rows.
+    pub batch: usize,
+    /// M-RoPE position ids `[3, batch, seq]` (row-major).
+    pub positions: &'a [i64],
+    /// Which tokens are real `[batch, seq]`; `None` means all (left padding is marked `false`).
+    pub valid: Option<&'a [bool]>,
+    /// Images whose `<|image_pad|>` tokens appear in `input_ids`.
+    pub images: Option<&'a VisualInput>,
+    /// Videos whose `<|video_pad|>` tokens appear in `input_ids`.
+    pub videos: Option<&'a VisualInput>,
+}
+
+/// Qwen2.5-VL ready to run: the module plus its configuration.
+#[derive(Debug)]
+pub struct Qwen25Vl<B: Backend> {
+    /// The parameters.
+    pub model: Qwen25VlModel<B>,
+    /// The configuration it was built from.
+    pub config: Qwen25VlConfig,
+}
+
+impl<B: Backend> Qwen25Vl<B> {
+    /// Loads a Hugging Face checkpoint folder (`config.json` + `model.safetensors` or a sharded
+    /// `model.safetensors.index.json`), in either key layout, converting bf16/f16 to the backend's float.
+    ///
+    /// # Errors
+    /// [`VlmError::NotACheckpoint`] for a folder without `config.json` or safetensors, [`VlmError::Config`]
+    /// for an invalid config, [`VlmError::Safetensors`] for malformed files, [`VlmError::Weights`] listing
+    /// every missing, unexpected and mis-shaped tensor.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(VlmError::NotACheckpoint {
+                path: dir.to_path_buf(),
+                reason: "no config.json".into(),
+            });
+        }
+        let config = Qwen25VlConfig::from_file(&config_path)?;
+        let index = CheckpointIndex::open_dir(dir)?;
+        Self::build(ParamLoader::from_checkpoint(index, device), config)
+    }
+
+    /// A model with seeded random weights (normal, std 0.02; norms at 1), for tests and benchmarks.
+    pub fn random(config: Qwen25VlConfig, seed: u64, device: &B::Device) -> Self {
+        match Self::build(ParamLoader::random(seed, device), config) {
+            Ok(model) => model,
+            // A random source never reports missing tensors.
+            Err(err) => unreachable!("random initialisation cannot fail: {err}"),
+        }
+    }
+
+    fn build(mut p: ParamLoader<'_, B>, config: Qwen25VlConfig) -> Result<Self> {
+        let visual = VisionTower::load(&mut p, &config.vision);
+        let text = TextModel::load(&mut p, &config.text);
+        let lm_head = if config.tie_word_embeddings {
+            p.tolerate("lm_head.weight");
+            None
+        } else {
+            Some(p.linear(
+                "lm_head",
+                config.text.hidden_size,
+                config.text.vocab_size,
+                false,
+                0.02,
+            ))
+        };
+        p.finish()?;
+        Ok(Self {
+            model: Qwen25VlModel {
+                visual,
+                text,
+                lm_head,
+            },
+            config,
+        })
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> B::Device {
+        self.model.text.embed_tokens.weight.val().device()
+    }
+
+    /// An empty KV cache for `batch` rows of up to `capacity` tokens.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+        let c = &self.config.text;
+        KvCache::new(
+            c.num_hidden_layers,
+            batch,
+            c.num_key_value_heads,
+            c.head_dim(),
+            capacity,
+            &self.device(),
+        )
+    }
+
+    /// Encodes images or videos into merged visual tokens.
+    ///
+    /// # Shapes
+    /// - output: `[Σ t·h·w / merge², hidden]`
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] if the pixel values and grids disagree.
+    pub fn encode_visual(&self, visual: &VisualInput) -> Result<Tensor<B, 2>> {
+        let patch_dim = self.config.vision.patch_dim();
+        if !visual.pixel_values.len().is_multiple_of(patch_dim) {
+            return Err(VlmError::Input {
+                input: "pixel_values",
+                reason: format!(
+                    "{} values is not a multiple of the patch size {patch_dim}",
+                    visual.pixel_values.len()
+                ),
+            });
+        }
+        let n = visual.pixel_values.len() / patch_dim;
+        let patches = Tensor::<B, 2>::from_data(
+            TensorData::new(visual.pixel_values.clone(), [n, patch_dim]),
+            &self.device(),
+        );
+        self.model.visual.forward(patches, &visual.grid_thw)
+    }
+
+    /// Token embeddings with the image/video features scattered into their pad positions.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, hidden]`
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] for out-of-vocabulary ids or inconsistent shapes, [`VlmError::PlaceholderMismatch`]
+    /// when the pad tokens do not match `Σ t·h·w / merge²`.
+    pub fn embed(&self, input: &ForwardInput<'_>) -> Result<Tensor<B, 3>> {
+        let (b, s) = self.check_input(input)?;
+        let device = self.device();
+        let vocab = self.config.text.vocab_size;
+        if let Some(bad) = input.input_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(VlmError::Input {
+                input: "input_ids",
+                reason: format!("token id {bad} >= vocab size {vocab}"),
+            });
+        }
+        let unit = self.config.vision.merge_unit();
+        let mut table = vec![];
+        let text_rows = b * s;
+        let ids: Vec<usize> = input.input_ids.iter().map(|&i| i as usize).collect();
+        table.push(
+            self.model
+                .text
+                .embed_tokens
+                .weight
+                .val()
+                .select(0, index_tensor::<B>(&ids, &device)),
+        );
+        let mut gather: Vec<usize> = (0..text_rows).collect();
+        let mut next_row = text_rows;
+        for (kind, token, visual) in [
+            ("image", self.config.image_token_id, input.images),
+            ("video", self.config.video_token_id, input.videos),
+        ] {
+            let slots: Vec<usize> = input
+                .input_ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| **id == token)
+                .map(|(i, _)| i)
+                .collect();
+            let expected = visual.map_or(0, |v| v.merged_tokens(unit));
+            if slots.len() != expected {
+                return Err(VlmError::PlaceholderMismatch {
+                    kind,
+                    tokens: slots.len(),
+                    expected,
+                    merge: unit,
+                });
+            }
+            if let Some(visual) = visual.filter(|v| !v.grid_thw.is_empty()) {
+                table.push(self.encode_visual(visual)?);
+                for (k, slot) in slots.into_iter().enumerate() {
+                    gather[slot] = next_row + k;
+                }
+                next_row += expected;
+            }
+        }
+        let hidden = self.config.text.hidden_size;
+        let embeds = if table.len() == 1 {
+            table.pop().unwrap_or_else(|| unreachable!())
+        } else {
+            Tensor::cat(table, 0).select(0, index_tensor::<B>(&gather, &device))
+        };
+        Ok(embeds.reshape([b, s, hidden]))
+    }
+
+    fn check_input(&self, input: &ForwardInput<'_>) -> Result<(usize, usize)> {
+        let b = input.batch;
+        if b == 0 || input.input_ids.is_empty() || !input.input_ids.len().is_multiple_of(b) {
+            return Err(VlmError::Input {
+                input: "input_ids",
+                reason: format!(
+                    "{} ids cannot form {b} non-empty rows",
+                    input.input_ids.len()
+                ),
+            });
+        }
+        let s = input.input_ids.len() / b;
+        if input.positions.len() != 3 * b * s {
+            return Err(VlmError::Input {
+                input: "positions",
+                reason: format!(
+                    "expected 3 x {b} x {s} = {} ids, found {}",
+                    3 * b * s,
+                    input.positions.len()
+                ),
+            });
+        }
+        if let Some(valid) = input.valid
+            && valid.len() != b * s
+        {
+            return Err(VlmError::Input {
+                input: "valid",
+                reason: format!("expected {} flags, found {}", b * s, valid.len()),
+            });
+        }
+        Ok((b, s))
+    }
+
+    /// Runs the model over new tokens, appending them to `cache`; returns the final hidden states.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, hidden]`
+    ///
+    /// # Errors
+    /// As [`Qwen25Vl::embed`]; [`VlmError::Input`] if the cache has another batch size;
+    /// [`VlmError::Generation`] if the cache is full.
+    pub fn forward_hidden(
+        &self,
+        input: &ForwardInput<'_>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        if cache.batch() != input.batch {
+            return Err(VlmError::Input {
+                input: "cache",
+                reason: format!(
+                    "cache has {} rows, input has {}",
+                    cache.batch(),
+                    input.batch
+                ),
+            });
+        }
+        let embeds = self.embed(input)?;
+        let all_valid;
+        let valid = match input.valid {
+            Some(v) => v,
+            None => {
+                all_valid = vec![true; input.input_ids.len()];
+                &all_valid
+            }
+        };
+        let hidden = self
+            .model
+            .text
+            .forward(embeds, input.positions, valid, cache)?;
+        // Each row continues from its largest position + 1 (the `rope_deltas` rule).
+        let s = input.input_ids.len() / input.batch;
+        for row in 0..input.batch {
+            let mut max = cache.next_position(row) - 1;
+            for axis in 0..3 {
+                for i in 0..s {
+                    if valid[row * s + i] {
+                        max = max.max(input.positions[(axis * input.batch + row) * s + i]);
+                    }
+                }
+            }
+            cache.set_next_position(row, max + 1);
+        }
+        Ok(hidden)
+    }
+
+    /// Vocabulary logits of hidden states.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, vocab]`
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, h] = hidden.dims();
+        let flat = hidden.reshape([b * s, h]);
+        let out = match &self.model.lm_head {
+            Some(head) => head.forward(flat),
+            None => flat.matmul(self.model.text.embed_tokens.weight.val().transpose()),
+        };
+        out.reshape([b, s, self.config.text.vocab_size])
+    }
+
+    /// Full forward: logits of every new token.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, vocab]`
+    ///
+    /// # Errors
+    /// As [`Qwen25Vl::forward_hidden`].
+    pub fn forward(
+        &self,
+        input: &ForwardInput<'_>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        let hidden = self.forward_hidden(input, cache)?;
+        Ok(self.logits(hidden))
+    }
+}

@@ -1,0 +1,126 @@
+//! Grouped-query self-attention of the text decoder, with M-RoPE and the KV cache.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+
+use crate::cache::KvCache;
+use crate::loading::ParamLoader;
+use crate::model::rope::apply_rotary;
+
+/// Causal GQA attention (keys `q_proj`, `k_proj`, `v_proj` with biases, `o_proj` without).
+#[derive(Module, Debug)]
+pub struct TextAttention<B: Backend> {
+    /// `hidden -> heads * head_dim`.
+    pub q_proj: Linear<B>,
+    /// `hidden -> kv_heads * head_dim`.
+    pub k_proj: Linear<B>,
+    /// `hidden -> kv_heads * head_dim`.
+    pub v_proj: Linear<B>,
+    /// `heads * head_dim -> hidden`, no bias.
+    pub o_proj: Linear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+}
+
+impl<B: Backend> TextAttention<B> {
+    pub(crate) fn load(
+        p: &mut ParamLoader<'_, B>,
+        prefix: &str,
+        hidden: usize,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Self {
+        let head_dim = hidden / heads;
+        Self {
+            q_proj: p.linear(
+                &format!("{prefix}.q_proj"),
+                hidden,
+                heads * head_dim,
+                true,
+                0.02,
+            ),
+            k_proj: p.linear(
+                &format!("{prefix}.k_proj"),
+                hidden,
+                kv_heads * head_dim,
+                true,
+                0.02,
+            ),
+            v_proj: p.linear(
+                &format!("{prefix}.v_proj"),
+                hidden,
+                kv_heads * head_dim,
+                true,
+                0.02,
+            ),
+            o_proj: p.linear(
+                &format!("{prefix}.o_proj"),
+                heads * head_dim,
+                hidden,
+                false,
+                0.02,
+            ),
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+        }
+    }
+
+    /// Attends from the `seq` new tokens to every valid cached slot (and to themselves, causally).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`
+    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
+    /// - `mask`: `[batch, 1, 1, seq, len + seq]` additive
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Tensor<B, 5>,
+        cache: &mut KvCache<B>,
+        layer: usize,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let groups = h / kvh;
+        let q = self
+            .q_proj
+            .forward(x.clone())
+            .reshape([b, s, h, d])
+            .swap_dims(1, 2); // [b, h, s, d]
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([b, s, kvh, d])
+            .swap_dims(1, 2); // [b, kvh, s, d]
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, kvh, d])
+            .swap_dims(1, 2); // [b, kvh, s, d]
+        let q = apply_rotary(q, cos.clone(), sin.clone());
+        let k = apply_rotary(k, cos, sin);
+        let (k_all, v_all) = cache.update(layer, k, v); // [b, kvh, total, d]
+        let total = k_all.dims()[2];
+        // Query head j uses key/value head j / groups: fold the groups into the query length.
+        let q = q.reshape([b, kvh, groups * s, d]);
+        let scores = q.matmul(k_all.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
+        let scores = scores.reshape([b, kvh, groups, s, total]) + mask;
+        let probs = softmax(scores, 4).reshape([b, kvh, groups * s, total]);
+        let out = probs
+            .matmul(v_all)
+            .reshape([b, h, s, d])
+            .swap_dims(1, 2)
+            .reshape([b, s, h * d]);
+        self.o_proj.forward(out)
+    }
+}

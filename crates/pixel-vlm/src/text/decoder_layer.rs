@@ -1,0 +1,82 @@
+//! One Qwen2 decoder layer.
+
+use burn::module::Module;
+use burn::nn::RmsNorm;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::cache::KvCache;
+use crate::config::TextConfig;
+use crate::loading::ParamLoader;
+use crate::model::swiglu::SwiGlu;
+use crate::text::attention::TextAttention;
+
+/// Pre-norm attention and SwiGLU MLP with residuals (keys `model.layers.{i}.*`).
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// RMSNorm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Self-attention.
+    pub self_attn: TextAttention<B>,
+    /// RMSNorm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// SwiGLU MLP without biases.
+    pub mlp: SwiGlu<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    pub(crate) fn load(p: &mut ParamLoader<'_, B>, prefix: &str, c: &TextConfig) -> Self {
+        Self {
+            input_layernorm: p.rms_norm(
+                &format!("{prefix}.input_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
+            self_attn: TextAttention::load(
+                p,
+                &format!("{prefix}.self_attn"),
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+            ),
+            post_attention_layernorm: p.rms_norm(
+                &format!("{prefix}.post_attention_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
+            mlp: SwiGlu::load(
+                p,
+                &format!("{prefix}.mlp"),
+                c.hidden_size,
+                c.intermediate_size,
+                false,
+            ),
+        }
+    }
+
+    /// Applies the layer.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`;
+    ///   `mask`: `[batch, 1, 1, seq, len + seq]`; output `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Tensor<B, 5>,
+        cache: &mut KvCache<B>,
+        layer: usize,
+    ) -> Tensor<B, 3> {
+        let attn = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            mask,
+            cache,
+            layer,
+        );
+        let x = x + attn;
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}

@@ -1,0 +1,94 @@
+//! The Qwen2 text decoder of Qwen2.5-VL with M-RoPE.
+
+pub mod attention;
+pub mod decoder_layer;
+pub mod rope;
+
+use burn::module::Module;
+use burn::nn::{Embedding, RmsNorm};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::cache::KvCache;
+use crate::config::TextConfig;
+use crate::error::Result;
+use crate::loading::ParamLoader;
+use decoder_layer::DecoderLayer;
+
+/// Token embedding, decoder layers and the final norm (keys `model.embed_tokens`, `model.layers.*`,
+/// `model.norm`).
+#[derive(Module, Debug)]
+pub struct TextModel<B: Backend> {
+    /// Token embedding `[vocab, hidden]`.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final RMSNorm.
+    pub norm: RmsNorm<B>,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// M-RoPE split of the rotary frequencies.
+    pub mrope_section: [usize; 3],
+}
+
+impl<B: Backend> TextModel<B> {
+    pub(crate) fn load(p: &mut ParamLoader<'_, B>, c: &TextConfig) -> Self {
+        Self {
+            embed_tokens: p.embedding("model.embed_tokens", c.vocab_size, c.hidden_size, 0.02),
+            layers: (0..c.num_hidden_layers)
+                .map(|i| DecoderLayer::load(p, &format!("model.layers.{i}"), c))
+                .collect(),
+            norm: p.rms_norm("model.norm", c.hidden_size, c.rms_norm_eps),
+            head_dim: c.head_dim(),
+            num_kv_heads: c.num_key_value_heads,
+            rope_theta: c.rope_theta,
+            mrope_section: c.mrope_section,
+        }
+    }
+
+    /// Runs the decoder over `seq` new embedded tokens, appending their keys/values to `cache`.
+    ///
+    /// `positions` are the M-RoPE ids `[3, batch, seq]` (row-major), `valid` `[batch, seq]` says which new
+    /// tokens are real (false for left padding).
+    ///
+    /// # Shapes
+    /// - `embeds`: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, hidden]` after the final norm
+    ///
+    /// # Errors
+    /// [`crate::VlmError::Generation`] if the cache has no room for `seq` more slots.
+    pub fn forward(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: &[i64],
+        valid: &[bool],
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        let [b, s, _] = embeds.dims();
+        let device = embeds.device();
+        let (cos, sin) = rope::mrope_tables(
+            positions,
+            b,
+            s,
+            self.head_dim,
+            self.rope_theta,
+            self.mrope_section,
+        );
+        let cos =
+            Tensor::<B, 4>::from_data(TensorData::new(cos, [b, 1, s, self.head_dim]), &device);
+        let sin =
+            Tensor::<B, 4>::from_data(TensorData::new(sin, [b, 1, s, self.head_dim]), &device);
+        cache.begin(s, valid)?;
+        let mask = cache.attention_mask(s, &device);
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, cos.clone(), sin.clone(), mask.clone(), cache, i);
+        }
+        cache.commit(s);
+        Ok(self.norm.forward(x))
+    }
+}

@@ -1,0 +1,76 @@
+//! Vision self-attention over chunks (windows or whole frames), with 2-D RoPE.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+
+use crate::loading::ParamLoader;
+use crate::model::rope::apply_rotary;
+
+/// Non-causal multi-head attention restricted to chunks of the patch sequence (keys `qkv`, `proj`).
+#[derive(Module, Debug)]
+pub struct VisionAttention<B: Backend> {
+    /// Fused query/key/value projection `dim -> 3 * dim` (with bias).
+    pub qkv: Linear<B>,
+    /// Output projection `dim -> dim` (with bias).
+    pub proj: Linear<B>,
+    /// Attention heads.
+    pub num_heads: usize,
+}
+
+impl<B: Backend> VisionAttention<B> {
+    pub(crate) fn load(
+        p: &mut ParamLoader<'_, B>,
+        prefix: &str,
+        dim: usize,
+        num_heads: usize,
+    ) -> Self {
+        Self {
+            qkv: p.linear(&format!("{prefix}.qkv"), dim, 3 * dim, true, 0.02),
+            proj: p.linear(&format!("{prefix}.proj"), dim, dim, true, 0.02),
+            num_heads,
+        }
+    }
+
+    /// Attention within each chunk; `runs` are `(start, chunk_len, n_chunks)` runs of equal-length chunks
+    /// covering the sequence in order (see `window::equal_length_runs`), batched together.
+    ///
+    /// # Shapes
+    /// - `x`: `[n, dim]`
+    /// - `cos`, `sin`: `[n, 1, head_dim]`
+    /// - output: `[n, dim]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        cos: Tensor<B, 3>,
+        sin: Tensor<B, 3>,
+        runs: &[(usize, usize, usize)],
+    ) -> Tensor<B, 2> {
+        let [n, dim] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = dim / heads;
+        let qkv = self.qkv.forward(x).reshape([n, 3, heads, head_dim]);
+        let q = qkv.clone().narrow(1, 0, 1).reshape([n, heads, head_dim]);
+        let k = qkv.clone().narrow(1, 1, 1).reshape([n, heads, head_dim]);
+        let v = qkv.narrow(1, 2, 1).reshape([n, heads, head_dim]);
+        let q = apply_rotary(q, cos.clone(), sin.clone());
+        let k = apply_rotary(k, cos, sin);
+        let scale = (head_dim as f64).powf(-0.5);
+        let mut outputs = Vec::with_capacity(runs.len());
+        for &(start, len, count) in runs {
+            let chunk = |t: &Tensor<B, 3>| {
+                t.clone()
+                    .narrow(0, start, len * count)
+                    .reshape([count, len, heads, head_dim])
+                    .swap_dims(1, 2) // [count, heads, len, head_dim]
+            };
+            let (qc, kc, vc) = (chunk(&q), chunk(&k), chunk(&v));
+            let scores = qc.matmul(kc.swap_dims(2, 3)) * scale; // [count, heads, len, len]
+            let out = softmax(scores, 3).matmul(vc); // [count, heads, len, head_dim]
+            outputs.push(out.swap_dims(1, 2).reshape([count * len, dim]));
+        }
+        self.proj.forward(Tensor::cat(outputs, 0))
+    }
+}
