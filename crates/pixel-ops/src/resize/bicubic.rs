@@ -269,6 +269,10 @@ mod avx2 {
         let row_len = in_w * 3;
         // Room for the last group's 16-byte load past the row end (its extra taps weigh 0).
         let mut padded = vec![0u8; (in_w + hk.max_groups * 4 + 8) * 3 + 16];
+        let mut row_out = vec![0u8; out_w * 3 + 16];
+        let compact = _mm_setr_epi8(
+            0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -128, -128, -128, -128,
+        );
         const Z: i8 = -128; // pshufb: zero the byte
         let mask = _mm256_setr_epi8(
             0, Z, 3, Z, 1, Z, 4, Z, 2, Z, 5, Z, Z, Z, Z, Z, //
@@ -280,53 +284,57 @@ mod avx2 {
             .zip(dst.chunks_exact_mut(out_w * 3))
         {
             padded[..row_len].copy_from_slice(src_row);
-            // Two output pixels per step: their sums are reduced and packed together.
-            let mut pairs = dst_row.chunks_exact_mut(6);
-            let mut xx = 0;
-            for out in &mut pairs {
-                let (ah, al) = accumulate(&padded, hk, xx, mask);
-                let (bh, bl) = accumulate(&padded, hk, xx + 1, mask);
-                let hi = _mm256_add_epi32(
-                    _mm256_permute2x128_si256::<0x20>(ah, bh),
-                    _mm256_permute2x128_si256::<0x31>(ah, bh),
+            // Four output pixels per step: reduced, packed and compacted to 12 bytes together, written
+            // with one 16-byte store into `row_out` (the next step overwrites the 4 spare bytes).
+            let quads = out_w / 4;
+            for q in 0..quads {
+                let xx = q * 4;
+                let ab = reduce_pair(
+                    accumulate(&padded, hk, xx, mask),
+                    accumulate(&padded, hk, xx + 1, mask),
+                    half,
                 );
-                let lo = _mm256_add_epi32(
-                    _mm256_permute2x128_si256::<0x20>(al, bl),
-                    _mm256_permute2x128_si256::<0x31>(al, bl),
+                let cd = reduce_pair(
+                    accumulate(&padded, hk, xx + 2, mask),
+                    accumulate(&padded, hk, xx + 3, mask),
+                    half,
                 );
-                let sum =
-                    _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<LO_BITS>(hi), lo), half);
-                let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-                let v = _mm256_packs_epi32(v, v);
-                let v = _mm256_packus_epi16(v, v);
-                let a = _mm_cvtsi128_si32(_mm256_castsi256_si128(v)) as u32 as u64;
-                let b = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(v)) as u32 as u64;
-                let both = (a & 0xff_ffff) | ((b & 0xff_ffff) << 24);
-                out.copy_from_slice(&both.to_le_bytes()[..6]);
-                xx += 2;
+                // Lanes: [A C | B D] as i16, then as u8 in each lane's first 8 bytes.
+                let v = _mm256_packus_epi16(_mm256_packs_epi32(ab, cd), _mm256_setzero_si256());
+                // Dwords A (0), B (4), C (1), D (5) to the bottom, then drop every fourth byte.
+                let v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+                let v = _mm_shuffle_epi8(_mm256_castsi256_si128(v), compact);
+                let at = xx * 3;
+                assert!(at + 16 <= row_out.len());
+                // SAFETY: `at + 16 <= row_out.len()`, checked just above.
+                unsafe { _mm_storeu_si128(row_out.as_mut_ptr().add(at).cast(), v) };
             }
-            let tail = pairs.into_remainder();
-            if !tail.is_empty() {
-                let (ah, al) = accumulate(&padded, hk, xx, mask);
-                let hi = _mm_add_epi32(
-                    _mm256_castsi256_si128(ah),
-                    _mm256_extracti128_si256::<1>(ah),
-                );
-                let lo = _mm_add_epi32(
-                    _mm256_castsi256_si128(al),
-                    _mm256_extracti128_si256::<1>(al),
-                );
-                let sum = _mm_add_epi32(
-                    _mm_add_epi32(_mm_slli_epi32::<LO_BITS>(hi), lo),
-                    _mm256_castsi256_si128(half),
-                );
-                let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-                let v = _mm_packs_epi32(v, v);
-                let v = _mm_packus_epi16(v, v);
-                let px = (_mm_cvtsi128_si32(v) as u32).to_le_bytes();
-                tail.copy_from_slice(&px[..3]);
+            for xx in quads * 4..out_w {
+                let (h, l) = accumulate(&padded, hk, xx, mask);
+                let v = reduce_pair((h, l), (h, l), half);
+                let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
+                let px = (_mm_cvtsi128_si32(_mm256_castsi256_si128(v)) as u32).to_le_bytes();
+                row_out[xx * 3..xx * 3 + 3].copy_from_slice(&px[..3]);
             }
+            dst_row.copy_from_slice(&row_out[..out_w * 3]);
         }
+    }
+
+    /// Reduces the partial sums of two output pixels to their final `i32` values (before packing):
+    /// lanes `[A_r, A_g, A_b, 0 | B_r, B_g, B_b, 0]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn reduce_pair(a: (__m256i, __m256i), b: (__m256i, __m256i), half: __m256i) -> __m256i {
+        let hi = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(a.0, b.0),
+            _mm256_permute2x128_si256::<0x31>(a.0, b.0),
+        );
+        let lo = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(a.1, b.1),
+            _mm256_permute2x128_si256::<0x31>(a.1, b.1),
+        );
+        let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<LO_BITS>(hi), lo), half);
+        _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
     }
 
     /// The two partial sums (`hi` and `lo` weights) of output pixel `xx`, still spread over lanes.
@@ -445,10 +453,11 @@ fn rows_per_task(out_rows: usize, row_bytes: usize) -> usize {
     out_rows.div_ceil(threads * 4).max(1)
 }
 
-/// Horizontal pass: `src` holds `rows` rows of `in_w` pixels; returns `rows` rows of `out_w` pixels.
-fn horizontal_pass(src: &[u8], in_w: usize, rows: usize, kernel: &Kernel) -> Vec<u8> {
+/// Horizontal pass: `src` holds rows of `in_w` pixels; fills `dst` with as many rows of
+/// `kernel.start.len()` pixels.
+fn horizontal_pass(src: &[u8], in_w: usize, kernel: &Kernel, dst: &mut [u8]) {
     let out_row = kernel.start.len() * 3;
-    let mut dst = vec![0u8; rows * out_row];
+    let rows = dst.len() / out_row;
     let chunk = rows_per_task(rows, out_row);
     let simd = HorizontalSimd::new(kernel);
     dst.par_chunks_mut(chunk * out_row)
@@ -464,20 +473,41 @@ fn horizontal_pass(src: &[u8], in_w: usize, rows: usize, kernel: &Kernel) -> Vec
                 &simd,
             );
         });
-    dst
 }
 
-/// Vertical pass: `src` holds rows of `row_len` bytes; returns `kernel.start.len()` rows.
-fn vertical_pass(src: &[u8], row_len: usize, kernel: &Kernel) -> Vec<u8> {
+/// Vertical pass: `src` holds rows of `row_len` bytes; fills `dst` with `kernel.start.len()` rows.
+fn vertical_pass(src: &[u8], row_len: usize, kernel: &Kernel, dst: &mut [u8]) {
     let out_rows = kernel.start.len();
-    let mut dst = vec![0u8; out_rows * row_len];
     let chunk = rows_per_task(out_rows, row_len);
     dst.par_chunks_mut(chunk * row_len)
         .enumerate()
         .for_each(|(c, d)| {
             vertical_dispatch(src, row_len, d, c * chunk, kernel);
         });
-    dst
+}
+
+/// Largest intermediate buffer kept per thread between calls (bigger ones are freed after use).
+const SCRATCH_KEEP: usize = 16 << 20;
+
+thread_local! {
+    /// The intermediate image between the two passes, reused: a fresh multi-megabyte allocation per
+    /// resize costs page faults comparable to a pass (Pillow keeps a block cache for the same reason).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `len` bytes (contents unspecified).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.take();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let r = f(&mut buf[..len]);
+        if buf.capacity() <= SCRATCH_KEEP {
+            cell.replace(buf);
+        }
+        r
+    })
 }
 
 /// Resizes `image` to `width x height` exactly as Pillow 13.0's `Image.resize((width, height),
@@ -502,47 +532,50 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> Result<RgbIm
     let need_h = width != in_w;
     let need_v = height != in_h;
     let src = image.as_raw();
-    let (iw, ih, ow) = (in_w as usize, in_h as usize, width as usize);
-    let pixels = match pass_order(in_w, in_h, width, height) {
+    let (iw, ih) = (in_w as usize, in_h as usize);
+    let (ow, oh) = (width as usize, height as usize);
+    let mut out = vec![0u8; ow * oh * 3];
+    match pass_order(in_w, in_h, width, height) {
         PassOrder::HorizontalFirst => {
             let kh = Kernel::new(in_w, width);
-            let mut kv = Kernel::new(in_h, height);
-            let mut tmp_rows = ih;
-            let mut tmp: Vec<u8> = Vec::new();
-            let mut cur: &[u8] = src;
-            if need_h {
-                // Only the source rows the vertical pass reads; shift its window to match.
-                let first = kv.start.first().copied().unwrap_or(0);
-                let last = match (kv.start.last(), kv.len.last()) {
-                    (Some(s), Some(l)) => s + l,
-                    _ => ih,
-                };
-                for s in &mut kv.start {
-                    *s -= first;
-                }
-                tmp_rows = last - first;
-                tmp = horizontal_pass(&src[first * iw * 3..last * iw * 3], iw, tmp_rows, &kh);
-                cur = &tmp;
-            }
-            if need_v {
-                vertical_pass(cur, ow * 3, &kv)
+            if !need_v {
+                horizontal_pass(src, iw, &kh, &mut out);
             } else {
-                debug_assert_eq!(tmp_rows, ih);
-                if tmp.is_empty() { src.to_vec() } else { tmp }
+                let mut kv = Kernel::new(in_h, height);
+                if !need_h {
+                    vertical_pass(src, iw * 3, &kv, &mut out);
+                } else {
+                    // Only the source rows the vertical pass reads; shift its window to match.
+                    let first = kv.start.first().copied().unwrap_or(0);
+                    let last = match (kv.start.last(), kv.len.last()) {
+                        (Some(s), Some(l)) => s + l,
+                        _ => ih,
+                    };
+                    for s in &mut kv.start {
+                        *s -= first;
+                    }
+                    with_scratch((last - first) * ow * 3, |tmp| {
+                        horizontal_pass(&src[first * iw * 3..last * iw * 3], iw, &kh, tmp);
+                        vertical_pass(tmp, ow * 3, &kv, &mut out);
+                    });
+                }
             }
         }
         PassOrder::VerticalFirst => {
             // Only chosen when the height shrinks, so the vertical pass always runs.
             let kv = Kernel::new(in_h, height);
-            let tmp = vertical_pass(src, iw * 3, &kv);
-            if need_h {
-                horizontal_pass(&tmp, iw, height as usize, &Kernel::new(in_w, width))
+            if !need_h {
+                vertical_pass(src, iw * 3, &kv, &mut out);
             } else {
-                tmp
+                let kh = Kernel::new(in_w, width);
+                with_scratch(iw * oh * 3, |tmp| {
+                    vertical_pass(src, iw * 3, &kv, tmp);
+                    horizontal_pass(tmp, iw, &kh, &mut out);
+                });
             }
         }
-    };
-    RgbImage::from_raw(width, height, pixels).ok_or(Error::ZeroSize { width, height })
+    }
+    RgbImage::from_raw(width, height, out).ok_or(Error::ZeroSize { width, height })
 }
 
 #[cfg(test)]
