@@ -146,11 +146,12 @@ pub fn last_tool_call_json(text: &str) -> Option<&str> {
 /// assert_eq!(parse_turn("The answer is \\boxed{B}.", ToolSet::PixelReasoner), ModelTurn::Answer);
 /// ```
 pub fn parse_turn(text: &str, tools: ToolSet) -> ModelTurn {
-    let text = strip_im_end(text);
-    if !text.ends_with(TOOL_CALL_END) {
+    if !requests_tool(text) {
         return ModelTurn::Answer;
     }
-    ModelTurn::ToolCall(match last_tool_call_json(&text) {
+    // The official code looks for the call in the text as generated (`<|im_end|>` is only removed for
+    // the end check), so a marker inside the JSON stays there and makes it invalid.
+    ModelTurn::ToolCall(match last_tool_call_json(text) {
         None => Err(ToolCallError::MissingStartTag),
         Some(json) => parse_call_json(json, tools),
     })
