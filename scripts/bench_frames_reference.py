@@ -13,6 +13,7 @@ The video is made with the `ffmpeg` CLI if missing (same arguments as the Rust b
 target/bench-frames/. Every method reads the same 16 indices (qwen-vl-utils `nframes=16`), and the script
 checks that all of them return the same frames as PyAV decode-all.
 """
+import json
 import os
 import statistics
 import subprocess
@@ -88,16 +89,18 @@ def timeit(name, fn, reference=None):
     except Exception as e:  # an optional backend that is missing or broken
         print(f"{name:42s} unavailable: {type(e).__name__}: {str(e)[:100]}")
         return None
-    times = []
+    times, cpu = [], []
     for _ in range(REPEATS):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     same = ""
     if reference is not None and isinstance(out, np.ndarray):
         diff = int(np.abs(out.astype(np.int16) - reference.astype(np.int16)).max())
         same = f"  max |diff| vs PyAV decode-all = {diff}"
-    print(f"{name:42s} min {min(times):.3f} s  median {statistics.median(times):.3f} s{same}")
+    print(f"{name:42s} wall min {min(times):.3f} s  median {statistics.median(times):.3f} s  "
+          f"cpu min {min(cpu):.3f} s{same}")
     return min(times)
 
 
@@ -108,6 +111,11 @@ def main():
     print(f"python {sys.version.split()[0]}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"PyAV {av.__version__}, {os.cpu_count()} CPUs, {REPEATS} timed runs each")
     ref = pyav_decode_all(indices)
+    # Per-frame checksums of the reference frames, for the Rust bench to compare its frames against.
+    weights = (np.arange(ref[0].size, dtype=np.uint64) % 251) + 1
+    sums = [int((f.reshape(-1).astype(np.uint64) * weights).sum()) for f in ref]
+    with open(os.path.join(os.path.dirname(VIDEO), "pyav_checksums.json"), "w") as fh:
+        json.dump({"indices": indices, "checksums": sums}, fh)
     timeit("PyAV decode-all (1 thread)", lambda: pyav_decode_all(indices), ref)
     timeit("PyAV decode-all (thread_type=AUTO)", lambda: pyav_decode_all(indices, "AUTO"), ref)
     timeit("decord VideoReader.get_batch", lambda: decord_batch(indices), ref)

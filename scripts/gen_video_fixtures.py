@@ -89,7 +89,27 @@ def sampling_cases():
                              int(min_pixels * 1.05))
             pixels.append({"nframes": n, "min_pixels": min_pixels, "total_pixels": total_pixels,
                            "max_pixels": max_pixels})
-    return {"cases": out, "linspace": linspace, "pixel_bounds": pixels}
+    # Frame sizes `fetch_video` resizes to: smart_resize(h, w, 28, min_pixels, max_pixels) with the
+    # per-frame bounds above, for the default bounds and the official `max_pixels = 512*28*28`.
+    sizes = []
+    for h, w in [(720, 1280), (1080, 1920), (480, 640), (48, 64), (360, 202), (2160, 3840), (100, 1000),
+                 (1280, 720), (33, 4000)]:
+        for n in [4, 16, 64, 768]:
+            for official in [False, True]:
+                min_pixels = vp.VIDEO_MIN_TOKEN_NUM * 784
+                total_pixels = vp.MODEL_SEQ_LEN * 784 * 0.9
+                max_pixels = max(min(vp.VIDEO_MAX_TOKEN_NUM * 784, total_pixels / n * vp.FRAME_FACTOR),
+                                 int(min_pixels * 1.05))
+                if official:
+                    max_pixels = min(512 * 784, max_pixels)
+                rec = {"height": h, "width": w, "nframes": n, "official": official}
+                try:
+                    rec["resized"] = list(vp.smart_resize(h, w, factor=28, min_pixels=min_pixels,
+                                                          max_pixels=max_pixels))
+                except ValueError as e:
+                    rec["error"] = str(e)
+                sizes.append(rec)
+    return {"cases": out, "linspace": linspace, "pixel_bounds": pixels, "frame_sizes": sizes}
 
 
 def numbered_frames():

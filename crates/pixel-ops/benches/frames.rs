@@ -19,7 +19,7 @@ mod video {
     use std::hint::black_box;
     use std::path::PathBuf;
     use std::process::Command;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use criterion::Criterion;
     use pixel_ops::video::{DecodeOptions, DecodeStrategy, Video};
@@ -76,27 +76,95 @@ mod video {
         path
     }
 
+    /// CPU seconds (user + system, all threads) this process has used, from `/proc/self/stat`
+    /// (Linux; 0 elsewhere). Clock ticks are taken as 100 per second, the Linux default.
+    fn cpu_seconds() -> f64 {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return 0.0;
+        };
+        // Fields after the command name (in parentheses, it may hold spaces): utime and stime are
+        // fields 14 and 15 of the line, 12 and 13 after the name.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Whether `video`'s frames equal PyAV's decode-all frames, by the checksums
+    /// `scripts/bench_frames_reference.py` writes beside the video (`"not checked"` without them).
+    fn same_as_pyav(path: &std::path::Path, video: &Video) -> &'static str {
+        let Ok(text) = std::fs::read_to_string(path.with_file_name("pyav_checksums.json")) else {
+            return "not checked (run the Python script first)";
+        };
+        let expected: Vec<u64> = text
+            .split("\"checksums\":")
+            .nth(1)
+            .map(|t| {
+                t.trim_matches(|c: char| c == ' ' || c == '[' || c == ']' || c == '}' || c == '\n')
+                    .split(',')
+                    .filter_map(|v| v.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let got: Vec<u64> = video
+            .frames()
+            .iter()
+            .map(|f| {
+                f.as_raw().iter().enumerate().fold(0u64, |acc, (i, &b)| {
+                    acc.wrapping_add(u64::from(b) * (i as u64 % 251 + 1))
+                })
+            })
+            .collect();
+        if got == expected {
+            "identical to PyAV decode-all"
+        } else {
+            "DIFFERENT from PyAV decode-all"
+        }
+    }
+
+    const CASES: [(&str, DecodeStrategy, usize); 3] = [
+        (
+            "skip_to_keyframes_threads_auto",
+            DecodeStrategy::SkipToKeyframes,
+            0,
+        ),
+        (
+            "skip_to_keyframes_1_thread",
+            DecodeStrategy::SkipToKeyframes,
+            1,
+        ),
+        ("decode_all_threads_auto", DecodeStrategy::DecodeAll, 0),
+    ];
+
     pub fn bench(c: &mut Criterion) {
         let path = ensure_video();
+        // Wall time swings on a shared machine; CPU time (all threads) is printed beside it so runs
+        // can be compared with `scripts/bench_frames_reference.py`, which prints the same.
+        for (name, strategy, threads) in CASES {
+            let opts = DecodeOptions {
+                strategy,
+                threads,
+                ..Default::default()
+            };
+            let (mut wall, mut cpu, mut same, mut decoded) = (f64::INFINITY, f64::INFINITY, "", 0);
+            for _ in 0..3 {
+                let (t, c) = (Instant::now(), cpu_seconds());
+                let v = Video::from_file(&path, &opts).expect("decode bench video");
+                wall = wall.min(t.elapsed().as_secs_f64());
+                cpu = cpu.min(cpu_seconds() - c);
+                decoded = v.info().frames_decoded;
+                same = same_as_pyav(&path, &v);
+            }
+            eprintln!(
+                "{name:34} wall min {wall:.3} s  cpu min {cpu:.3} s  ({decoded} frames decoded; {same})"
+            );
+        }
         let mut group = c.benchmark_group("frames_720p30_60s_16");
         group
             .sample_size(10)
             .measurement_time(Duration::from_secs(20))
             .warm_up_time(Duration::from_secs(2));
-        let cases = [
-            (
-                "skip_to_keyframes_threads_auto",
-                DecodeStrategy::SkipToKeyframes,
-                0,
-            ),
-            (
-                "skip_to_keyframes_1_thread",
-                DecodeStrategy::SkipToKeyframes,
-                1,
-            ),
-            ("decode_all_threads_auto", DecodeStrategy::DecodeAll, 0),
-        ];
-        for (name, strategy, threads) in cases {
+        for (name, strategy, threads) in CASES {
             let opts = DecodeOptions {
                 strategy,
                 threads,

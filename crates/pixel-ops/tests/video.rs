@@ -138,6 +138,22 @@ fn pixel_bounds_match_fetch_video() {
     assert_eq!(VideoPixels::official().bounds(16).1, 512 * 28 * 28);
 }
 
+#[test]
+fn frame_sizes_match_fetch_video() {
+    let fx = load_json("sampling.json");
+    let sizes = fx["frame_sizes"].as_array().unwrap();
+    assert!(sizes.len() >= 50);
+    for c in sizes {
+        let (h, w, n) = (c["height"].as_u64().unwrap(), c["width"].as_u64().unwrap(), c["nframes"].as_u64().unwrap());
+        let px = if c["official"].as_bool().unwrap() { VideoPixels::official() } else { VideoPixels::default() };
+        let got = pixel_ops::smart_resize(h as u32, w as u32, 28, px.limits(n));
+        match c.get("resized") {
+            Some(r) => assert_eq!(got.unwrap(), (r[0].as_u64().unwrap() as u32, r[1].as_u64().unwrap() as u32), "{c}"),
+            None => assert!(matches!(got, Err(Error::AspectRatio { .. })), "{c}: {got:?}"),
+        }
+    }
+}
+
 fn numbered_frame(i: u8, w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, _| Rgb([i, (x % 256) as u8, 7]))
 }
