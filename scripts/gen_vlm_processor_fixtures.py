@@ -16,7 +16,8 @@ Writes (all small, committed):
       a preprocessor_config.json, and encode/render expectations from transformers.
   crates/pixel-vlm/tests/fixtures/processor/   source images, pixel_values from transformers' processor fed
       images already resized by qwen-vl-utils + PIL, expanded input ids, and M-RoPE position ids from
-      transformers 5.x and 4.51.3.
+      transformers 5.x and 4.51.3, and the kept tokens / probabilities of transformers' temperature, top-k
+      and top-p warpers (sampling_cases.json).
 """
 
 from __future__ import annotations
@@ -670,6 +671,49 @@ def write_rope_fixtures(tf4_path: str | None) -> None:
                 print(f"rope case {name}: 4.x and 5.x rules differ (deltas {v4[name]['rope_delta']} vs {v5[name]['rope_delta']})")
 
 
+# (temperature, top_k, top_p): transformers' generation order is temperature, then top-k, then top-p.
+SAMPLING_SETTINGS = [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.0, 0, 0.9), (1.3, 10, 0.8), (0.5, 0, 0.5), (2.0, 3, 0.95)]
+
+
+def write_sampling_fixtures() -> None:
+    """Kept tokens and renormalised probabilities of transformers' logits warpers, and full log-softmax."""
+    import torch
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    rng = np.random.RandomState(7)
+    rows = []
+    for r in range(3):
+        logits = (rng.randn(40) * 2.5).astype(np.float32)
+        if r == 2:
+            logits[[3, 17]] = -np.inf  # masked tokens must never be drawn
+        for temperature, top_k, top_p in SAMPLING_SETTINGS:
+            scores = torch.tensor(logits)[None]
+            warped = TemperatureLogitsWarper(temperature)(None, scores.clone())
+            if top_k:
+                warped = TopKLogitsWarper(top_k)(None, warped)
+            if top_p < 1.0:
+                warped = TopPLogitsWarper(top_p)(None, warped)
+            probs = torch.softmax(warped.double(), -1)[0]
+            kept = [int(i) for i in torch.nonzero(probs > 0).flatten()]
+            logprobs = torch.log_softmax(torch.tensor(logits, dtype=torch.float64) / temperature, -1)
+            rows.append(
+                {
+                    "logits": [float(x) if np.isfinite(x) else None for x in logits],
+                    "temperature": temperature,
+                    "top_k": top_k,
+                    "top_p": top_p,
+                    "kept": kept,
+                    "probs": [float(probs[i]) for i in kept],
+                    "logprobs": [float(x) if np.isfinite(x) else None for x in logprobs.tolist()],
+                }
+            )
+    (PROC_DIR / "sampling_cases.json").write_text(json.dumps(rows) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tf4-path", help="folder holding transformers==4.51.3 (pip install --target)")
@@ -681,6 +725,7 @@ def main() -> None:
     write_chat_template_fixtures()
     write_processor_fixtures()
     write_rope_fixtures(args.tf4_path)
+    write_sampling_fixtures()
 
 
 if __name__ == "__main__":

@@ -317,7 +317,7 @@ impl ImageProcessor {
                 .collect::<Result<_>>()?;
             let mut frames: Vec<&RgbImage> = fitted.iter().map(|f| f.as_ref()).collect();
             let t = self.config.temporal_patch_size;
-            while frames.len() % t != 0 {
+            while !frames.len().is_multiple_of(t) {
                 frames.push(frames[frames.len() - 1]);
             }
             out.grid_thw
@@ -352,7 +352,12 @@ impl ImageProcessor {
                 reason: "frames differ in size".into(),
             });
         }
-        if h % (p * m) != 0 || w % (p * m) != 0 || h == 0 || w == 0 || frames.len() % tp != 0 {
+        if !h.is_multiple_of(p * m)
+            || !w.is_multiple_of(p * m)
+            || h == 0
+            || w == 0
+            || !frames.len().is_multiple_of(tp)
+        {
             return Err(VlmError::Input {
                 input: "frames",
                 reason: format!(

@@ -135,10 +135,13 @@ pub fn get_rope_index(
         ("image_grid_thw", image_grid_thw),
         ("video_grid_thw", video_grid_thw),
     ] {
-        if let Some(g) = grids
-            .iter()
-            .find(|g| g[0] == 0 || g[1] % m != 0 || g[2] % m != 0 || g[1] == 0 || g[2] == 0)
-        {
+        if let Some(g) = grids.iter().find(|g| {
+            g[0] == 0
+                || g[1] == 0
+                || g[2] == 0
+                || !g[1].is_multiple_of(m)
+                || !g[2].is_multiple_of(m)
+        }) {
             return Err(VlmError::Input {
                 input: if kind == "image_grid_thw" {
                     "image_grid_thw"

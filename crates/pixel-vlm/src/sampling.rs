@@ -198,14 +198,8 @@ impl Sampler {
             });
         }
 
-        let k = if self.params.top_k == 0 {
-            logits.len()
-        } else {
-            self.params.top_k.min(logits.len())
-        };
-        let truncate = k < logits.len() || self.params.top_p < 1.0;
         let u: f64 = self.rng.random::<f64>();
-        let id = if !truncate {
+        let id = if !self.params.truncates(logits.len()) {
             // No truncation: walk the vocabulary in id order.
             let target = u * sum;
             let mut acc = 0.0;
@@ -219,38 +213,19 @@ impl Sampler {
             }
             chosen
         } else {
-            self.order.clear();
-            self.order.extend(
-                logits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &l)| ((f64::from(l) / temperature - max_scaled).exp(), i as u32)),
+            let keep = candidates(
+                &self.params,
+                logits,
+                temperature,
+                max_scaled,
+                &mut self.order,
             );
-            let by_prob_then_id =
-                |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            if k < self.order.len() {
-                self.order.select_nth_unstable_by(k - 1, by_prob_then_id);
-                self.order.truncate(k);
-            }
-            self.order.sort_unstable_by(by_prob_then_id);
-            let kept_mass: f64 = self.order.iter().map(|c| c.0).sum();
-            let mut keep = self.order.len();
-            if self.params.top_p < 1.0 {
-                let threshold = f64::from(self.params.top_p) * kept_mass;
-                let mut acc = 0.0;
-                for (n, c) in self.order.iter().enumerate() {
-                    acc += c.0;
-                    if acc >= threshold {
-                        keep = n + 1;
-                        break;
-                    }
-                }
-            }
-            let mass: f64 = self.order[..keep].iter().map(|c| c.0).sum();
+            let kept = &self.order[..keep];
+            let mass: f64 = kept.iter().map(|c| c.0).sum();
             let target = u * mass;
             let mut acc = 0.0;
-            let mut chosen = self.order[keep - 1].1;
-            for c in &self.order[..keep] {
+            let mut chosen = kept[keep - 1].1;
+            for c in kept {
                 acc += c.0;
                 if acc > target {
                     chosen = c.1;
@@ -264,6 +239,76 @@ impl Sampler {
             logprob: logprob(id),
         })
     }
+
+    /// The distribution [`Sampler::sample`] draws from: the kept tokens in descending probability (ties by
+    /// lower id) with their renormalised probabilities. Greedy gives the argmax with probability 1.
+    ///
+    /// # Errors
+    /// As [`Sampler::sample`].
+    pub fn distribution(&self, logits: &[f32]) -> Result<Vec<(u32, f64)>> {
+        let first = self.clone().sample(logits)?;
+        if self.params.is_greedy() {
+            return Ok(vec![(first.token, 1.0)]);
+        }
+        let temperature = f64::from(self.params.temperature);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max_scaled = f64::from(max) / temperature;
+        let mut order = Vec::new();
+        let keep = candidates(&self.params, logits, temperature, max_scaled, &mut order);
+        order.truncate(keep);
+        order.retain(|c| c.0 > 0.0);
+        let mass: f64 = order.iter().map(|c| c.0).sum();
+        Ok(order.into_iter().map(|(p, id)| (id, p / mass)).collect())
+    }
+}
+
+impl SamplingParams {
+    /// Whether top-k or top-p remove anything from a vocabulary of `vocab` tokens.
+    fn truncates(&self, vocab: usize) -> bool {
+        (self.top_k != 0 && self.top_k < vocab) || self.top_p < 1.0
+    }
+}
+
+/// Fills `order` with `(unnormalised probability, id)` sorted descending (ties by id), applies top-k then
+/// top-p, and returns how many leading entries are kept (at least one).
+fn candidates(
+    params: &SamplingParams,
+    logits: &[f32],
+    temperature: f64,
+    max_scaled: f64,
+    order: &mut Vec<(f64, u32)>,
+) -> usize {
+    order.clear();
+    order.extend(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| ((f64::from(l) / temperature - max_scaled).exp(), i as u32)),
+    );
+    let by_prob_then_id = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let k = if params.top_k == 0 {
+        order.len()
+    } else {
+        params.top_k.min(order.len())
+    };
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by_prob_then_id);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(by_prob_then_id);
+    let mut keep = order.len();
+    if params.top_p < 1.0 {
+        let threshold = f64::from(params.top_p) * order.iter().map(|c| c.0).sum::<f64>();
+        let mut acc = 0.0;
+        for (n, c) in order.iter().enumerate() {
+            acc += c.0;
+            if acc >= threshold {
+                keep = n + 1;
+                break;
+            }
+        }
+    }
+    keep.max(1)
 }
 
 /// The last id with a finite logit (the fallback when rounding leaves the walk just short of the total).
