@@ -231,3 +231,32 @@ fn verl_zoom_in_matches_reference() {
     }
     assert!(ok > 50 && err > 50, "ok {ok}, errors {err}");
 }
+
+fn encode_png(img: pixel_ops::image::DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, pixel_ops::image::ImageFormat::Png)
+        .expect("encode png");
+    out.into_inner()
+}
+
+#[test]
+fn grayscale_and_16_bit_become_rgb8() {
+    use pixel_ops::image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb as P3};
+    let gray = ImageBuffer::from_fn(4, 2, |x, y| Luma([(x * 60 + y) as u8]));
+    let rgb = pixel_ops::decode_image(&encode_png(DynamicImage::ImageLuma8(gray))).unwrap();
+    assert_eq!(rgb.get_pixel(3, 1).0, [181, 181, 181]);
+
+    // 16-bit samples scale to 8 bits as round(v / 257).
+    let deep: ImageBuffer<P3<u16>, Vec<u16>> = ImageBuffer::from_fn(2, 1, |x, _| {
+        P3([x as u16 * 65535, 257 * 100 + 128, 257 * 100 + 129])
+    });
+    let rgb = pixel_ops::decode_image(&encode_png(DynamicImage::ImageRgb16(deep))).unwrap();
+    assert_eq!(rgb.get_pixel(0, 0).0, [0, 100, 101]);
+    assert_eq!(rgb.get_pixel(1, 0).0, [255, 100, 101]);
+
+    // Gray + alpha is composited on white like RGBA.
+    let la = ImageBuffer::from_fn(2, 1, |x, _| LumaA([0u8, if x == 0 { 0 } else { 255 }]));
+    let rgb = pixel_ops::decode_image(&encode_png(DynamicImage::ImageLumaA8(la))).unwrap();
+    assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+    assert_eq!(rgb.get_pixel(1, 0).0, [0, 0, 0]);
+}

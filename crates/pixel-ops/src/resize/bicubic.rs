@@ -279,68 +279,149 @@ mod avx2 {
             6, Z, 9, Z, 7, Z, 10, Z, 8, Z, 11, Z, Z, Z, Z, Z,
         );
         let half = _mm256_set1_epi32(HALF);
-        for (src_row, dst_row) in src
-            .chunks_exact(row_len)
-            .zip(dst.chunks_exact_mut(out_w * 3))
-        {
-            padded[..row_len].copy_from_slice(src_row);
-            // Four output pixels per step: reduced, packed and compacted to 12 bytes together, written
-            // with one 16-byte store into `row_out` (the next step overwrites the 4 spare bytes).
-            let quads = out_w / 4;
-            for q in 0..quads {
-                let xx = q * 4;
-                let ab = reduce_pair(
-                    accumulate(&padded, hk, xx, mask),
-                    accumulate(&padded, hk, xx + 1, mask),
-                    half,
-                );
-                let cd = reduce_pair(
-                    accumulate(&padded, hk, xx + 2, mask),
-                    accumulate(&padded, hk, xx + 3, mask),
-                    half,
-                );
-                // Lanes: [A C | B D] as i16, then as u8 in each lane's first 8 bytes.
-                let v = _mm256_packus_epi16(_mm256_packs_epi32(ab, cd), _mm256_setzero_si256());
-                // Dwords A (0), B (4), C (1), D (5) to the bottom, then drop every fourth byte.
-                let v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
-                let v = _mm_shuffle_epi8(_mm256_castsi256_si128(v), compact);
-                let at = xx * 3;
-                assert!(at + 16 <= row_out.len());
-                // SAFETY: `at + 16 <= row_out.len()`, checked just above.
-                unsafe { _mm_storeu_si128(row_out.as_mut_ptr().add(at).cast(), v) };
+        let mut padded2 = padded.clone();
+        let mut row_out2 = row_out.clone();
+        let mut src_rows = src.chunks_exact(row_len);
+        let mut dst_rows = dst.chunks_exact_mut(out_w * 3);
+        // Two rows per step share the weight loads and the per-pixel bookkeeping.
+        loop {
+            let (Some(s0), Some(d0)) = (src_rows.next(), dst_rows.next()) else {
+                break;
+            };
+            padded[..row_len].copy_from_slice(s0);
+            let Some((s1, d1)) = src_rows.next().zip(dst_rows.next()) else {
+                // A last single row.
+                for xx in (0..out_w / 4).map(|q| q * 4) {
+                    let ab = reduce_pair(
+                        accumulate(&padded, hk, xx, mask),
+                        accumulate(&padded, hk, xx + 1, mask),
+                        half,
+                    );
+                    let cd = reduce_pair(
+                        accumulate(&padded, hk, xx + 2, mask),
+                        accumulate(&padded, hk, xx + 3, mask),
+                        half,
+                    );
+                    store_quad(&mut row_out, xx, ab, cd, compact);
+                }
+                store_tail(&padded, hk, &mut row_out, out_w, mask, half);
+                d0.copy_from_slice(&row_out[..out_w * 3]);
+                break;
+            };
+            padded2[..row_len].copy_from_slice(s1);
+            for xx in (0..out_w / 4).map(|q| q * 4) {
+                let [a0, a1] = accumulate2(&padded, &padded2, hk, xx, mask);
+                let [b0, b1] = accumulate2(&padded, &padded2, hk, xx + 1, mask);
+                let ab0 = reduce_pair(a0, b0, half);
+                let ab1 = reduce_pair(a1, b1, half);
+                let [c0, c1] = accumulate2(&padded, &padded2, hk, xx + 2, mask);
+                let [e0, e1] = accumulate2(&padded, &padded2, hk, xx + 3, mask);
+                store_quad(&mut row_out, xx, ab0, reduce_pair(c0, e0, half), compact);
+                store_quad(&mut row_out2, xx, ab1, reduce_pair(c1, e1, half), compact);
             }
-            for xx in quads * 4..out_w {
-                let (h, l) = accumulate(&padded, hk, xx, mask);
-                let v = reduce_pair((h, l), (h, l), half);
-                let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
-                let px = (_mm_cvtsi128_si32(_mm256_castsi256_si128(v)) as u32).to_le_bytes();
-                row_out[xx * 3..xx * 3 + 3].copy_from_slice(&px[..3]);
-            }
-            dst_row.copy_from_slice(&row_out[..out_w * 3]);
+            store_tail(&padded, hk, &mut row_out, out_w, mask, half);
+            store_tail(&padded2, hk, &mut row_out2, out_w, mask, half);
+            d0.copy_from_slice(&row_out[..out_w * 3]);
+            d1.copy_from_slice(&row_out2[..out_w * 3]);
         }
     }
 
-    /// Reduces the partial sums of two output pixels to their final `i32` values (before packing):
+    /// Packs four reduced pixels (`ab` = pixels `xx, xx+1`, `cd` = `xx+2, xx+3`) to 12 bytes and stores
+    /// them with one 16-byte store at pixel `xx` of `row_out` (the next quad overwrites the spare bytes).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store_quad(row_out: &mut [u8], xx: usize, ab: __m256i, cd: __m256i, compact: __m128i) {
+        // Lanes: [A C | B D] as i16, then as u8 in each lane's first 8 bytes.
+        let v = _mm256_packus_epi16(_mm256_packs_epi32(ab, cd), _mm256_setzero_si256());
+        // Dwords A (0), B (4), C (1), D (5) to the bottom, then drop every fourth byte.
+        let v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+        let v = _mm_shuffle_epi8(_mm256_castsi256_si128(v), compact);
+        let at = xx * 3;
+        assert!(at + 16 <= row_out.len());
+        // SAFETY: `at + 16 <= row_out.len()`, checked just above.
+        unsafe { _mm_storeu_si128(row_out.as_mut_ptr().add(at).cast(), v) };
+    }
+
+    /// The last `out_w % 4` pixels of a row, one at a time.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store_tail(
+        padded: &[u8],
+        hk: &HKernel,
+        row_out: &mut [u8],
+        out_w: usize,
+        mask: __m256i,
+        half: __m256i,
+    ) {
+        for xx in out_w / 4 * 4..out_w {
+            let a = accumulate(padded, hk, xx, mask);
+            let v = reduce_pair(a, a, half);
+            let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
+            let px = (_mm_cvtsi128_si32(_mm256_castsi256_si128(v)) as u32).to_le_bytes();
+            row_out[xx * 3..xx * 3 + 3].copy_from_slice(&px[..3]);
+        }
+    }
+
+    /// [`accumulate`] for the same output pixel of two rows, sharing the weight loads.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn accumulate2(p0: &[u8], p1: &[u8], hk: &HKernel, xx: usize, mask: __m256i) -> [__m256i; 2] {
+        let s = hk.start[xx];
+        let first = hk.first_group[xx];
+        let z = _mm256_setzero_si256();
+        let (mut h0, mut l0, mut h1, mut l1) = (z, z, z, z);
+        for g in 0..hk.groups[xx] {
+            let off = (s + g * 4) * 3;
+            assert!(off + 16 <= p0.len() && off + 16 <= p1.len());
+            // SAFETY: checked just above (always true, see `accumulate`).
+            let (v0, v1) = unsafe {
+                (
+                    _mm_loadu_si128(p0.as_ptr().add(off).cast()),
+                    _mm_loadu_si128(p1.as_ptr().add(off).cast()),
+                )
+            };
+            let v0 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(v0), mask);
+            let v1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(v1), mask);
+            let c = &hk.coeffs[(first + g) * 2..(first + g) * 2 + 2];
+            // SAFETY: each `[i16; 16]` is 32 bytes; unaligned loads.
+            let (khi, klo) = unsafe {
+                (
+                    _mm256_loadu_si256(c[0].as_ptr().cast()),
+                    _mm256_loadu_si256(c[1].as_ptr().cast()),
+                )
+            };
+            h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(v0, khi));
+            l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(v0, klo));
+            h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(v1, khi));
+            l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(v1, klo));
+        }
+        [combine(h0, l0), combine(h1, l1)]
+    }
+
+    /// Reduces the lane-spread sums of two output pixels to their final values before packing:
     /// lanes `[A_r, A_g, A_b, 0 | B_r, B_g, B_b, 0]`.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn reduce_pair(a: (__m256i, __m256i), b: (__m256i, __m256i), half: __m256i) -> __m256i {
-        let hi = _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(a.0, b.0),
-            _mm256_permute2x128_si256::<0x31>(a.0, b.0),
+    fn reduce_pair(a: __m256i, b: __m256i, half: __m256i) -> __m256i {
+        let sum = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(a, b),
+            _mm256_permute2x128_si256::<0x31>(a, b),
         );
-        let lo = _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(a.1, b.1),
-            _mm256_permute2x128_si256::<0x31>(a.1, b.1),
-        );
-        let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<LO_BITS>(hi), lo), half);
-        _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum)
+        _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(sum, half))
     }
 
-    /// The two partial sums (`hi` and `lo` weights) of output pixel `xx`, still spread over lanes.
+    /// `hi * 2^11 + lo`, lane by lane: the exact `Σ pixel * weight` spread over lanes. Shifting before
+    /// the cross-lane sum is exact (all values stay far inside `i32`) and halves the shuffles.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn accumulate(padded: &[u8], hk: &HKernel, xx: usize, mask: __m256i) -> (__m256i, __m256i) {
+    fn combine(hi: __m256i, lo: __m256i) -> __m256i {
+        _mm256_add_epi32(_mm256_slli_epi32::<LO_BITS>(hi), lo)
+    }
+
+    /// The exact sum of output pixel `xx`, still spread over lanes (see [`combine`]).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn accumulate(padded: &[u8], hk: &HKernel, xx: usize, mask: __m256i) -> __m256i {
         let s = hk.start[xx];
         let first = hk.first_group[xx];
         let mut acc_hi = _mm256_setzero_si256();
@@ -363,7 +444,7 @@ mod avx2 {
             acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(v, khi));
             acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(v, klo));
         }
-        (acc_hi, acc_lo)
+        combine(acc_hi, acc_lo)
     }
 
     #[target_feature(enable = "avx2")]
