@@ -284,10 +284,7 @@ mod avx2 {
         let mut src_rows = src.chunks_exact(row_len);
         let mut dst_rows = dst.chunks_exact_mut(out_w * 3);
         // Two rows per step share the weight loads and the per-pixel bookkeeping.
-        loop {
-            let (Some(s0), Some(d0)) = (src_rows.next(), dst_rows.next()) else {
-                break;
-            };
+        while let (Some(s0), Some(d0)) = (src_rows.next(), dst_rows.next()) {
             padded[..row_len].copy_from_slice(s0);
             let Some((s1, d1)) = src_rows.next().zip(dst_rows.next()) else {
                 // A last single row.
