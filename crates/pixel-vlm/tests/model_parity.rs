@@ -4,12 +4,11 @@
 
 use std::path::PathBuf;
 
-use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput};
 use safetensors::SafeTensors;
 
-type B = NdArray<f32>;
+type B = pixel_vlm::backend::CpuBackend;
 
 const TOL: f32 = 1e-4;
 
