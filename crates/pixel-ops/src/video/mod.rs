@@ -46,6 +46,13 @@ use crate::load::{DecodeLimits, load_image_with};
 use crate::resize::{PixelLimits, resize_bicubic, smart_resize};
 use crate::{Error, Result, ToolCallError};
 
+/// Per-frame size bounds the official Pixel Reasoner pipeline used for videos given as frame lists:
+/// each frame went through qwen-vl-utils' `fetch_image` with the image minimum (4 visual tokens)
+/// and the `max_pixels = 512*28*28` the official data processor sets on every video. Use with
+/// [`Video::resized`].
+pub const OFFICIAL_FRAME_LIST_LIMITS: PixelLimits =
+    PixelLimits::new(4 * 28 * 28, sampling::OFFICIAL_VIDEO_MAX_PIXELS);
+
 /// Where a video's frames came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VideoSource {
@@ -282,9 +289,9 @@ impl Video {
     /// The model-input frame size `(height, width)` for these frames: qwen-vl-utils'
     /// `smart_resize` with factor 28 and `limits`.
     ///
-    /// For frames read from a video file, qwen-vl-utils uses `VideoPixels::bounds(len)`; for frame
-    /// lists the official pipeline resized each frame with the image rules and
-    /// `max_pixels = 512*28*28` ([`VideoPixels::official`]).
+    /// For frames read from a video file, qwen-vl-utils uses [`VideoPixels::limits`] for the
+    /// frame count ([`VideoPixels::official`] in the official code); for frame lists the official
+    /// pipeline resized each frame with the image rules: [`OFFICIAL_FRAME_LIST_LIMITS`].
     ///
     /// # Errors
     /// As [`smart_resize`].
