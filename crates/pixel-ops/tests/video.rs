@@ -144,12 +144,27 @@ fn frame_sizes_match_fetch_video() {
     let sizes = fx["frame_sizes"].as_array().unwrap();
     assert!(sizes.len() >= 50);
     for c in sizes {
-        let (h, w, n) = (c["height"].as_u64().unwrap(), c["width"].as_u64().unwrap(), c["nframes"].as_u64().unwrap());
-        let px = if c["official"].as_bool().unwrap() { VideoPixels::official() } else { VideoPixels::default() };
+        let (h, w, n) = (
+            c["height"].as_u64().unwrap(),
+            c["width"].as_u64().unwrap(),
+            c["nframes"].as_u64().unwrap(),
+        );
+        let px = if c["official"].as_bool().unwrap() {
+            VideoPixels::official()
+        } else {
+            VideoPixels::default()
+        };
         let got = pixel_ops::smart_resize(h as u32, w as u32, 28, px.limits(n));
         match c.get("resized") {
-            Some(r) => assert_eq!(got.unwrap(), (r[0].as_u64().unwrap() as u32, r[1].as_u64().unwrap() as u32), "{c}"),
-            None => assert!(matches!(got, Err(Error::AspectRatio { .. })), "{c}: {got:?}"),
+            Some(r) => assert_eq!(
+                got.unwrap(),
+                (r[0].as_u64().unwrap() as u32, r[1].as_u64().unwrap() as u32),
+                "{c}"
+            ),
+            None => assert!(
+                matches!(got, Err(Error::AspectRatio { .. })),
+                "{c}: {got:?}"
+            ),
         }
     }
 }
@@ -368,5 +383,59 @@ mod decoding {
             ),
             "{err}"
         );
+    }
+}
+
+mod properties {
+    use super::*;
+    use pixel_ops::video::select_frames;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any counts and frame rates: a frame count in `[2, total]` and even, or a typed error.
+        #[test]
+        fn smart_nframes_is_even_and_in_range_or_an_error(
+            total in 0u64..5000,
+            fps in prop_oneof![Just(0.0), Just(f64::NAN), Just(-1.0), 0.01f64..240.0],
+            n in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), -10.0f64..2000.0],
+            fixed in any::<bool>(),
+        ) {
+            let count = if fixed { FrameCount::NFrames(n) } else { FrameCount::default() };
+            match smart_nframes(count, total, fps) {
+                Ok(k) => prop_assert!(k >= 2 && k <= total && k % 2 == 0),
+                Err(e) => {
+                    let typed = matches!(e, Error::NFramesOutOfRange { .. } | Error::InvalidVideoFps { .. });
+                    prop_assert!(typed, "{}", e);
+                }
+            }
+        }
+
+        /// Indices are `n` non-decreasing values from `start` to `end`.
+        #[test]
+        fn indices_span_the_range_in_order(start in 0u64..100_000, len in 0u64..100_000, n in 0u64..800) {
+            let end = start + len;
+            let idx = frame_indices(start, end, n);
+            prop_assert_eq!(idx.len() as u64, n);
+            prop_assert!(idx.windows(2).all(|w| w[0] <= w[1]));
+            prop_assert!(idx.iter().all(|&i| (start..=end).contains(&i)));
+            if n >= 2 {
+                prop_assert_eq!(idx[0], start);
+                prop_assert_eq!(*idx.last().unwrap(), end);
+            }
+        }
+
+        /// Any selection from model text: the frames asked for, or a typed error; never a panic.
+        #[test]
+        fn select_frames_never_panics(sel in proptest::collection::vec(any::<i64>(), 0..12), n in 0usize..20) {
+            let frames: Vec<RgbImage> = (0..n).map(|i| RgbImage::from_pixel(2, 2, Rgb([i as u8, 0, 0]))).collect();
+            if let Ok(s) = select_frames(&frames, &sel) {
+                prop_assert!(!sel.is_empty() && sel.len() <= 8);
+                for (f, &k) in s.frames.iter().zip(&sel) {
+                    prop_assert_eq!(i64::from(f.get_pixel(0, 0).0[0]) + 1, k);
+                }
+            }
+        }
     }
 }
