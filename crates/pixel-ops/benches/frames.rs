@@ -122,28 +122,43 @@ mod video {
         }
     }
 
-    const CASES: [(&str, DecodeStrategy, usize); 3] = [
+    /// (name, strategy, threads, split groups across decoders).
+    const CASES: [(&str, DecodeStrategy, usize, bool); 4] = [
         (
-            "skip_to_keyframes_threads_auto",
+            "skip_to_keyframes_split_groups_auto",
             DecodeStrategy::SkipToKeyframes,
             0,
+            true,
+        ),
+        (
+            "skip_to_keyframes_frame_threads_auto",
+            DecodeStrategy::SkipToKeyframes,
+            0,
+            false,
         ),
         (
             "skip_to_keyframes_1_thread",
             DecodeStrategy::SkipToKeyframes,
             1,
+            true,
         ),
-        ("decode_all_threads_auto", DecodeStrategy::DecodeAll, 0),
+        (
+            "decode_all_frame_threads_auto",
+            DecodeStrategy::DecodeAll,
+            0,
+            true,
+        ),
     ];
 
     pub fn bench(c: &mut Criterion) {
         let path = ensure_video();
         // Wall time swings on a shared machine; CPU time (all threads) is printed beside it so runs
         // can be compared with `scripts/bench_frames_reference.py`, which prints the same.
-        for (name, strategy, threads) in CASES {
+        for (name, strategy, threads, split_groups) in CASES {
             let opts = DecodeOptions {
                 strategy,
                 threads,
+                split_groups,
                 ..Default::default()
             };
             let (mut wall, mut cpu, mut same, mut decoded) = (f64::INFINITY, f64::INFINITY, "", 0);
@@ -164,10 +179,11 @@ mod video {
             .sample_size(10)
             .measurement_time(Duration::from_secs(20))
             .warm_up_time(Duration::from_secs(2));
-        for (name, strategy, threads) in CASES {
+        for (name, strategy, threads, split_groups) in CASES {
             let opts = DecodeOptions {
                 strategy,
                 threads,
+                split_groups,
                 ..Default::default()
             };
             group.bench_function(name, |b| {

@@ -305,12 +305,23 @@ mod decoding {
             let count = frame_count(&sample["options"]);
             let mut decoded = Vec::new();
             let mut work = Vec::new();
-            for strategy in [DecodeStrategy::SkipToKeyframes, DecodeStrategy::DecodeAll] {
-                for threads in [1, 0] {
+            // (strategy, threads, split groups): work[2] is the parallel-groups path (3 decoders on
+            // the fixture's 5 groups), work[4] decode-all on one thread.
+            let variants = [
+                (DecodeStrategy::SkipToKeyframes, 1, true),
+                (DecodeStrategy::SkipToKeyframes, 0, false),
+                (DecodeStrategy::SkipToKeyframes, 3, true),
+                (DecodeStrategy::SkipToKeyframes, 0, true),
+                (DecodeStrategy::DecodeAll, 1, true),
+                (DecodeStrategy::DecodeAll, 0, true),
+            ];
+            for (strategy, threads, split_groups) in variants {
+                {
                     let opts = DecodeOptions {
                         count,
                         strategy,
                         threads,
+                        split_groups,
                         ..Default::default()
                     };
                     let v = Video::from_file(fixture("numbered.mp4"), &opts).unwrap();
@@ -330,15 +341,18 @@ mod decoding {
                 }
             }
             eprintln!(
-                "{name}: frames decoded (skip 1 thread, skip auto, all 1 thread, all auto) = {work:?}"
+                "{name}: frames decoded (skip: 1 thread, frame threads, 3 decoders, auto; all: 1 thread, auto) = {work:?}"
             );
             // Decode-all stops after the last wanted frame; skipping decodes only wanted groups.
             assert!(
-                work[2] > *want.last().unwrap() && work[0] <= work[2],
+                work[4] > *want.last().unwrap() && work[..4].iter().all(|&w| w <= work[4]),
                 "{name}: {work:?}"
             );
-            if name == "nframes_6" {
-                assert!(work[0] < work[2], "{name}: nothing skipped: {work:?}");
+            if name != "all_30" {
+                assert!(
+                    work[0] < work[4] && work[2] < work[4],
+                    "{name}: nothing skipped: {work:?}"
+                );
             }
             // Skipping to keyframes and threading give exactly the decode-all frames.
             for other in &decoded[1..] {

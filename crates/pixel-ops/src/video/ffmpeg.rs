@@ -47,8 +47,12 @@ pub struct DecodeOptions {
     pub count: FrameCount,
     /// How to reach them.
     pub strategy: DecodeStrategy,
-    /// Decoder threads (frame threading); 0 lets FFmpeg pick one per core.
+    /// Threads to decode with; 0 uses one per core. See [`DecodeOptions::split_groups`].
     pub threads: usize,
+    /// With [`DecodeStrategy::SkipToKeyframes`] and more than one group of pictures to decode,
+    /// split the groups across up to `threads` decoders running in parallel (default `true`);
+    /// otherwise one decoder uses FFmpeg frame threading. Frames are the same either way.
+    pub split_groups: bool,
     /// Largest accepted `width * height` of a frame (default 178,956,970, the image limit).
     pub max_frame_pixels: u64,
 }
@@ -59,6 +63,7 @@ impl Default for DecodeOptions {
             count: FrameCount::official(),
             strategy: DecodeStrategy::default(),
             threads: 0,
+            split_groups: true,
             max_frame_pixels: crate::load::DecodeLimits::default().max_pixels,
         }
     }
@@ -76,6 +81,8 @@ fn init() -> Result<()> {
 
 /// The demuxed video stream: packets in decode order plus what the sampler needs.
 struct Demuxed {
+    /// An owned copy of the stream's codec parameters, to open more decoders from.
+    parameters: ff::codec::Parameters,
     decoder: ff::decoder::Video,
     packets: Vec<ff::Packet>,
     fps: f64,
@@ -109,17 +116,8 @@ fn open(path: &Path, threads: usize, max_frame_pixels: u64) -> Result<Demuxed> {
         .into_iter()
         .find(|r| r.numerator() > 0 && r.denominator() > 0)
         .map_or(0.0, f64::from);
-    let mut context = ff::codec::Context::from_parameters(stream.parameters())
-        .map_err(|e| err("codec parameters", e))?;
-    context.set_threading(ff::threading::Config {
-        kind: ff::threading::Type::Frame,
-        count: threads,
-        ..Default::default()
-    });
-    let decoder = context
-        .decoder()
-        .video()
-        .map_err(|e| err("open decoder", e))?;
+    let parameters = stream.parameters().clone();
+    let decoder = open_decoder(&parameters, threads).map_err(|e| err("open decoder", e))?;
     let (width, height) = (decoder.width(), decoder.height());
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_frame_pixels {
@@ -154,10 +152,25 @@ fn open(path: &Path, threads: usize, max_frame_pixels: u64) -> Result<Demuxed> {
         });
     }
     Ok(Demuxed {
+        parameters,
         decoder,
         packets,
         fps,
     })
+}
+
+/// A decoder for `parameters` with `threads` frame threads (0: FFmpeg picks).
+fn open_decoder(
+    parameters: &ff::codec::Parameters,
+    threads: usize,
+) -> std::result::Result<ff::decoder::Video, ff::Error> {
+    let mut context = ff::codec::Context::from_parameters(parameters.clone())?;
+    context.set_threading(ff::threading::Config {
+        kind: ff::threading::Type::Frame,
+        count: threads,
+        ..Default::default()
+    });
+    context.decoder().video()
 }
 
 /// Frames (packets) in the file's video stream and its frame rate, without decoding.
@@ -172,6 +185,7 @@ pub fn probe_frame_count(path: impl AsRef<Path>) -> Result<(u64, f64)> {
 pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video> {
     let what = path.display().to_string();
     let Demuxed {
+        parameters,
         mut decoder,
         packets,
         fps,
@@ -181,7 +195,30 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
     if options.strategy == DecodeStrategy::SkipToKeyframes
         && let Some(gops) = Gops::new(&packets)
     {
-        skip_to_keyframes(&mut decoder, &packets, &gops, &plan.indices, &mut out);
+        let groups = wanted_groups(&gops, &plan.indices);
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let workers = threads.min(groups.len());
+        if options.split_groups && workers >= 2 {
+            let job = Job {
+                packets: &packets,
+                gops: &gops,
+                indices: &plan.indices,
+            };
+            decode_groups_in_parallel(
+                &job,
+                &parameters,
+                &groups,
+                workers,
+                threads / workers,
+                &mut out,
+            );
+        } else {
+            let ids: Vec<usize> = groups.iter().map(|&(g, _)| g).collect();
+            skip_to_keyframes(&mut decoder, &packets, &gops, &ids, &mut out);
+        }
     }
     if !out.done() {
         decoder.flush();
@@ -281,6 +318,18 @@ impl Output {
             buf.extend_from_slice(data.get(y * stride..y * stride + row)?);
         }
         RgbImage::from_raw(w, h, buf)
+    }
+
+    /// Takes the frames another decoder filled in (`slots` as in [`Output::new`] for the same
+    /// indices) and adds its count of decoded frames.
+    fn absorb(&mut self, slots: Vec<Option<RgbImage>>, decoded: u64) {
+        for (mine, theirs) in self.slots.iter_mut().zip(slots) {
+            if mine.is_none() && theirs.is_some() {
+                *mine = theirs;
+                self.missing -= 1;
+            }
+        }
+        self.decoded += decoded;
     }
 
     /// The frames, or the first wanted index that was never decoded.
@@ -388,27 +437,91 @@ fn drain(
     decoder.flush();
 }
 
+/// The groups of pictures holding wanted frames, ascending, each with its cost: packets from its
+/// keyframe to its last wanted frame.
+fn wanted_groups(gops: &Gops, indices: &[u64]) -> Vec<(usize, usize)> {
+    let mut position_of = vec![0usize; gops.shown.len()];
+    for (p, &r) in gops.shown.iter().enumerate() {
+        position_of[r as usize] = p;
+    }
+    let mut last_wanted: HashMap<usize, usize> = HashMap::new();
+    for &i in indices {
+        if let Some(&p) = position_of.get(i as usize) {
+            let g = gops.group_of(p);
+            let e = last_wanted.entry(g).or_insert(p);
+            *e = (*e).max(p);
+        }
+    }
+    let mut groups: Vec<(usize, usize)> = last_wanted
+        .into_iter()
+        .map(|(g, p)| (g, p + 1 - gops.starts[g]))
+        .collect();
+    groups.sort_unstable();
+    groups
+}
+
+/// What every worker of [`decode_groups_in_parallel`] shares.
+struct Job<'a> {
+    packets: &'a [ff::Packet],
+    gops: &'a Gops,
+    indices: &'a [u64],
+}
+
+/// Splits `groups` (with costs) across `workers` decoders of `threads_each` threads, balancing the
+/// cost, and stores what they decode in `out`. A worker that fails leaves its frames missing (the
+/// caller falls back to decoding everything).
+fn decode_groups_in_parallel(
+    job: &Job<'_>,
+    parameters: &ff::codec::Parameters,
+    groups: &[(usize, usize)],
+    workers: usize,
+    threads_each: usize,
+    out: &mut Output,
+) {
+    let mut by_cost = groups.to_vec();
+    by_cost.sort_unstable_by_key(|b| std::cmp::Reverse(b.1));
+    let mut bins: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); workers];
+    for (g, cost) in by_cost {
+        if let Some(bin) = bins.iter_mut().min_by_key(|b| b.0) {
+            bin.0 += cost;
+            bin.1.push(g);
+        }
+    }
+    let results: Vec<(Vec<Option<RgbImage>>, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bins
+            .into_iter()
+            .filter(|b| !b.1.is_empty())
+            .map(|(_, mut ids)| {
+                ids.sort_unstable();
+                // An owned copy per worker: FFmpeg objects are not shared between threads.
+                let parameters = parameters.clone();
+                scope.spawn(move || {
+                    let mut decoder = open_decoder(&parameters, threads_each.max(1)).ok()?;
+                    let mut part = Output::new(job.indices);
+                    skip_to_keyframes(&mut decoder, job.packets, job.gops, &ids, &mut part);
+                    Some((part.slots, part.decoded))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    for (slots, decoded) in results {
+        out.absorb(slots, decoded);
+    }
+}
+
+/// Decodes the groups `ids` (ascending), skipping non-reference frames that are not wanted and
+/// stopping each group after its last wanted frame.
 fn skip_to_keyframes(
     decoder: &mut ff::decoder::Video,
     packets: &[ff::Packet],
     gops: &Gops,
-    indices: &[u64],
+    ids: &[usize],
     out: &mut Output,
 ) {
-    // Presentation index → decode position, and which groups hold wanted frames.
-    let mut position_of = vec![0usize; packets.len()];
-    for (p, &r) in gops.shown.iter().enumerate() {
-        position_of[r as usize] = p;
-    }
-    let mut wanted_in_group = vec![0usize; gops.starts.len()];
-    let mut seen = std::collections::HashSet::new();
-    for &i in indices {
-        if let Some(&p) = position_of.get(i as usize)
-            && seen.insert(i)
-        {
-            wanted_in_group[gops.group_of(p)] += 1;
-        }
-    }
     let pts_to_index: HashMap<i64, u64> = packets
         .iter()
         .zip(&gops.shown)
@@ -423,10 +536,8 @@ fn skip_to_keyframes(
     // Decode position right after the last packet fed, while the decoder holds state.
     let mut next_fed: Option<usize> = None;
     let mut current = Discard::Default;
-    for (g, &start) in gops.starts.iter().enumerate() {
-        if wanted_in_group[g] == 0 {
-            continue;
-        }
+    for &g in ids {
+        let start = gops.starts[g];
         if next_fed.is_some_and(|n| n != start) {
             drain(decoder, out, &mut frame, &mut index_of);
         }
