@@ -4,16 +4,19 @@
 References (nothing here re-implements them; they are imported or loaded from their own source):
   * qwen-vl-utils (`smart_resize`, `to_rgb`) and Pillow 13.0 (`Image.resize` BICUBIC, `crop`, JPEG decode);
   * the official Pixel Reasoner `CropImageNormalized.call` (TIGER-AI-Lab/Pixel-Reasoner,
-    curiosity_driven_rl/openrlhf/trainer/ppo_utils/experience_maker.py) and verl's
-    `ImageZoomInTool._maybe_resize_bbox` (volcengine/verl, verl/tools/image_zoom_in_tool.py): the methods
-    are extracted from those files with `ast` and executed as written.
+    curiosity_driven_rl/openrlhf/trainer/ppo_utils/experience_maker.py), verl's
+    `ImageZoomInTool._maybe_resize_bbox` (volcengine/verl, verl/tools/image_zoom_in_tool.py) and DeepEyes'
+    `VisualToolBoxV5.maybe_resize_bbox` (Visual-Agent/DeepEyes, verl/workers/agent/envs/mm_process_engine/
+    visual_toolbox_v5.py): the methods are extracted from those files with `ast` and executed as written.
 
 Regenerate (from the repository root; needs Pillow 13.0, qwen-vl-utils, numpy):
     git clone https://github.com/TIGER-AI-Lab/Pixel-Reasoner /tmp/Pixel-Reasoner
     git clone https://github.com/volcengine/verl /tmp/verl
+    git clone https://github.com/Visual-Agent/DeepEyes /tmp/DeepEyes
     python3 scripts/gen_image_fixtures.py \
         --official /tmp/Pixel-Reasoner/curiosity_driven_rl/openrlhf/trainer/ppo_utils/experience_maker.py \
-        --verl /tmp/verl/verl/tools/image_zoom_in_tool.py
+        --verl /tmp/verl/verl/tools/image_zoom_in_tool.py \
+        --deepeyes /tmp/DeepEyes/verl/workers/agent/envs/mm_process_engine/visual_toolbox_v5.py
 
 Outputs (under crates/pixel-ops/tests/fixtures/images/, all small):
   smart_resize.json   >= 1000 smart_resize cases (ties, extreme ratios, error cases)
@@ -21,12 +24,13 @@ Outputs (under crates/pixel-ops/tests/fixtures/images/, all small):
                       procedurally generated cases (both pass orders, up and down)
   alpha/              RGBA source and qwen-vl-utils `to_rgb` result
   jpeg/               a q90 JPEG and Pillow's decode of it
-  crop.json           official crop_image_normalized and verl zoom-in results on a procedural image
+  crop.json           official crop_image_normalized, verl and DeepEyes zoom-in results on a procedural image
   broken/             broken inputs: truncated PNG/JPEG, zero bytes, bomb headers, garbage
 """
 
 import argparse
 import ast
+import contextlib
 import io
 import json
 import logging
@@ -205,7 +209,7 @@ def extract_method(path: str, cls: str, names: list[str]) -> dict:
     return out
 
 
-def gen_crops(official: str, verl: str, rng: random.Random):
+def gen_crops(official: str, verl: str, deepeyes: str, rng: random.Random):
     crop_call = extract_method(official, "CropImageNormalized", ["call"])["call"]
     zoom = extract_method(verl, "ImageZoomInTool", ["_validate_bbox", "_maybe_resize_bbox"])
 
@@ -215,6 +219,11 @@ def gen_crops(official: str, verl: str, rng: random.Random):
         _maybe_resize_bbox = zoom["_maybe_resize_bbox"]
 
     z = Zoom()
+    de = extract_method(deepeyes, "VisualToolBoxV5", ["validate_bbox", "maybe_resize_bbox"])
+
+    class DeepEyes:
+        validate_bbox = de["validate_bbox"]
+        maybe_resize_bbox = de["maybe_resize_bbox"]
     sizes = [(812, 588), (100, 100), (57, 1000), (2296, 1708), (30, 30)]
     fixed = [
         [0.4, 0.35, 0.55, 0.5], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.9, 0.1, 0.1, 0.9],
@@ -223,7 +232,7 @@ def gen_crops(official: str, verl: str, rng: random.Random):
         [700, 500, 900, 700], [0.999, 0.999, 0.9999, 0.9999], [1, 1, 1, 1], [0.05, 0.05, 0.06, 0.06],
         [400, 300, 100, 200], [0.3, 0.3, 0.3, 1.5], [-50, -50, 30, 30], [0.1, 0.1, 0.2, 0.2],
     ]
-    crop_cases, zoom_cases = [], []
+    crop_cases, zoom_cases, deepeyes_cases = [], [], []
     for w, h in sizes:
         img = procedural(w, h)
         boxes = list(fixed)
@@ -256,9 +265,21 @@ def gen_crops(official: str, verl: str, rng: random.Random):
                 zres = {"box": [float(v) for v in resized], "size": list(out.size),
                         "fnv1a64": fnv1a64(out.tobytes())}
             zoom_cases.append({"image": [w, h], "bbox": box, **zres})
+            d = DeepEyes()
+            d.width, d.height = w, h
+            with contextlib.redirect_stdout(io.StringIO()):  # DeepEyes prints every rejected box
+                resized = d.maybe_resize_bbox(*box)
+            if resized is None:
+                dres = {"error": True}
+            else:
+                out = img.crop(resized)
+                dres = {"box": [float(v) for v in resized], "size": list(out.size),
+                        "fnv1a64": fnv1a64(out.tobytes())}
+            deepeyes_cases.append({"image": [w, h], "bbox": box, **dres})
     with open(os.path.join(OUT, "crop.json"), "w") as f:
-        json.dump({"crop_image_normalized": crop_cases, "image_zoom_in_tool": zoom_cases}, f)
-    return len(crop_cases), len(zoom_cases)
+        json.dump({"crop_image_normalized": crop_cases, "image_zoom_in_tool": zoom_cases,
+                   "image_zoom_in_tool_deepeyes": deepeyes_cases}, f)
+    return len(crop_cases), len(zoom_cases), len(deepeyes_cases)
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -299,6 +320,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", required=True, help="path to the official experience_maker.py")
     ap.add_argument("--verl", required=True, help="path to verl's verl/tools/image_zoom_in_tool.py")
+    ap.add_argument("--deepeyes", required=True,
+                    help="path to DeepEyes' verl/workers/agent/envs/mm_process_engine/visual_toolbox_v5.py")
     args = ap.parse_args()
     assert PIL.__version__.startswith("13."), f"fixtures are for Pillow 13.x, found {PIL.__version__}"
     os.makedirs(OUT, exist_ok=True)
@@ -308,7 +331,7 @@ def main():
     print("resize cases:", gen_resize(nprng))
     gen_alpha(nprng)
     gen_jpeg()
-    print("crop cases (official, verl):", gen_crops(args.official, args.verl, rng))
+    print("crop cases (official, verl, DeepEyes):", gen_crops(args.official, args.verl, args.deepeyes, rng))
     gen_broken()
 
 

@@ -19,7 +19,8 @@
 //! From verl's `ImageZoomInTool._maybe_resize_bbox`: an absolute box, clamped to the image; rejected if
 //! empty, inverted or with an aspect ratio above 100; a box with a side under 28 px is grown about its
 //! centre so its shorter side is 28 (shrunk back to fit the image, shifted inside it, then floored /
-//! ceiled to whole pixels) and checked again.
+//! ceiled to whole pixels) and checked again. DeepEyes' own release grows boxes slightly differently and
+//! does not move them inside the image: [`ZoomRule::DeepEyes`], [`zoom_in_with`].
 //!
 //! NaN and infinite values are always typed errors ([`Error::NonFiniteBox`]); negative values are clamped
 //! as in the official code unless [`CropConfig::reject_negative`] is set.
@@ -254,6 +255,21 @@ fn crop_filled(image: &RgbImage, x: i64, y: i64, width: i64, height: i64) -> Rgb
     RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_default()
 }
 
+/// Which implementation's box rule `image_zoom_in_tool` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoomRule {
+    /// verl's `ImageZoomInTool._maybe_resize_bbox` (the tool as upstreamed into verl): a small box grows
+    /// to a 28 px shorter side, is shrunk to fit and shifted inside the image. Errors print verl's message.
+    #[default]
+    Verl,
+    /// DeepEyes' own `VisualToolBoxV5.maybe_resize_bbox` (Visual-Agent/DeepEyes): a small box grows to
+    /// half-sides of `ceil(side * 28 / min_side / 2)` about its centre, floored / ceiled, and is not moved
+    /// back inside the image (the part outside crops to black, as Pillow's `crop` does). Errors print
+    /// `ZOOM IN ARGUMENTS ARE INVALID`.
+    DeepEyes,
+}
+
 /// Minimum side of a verl `image_zoom_in_tool` crop (`ImageZoomInTool.MIN_DIMENSION`).
 pub const ZOOM_MIN_SIDE: u32 = 28;
 /// Largest aspect ratio of a verl zoom-in box.
@@ -336,15 +352,66 @@ pub fn zoom_in_box(image_size: (u32, u32), bbox: [f64; 4]) -> Result<[f64; 4]> {
     Ok(current)
 }
 
-/// DeepEyes / verl `image_zoom_in_tool`: crops the absolute box `bbox` (grown to at least 28 px about its
-/// centre, see [`zoom_in_box`]) out of `image` with Pillow's `crop` rounding.
+/// DeepEyes' `maybe_resize_bbox` ([`ZoomRule::DeepEyes`]).
+///
+/// # Errors
+/// [`Error::NonFiniteBox`]; [`Error::ZoomArgumentsInvalid`] when the clamped or the grown box is empty,
+/// inverted or has an aspect ratio above 100.
+pub fn zoom_in_box_deepeyes(image_size: (u32, u32), bbox: [f64; 4]) -> Result<[f64; 4]> {
+    check_finite(bbox)?;
+    let valid = |l: f64, t: f64, r: f64, b: f64| {
+        l < r && b > t && (b - t).max(r - l) / (b - t).min(r - l) <= ZOOM_MAX_ASPECT
+    };
+    let (iw, ih) = (f64::from(image_size.0), f64::from(image_size.1));
+    let left = bbox[0].max(0.0);
+    let top = bbox[1].max(0.0);
+    let right = bbox[2].min(iw);
+    let bottom = bbox[3].min(ih);
+    if !valid(left, top, right, bottom) {
+        return Err(Error::ZoomArgumentsInvalid);
+    }
+    let (height, width) = (bottom - top, right - left);
+    let min_dim = f64::from(ZOOM_MIN_SIDE);
+    if height >= min_dim && width >= min_dim {
+        return Ok([left, top, right, bottom]);
+    }
+    let (cx, cy) = ((left + right) / 2.0, (top + bottom) / 2.0);
+    let ratio = min_dim / height.min(width);
+    let half_h = (height * ratio * 0.5).ceil();
+    let half_w = (width * ratio * 0.5).ceil();
+    let grown = [
+        (cx - half_w).floor(),
+        (cy - half_h).floor(),
+        (cx + half_w).ceil(),
+        (cy + half_h).ceil(),
+    ];
+    if !valid(grown[0], grown[1], grown[2], grown[3]) {
+        return Err(Error::ZoomArgumentsInvalid);
+    }
+    Ok(grown)
+}
+
+/// `image_zoom_in_tool` under `rule`: crops the absolute box `bbox`, grown as the rule says, out of
+/// `image` with Pillow's `crop` rounding (parts outside the image are black).
+///
+/// # Errors
+/// As [`zoom_in_box`] or [`zoom_in_box_deepeyes`].
+pub fn zoom_in_with(image: &RgbImage, bbox: [f64; 4], rule: ZoomRule) -> Result<RgbImage> {
+    let [l, t, r, b] = match rule {
+        ZoomRule::Verl => zoom_in_box(image.dimensions(), bbox)?,
+        ZoomRule::DeepEyes => zoom_in_box_deepeyes(image.dimensions(), bbox)?,
+    };
+    let (x0, y0, x1, y1) = pil_round_box(l, t, r, b)?;
+    Ok(crop_filled(image, x0, y0, x1 - x0, y1 - y0))
+}
+
+/// verl's `image_zoom_in_tool` ([`ZoomRule::Verl`]): crops the absolute box `bbox` (grown to at least
+/// 28 px about its centre, see [`zoom_in_box`]) out of `image` with Pillow's `crop` rounding.
 ///
 /// # Errors
 /// As [`zoom_in_box`].
 pub fn zoom_in(image: &RgbImage, bbox: [f64; 4]) -> Result<RgbImage> {
-    let [l, t, r, b] = zoom_in_box(image.dimensions(), bbox)?;
-    let (x0, y0, x1, y1) = pil_round_box(l, t, r, b)?;
-    Ok(crop_filled(image, x0, y0, x1 - x0, y1 - y0))
+    zoom_in_with(image, bbox, ZoomRule::Verl)
 }
 
 #[cfg(test)]

@@ -116,6 +116,9 @@ pub enum Error {
         /// The minimum side (28).
         min: u32,
     },
+    /// DeepEyes' `image_zoom_in_tool` message: the box is empty, inverted or too elongated.
+    #[error("ZOOM IN ARGUMENTS ARE INVALID")]
+    ZoomArgumentsInvalid,
     // ---- video (video/) ----
     /// qwen-vl-utils `smart_nframes`: the frame count is outside `[2, total_frames]` (message as in
     /// qwen-vl-utils), e.g. a 1-frame video or more frames asked for than the video has.

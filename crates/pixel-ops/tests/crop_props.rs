@@ -1,7 +1,10 @@
 //! Properties of the crop operations on arbitrary boxes: no panics, results inside the image and larger
 //! than the minimum.
 
-use pixel_ops::crop::{CropConfig, CropSource, plan_crop_normalized, zoom_in, zoom_in_box};
+use pixel_ops::crop::{
+    CropConfig, CropSource, ZoomRule, plan_crop_normalized, zoom_in, zoom_in_box,
+    zoom_in_box_deepeyes, zoom_in_with,
+};
 use pixel_ops::image::RgbImage;
 use proptest::prelude::*;
 
@@ -51,6 +54,20 @@ proptest! {
             let img = RgbImage::new(w, h);
             let crop = zoom_in(&img, bbox).unwrap();
             prop_assert!(crop.width() >= 28 && crop.height() >= 28, "{:?}", crop.dimensions());
+        }
+    }
+
+    #[test]
+    fn deepeyes_zoom_in_is_at_least_28_and_never_panics(
+        bbox in [any_coord(), any_coord(), any_coord(), any_coord()],
+        w in 1u32..400, h in 1u32..400,
+    ) {
+        if let Ok([l, t, r, b]) = zoom_in_box_deepeyes((w, h), bbox) {
+            prop_assert!(r > l && b > t);
+            let img = RgbImage::new(w, h);
+            let crop = zoom_in_with(&img, bbox, ZoomRule::DeepEyes).unwrap();
+            // The box may reach outside the image (black there); when it was grown each side is >= 28.
+            prop_assert!(crop.width() >= 1 && crop.height() >= 1);
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pixel_ops::crop::{CropConfig, crop_normalized, zoom_in, zoom_in_box};
+use pixel_ops::crop::{
+    CropConfig, ZoomRule, crop_normalized, zoom_in, zoom_in_box, zoom_in_box_deepeyes, zoom_in_with,
+};
 use pixel_ops::image::{Rgb, RgbImage};
 use pixel_ops::resize::{IMAGE_FACTOR, PixelLimits, resize_bicubic, smart_resize};
 use pixel_ops::{Error, load_image};
@@ -259,4 +261,48 @@ fn grayscale_and_16_bit_become_rgb8() {
     let rgb = pixel_ops::decode_image(&encode_png(DynamicImage::ImageLumaA8(la))).unwrap();
     assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
     assert_eq!(rgb.get_pixel(1, 0).0, [0, 0, 0]);
+}
+
+#[test]
+fn deepeyes_zoom_in_matches_reference() {
+    let all = read_json("crop.json");
+    let cases = all["image_zoom_in_tool_deepeyes"].as_array().unwrap();
+    let (mut ok, mut err) = (0, 0);
+    for c in cases {
+        let (w, h) = (u32_of(&c["image"][0]), u32_of(&c["image"][1]));
+        let img = procedural(w, h);
+        let b: Vec<f64> = c["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let bbox = [b[0], b[1], b[2], b[3]];
+        if c.get("error").is_some() {
+            err += 1;
+            let e = zoom_in_box_deepeyes((w, h), bbox).unwrap_err();
+            assert_eq!(e.to_string(), "ZOOM IN ARGUMENTS ARE INVALID", "{c}");
+            continue;
+        }
+        ok += 1;
+        let expected: Vec<f64> = c["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(
+            zoom_in_box_deepeyes((w, h), bbox).unwrap().to_vec(),
+            expected,
+            "{c}"
+        );
+        let got = zoom_in_with(&img, bbox, ZoomRule::DeepEyes).unwrap();
+        assert_eq!(
+            got.dimensions(),
+            (u32_of(&c["size"][0]), u32_of(&c["size"][1])),
+            "{c}"
+        );
+        assert_eq!(fnv1a64(got.as_raw()), c["fnv1a64"].as_str().unwrap(), "{c}");
+    }
+    assert!(ok > 50 && err > 50, "ok {ok}, errors {err}");
 }
