@@ -76,6 +76,18 @@ pub enum Error {
         /// The side multiple.
         factor: u32,
     },
+    /// A resize that would allocate more than the resize limit for one buffer (absurd target size).
+    #[error("resizing to {width}x{height} needs {bytes} bytes for one buffer, beyond the limit of {limit}")]
+    ResizeTooLarge {
+        /// Target width.
+        width: u32,
+        /// Target height.
+        height: u32,
+        /// Bytes the largest buffer would need.
+        bytes: u64,
+        /// The limit (`resize::bicubic::MAX_RESIZE_BYTES`).
+        limit: u64,
+    },
     // ---- images: crops (crop.rs) ----
     /// A box coordinate is NaN or infinite.
     #[error("bounding box {bbox:?} has a value that is not a finite number")]

@@ -588,11 +588,48 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
+/// Most bytes one resize may allocate for an image or for one axis' weights (a guard against absurd target
+/// sizes, which would otherwise abort the process on allocation failure).
+pub const MAX_RESIZE_BYTES: u64 = 1 << 32;
+
+/// Refuses resizes whose output, intermediate image or weight tables would exceed [`MAX_RESIZE_BYTES`].
+fn check_budget(in_w: u32, in_h: u32, width: u32, height: u32) -> Result<()> {
+    let (iw, ih, ow, oh) = (
+        u64::from(in_w),
+        u64::from(in_h),
+        u64::from(width),
+        u64::from(height),
+    );
+    // Products of two u32 and a small factor fit in u128; weights take `out * ksize * 4` bytes.
+    let weights =
+        |i: u64, o: u64| u128::from(o) * u128::from((2 * i).div_ceil(o).max(2) * 2 + 3) * 4;
+    let area = |a: u64, b: u64| u128::from(a) * u128::from(b) * 3;
+    let bytes = [
+        area(ow, oh),
+        area(ow, ih),
+        area(iw, oh),
+        weights(iw, ow),
+        weights(ih, oh),
+    ];
+    let need = bytes.into_iter().max().unwrap_or(0);
+    if need > u128::from(MAX_RESIZE_BYTES) {
+        let bytes = u64::try_from(need).unwrap_or(u64::MAX);
+        return Err(Error::ResizeTooLarge {
+            width,
+            height,
+            bytes,
+            limit: MAX_RESIZE_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// Resizes `image` to `width x height` exactly as Pillow 13.0's `Image.resize((width, height),
 /// Image.BICUBIC)` does for an RGB image (bit-exact; see the module docs). Same size: a copy.
 ///
 /// # Errors
-/// [`Error::ZeroSize`] if the source or the target has a zero side.
+/// [`Error::ZeroSize`] if the source or the target has a zero side; [`Error::ResizeTooLarge`] if the
+/// resize would allocate more than [`MAX_RESIZE_BYTES`] for one buffer.
 pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
     let (in_w, in_h) = image.dimensions();
     if in_w == 0 || in_h == 0 {
@@ -607,6 +644,7 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> Result<RgbIm
     if (in_w, in_h) == (width, height) {
         return Ok(image.clone());
     }
+    check_budget(in_w, in_h, width, height)?;
     let need_h = width != in_w;
     let need_v = height != in_h;
     let src = image.as_raw();
@@ -722,6 +760,21 @@ mod tests {
             horizontal_dispatch(&src, in_w as usize, &mut fast, &k, &HorizontalSimd::new(&k));
             assert_eq!(portable, fast, "{in_w} -> {out_w}");
         }
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors_not_aborts() {
+        let img = RgbImage::new(4, 4);
+        assert!(matches!(
+            resize_bicubic(&img, u32::MAX, u32::MAX),
+            Err(Error::ResizeTooLarge { .. })
+        ));
+        assert!(matches!(
+            resize_bicubic(&img, 100_000, 100_000),
+            Err(Error::ResizeTooLarge { .. })
+        ));
+        let wide = RgbImage::new(3_000_000, 1);
+        assert!(resize_bicubic(&wide, 1, 1).is_ok());
     }
 
     #[test]
