@@ -1,17 +1,22 @@
 //! Decoding sampled frames from a video file with FFmpeg (`ffmpeg-next`).
 //!
-//! The file is demuxed once (packets only, no decoding) to learn the exact frame count, the
-//! presentation order and where the keyframes are. [`FrameSampling::plan`] then says which frames
-//! qwen-vl-utils would read, and only the groups of pictures (keyframe to next keyframe) holding a
-//! wanted frame are decoded, each only as far as its last wanted frame, with FFmpeg frame threading;
-//! non-reference frames (most B-frames) are skipped unless wanted (`AVDISCARD_NONREF`), which
-//! leaves every other frame bit-identical since nothing refers to them.
-//! Only kept frames are converted to RGB (swscale, bilinear flags as PyAV's default).
+//! The file is demuxed once (packets only, no decoding; the packets of the video stream are held in
+//! memory, about the file's size) to learn the exact frame count, the presentation order and where
+//! the keyframes are. [`FrameSampling::plan`] then says which frames qwen-vl-utils would read, and
+//! only the groups of pictures (keyframe to next keyframe) holding a wanted frame are decoded, each
+//! only as far as its last wanted frame. Non-reference frames (most B-frames) are skipped unless
+//! wanted (`AVDISCARD_NONREF`), which leaves every other frame bit-identical since nothing refers
+//! to them. The groups are split across parallel decoders (or one decoder uses FFmpeg frame
+//! threading, [`DecodeOptions::split_groups`]), and only kept frames are converted to RGB (swscale
+//! with PyAV's default bilinear flags; equal to PyAV's `to_ndarray(format="rgb24")` on the
+//! fixtures).
 //!
 //! Frame `i` means the `i`-th frame in presentation order, as decode-all readers (PyAV, decord,
 //! torchcodec) count. The fast path needs every packet to carry a unique timestamp and closed
 //! groups of pictures (no frame shown before its group's keyframe); otherwise, or when the fast path
-//! misses a frame, every frame is decoded in order ([`DecodeStrategy::DecodeAll`]).
+//! misses a frame, every frame is decoded in order ([`DecodeStrategy::DecodeAll`]). Packets that
+//! fail to decode are skipped as the `ffmpeg` CLI does; a wanted frame that never comes out is an
+//! [`Error::VideoDecode`].
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -222,8 +222,8 @@ impl Video {
     /// Decodes a video file with FFmpeg and keeps the frames qwen-vl-utils would sample
     /// ([`FrameSampling::plan`] with `options.count`; officially 16 frames).
     ///
-    /// Only the groups of pictures that hold a wanted frame are decoded (see [`DecodeStrategy`]),
-    /// with frame threading, and only kept frames are converted to RGB; the frames are the ones a
+    /// Only the groups of pictures that hold a wanted frame are decoded (see [`DecodeStrategy`]), in
+    /// parallel, and only kept frames are converted to RGB; the frames are the ones a
     /// decode-all reader (PyAV, decord, torchcodec) returns for the same indices.
     ///
     /// # Errors
