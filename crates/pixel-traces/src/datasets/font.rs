@@ -1,60 +1,65 @@
-//! A 5x7 bitmap font for digits, drawn at any size with varied strokes, slant and jitter.
+//! Two 5x7 bitmap fonts for digits (rounded and square), drawn at any size with varied strokes, slant
+//! and jitter.
 
 use image::RgbImage;
 use rand::{Rng, RngCore};
 
 use super::draw::{Rect, fill_rect};
 
-/// Rows of each digit, 5 bits per row (bit 4 = leftmost column).
-const DIGITS: [[u8; 7]; 10] = [
-    [
-        0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110,
-    ],
-    [
-        0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110,
-    ],
-    [
-        0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111,
-    ],
-    [
-        0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110,
-    ],
-    [
-        0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010,
-    ],
-    [
-        0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110,
-    ],
-    [
-        0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110,
-    ],
-    [
-        0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000,
-    ],
-    [
-        0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110,
-    ],
-    [
-        0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100,
-    ],
+/// Each digit as 7 rows of 5 cells (`#` ink): a rounded font and a square one.
+const FONTS: [[[&str; 7]; 10]; 2] = [ROUNDED, SQUARE];
+
+#[rustfmt::skip]
+const ROUNDED: [[&str; 7]; 10] = [
+    [".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."], // 0
+    ["..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."], // 1
+    [".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"], // 2
+    ["#####", "...#.", "..#..", "...#.", "....#", "#...#", ".###."], // 3
+    ["...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."], // 4
+    ["#####", "#....", "####.", "....#", "....#", "#...#", ".###."], // 5
+    ["..##.", ".#...", "#....", "####.", "#...#", "#...#", ".###."], // 6
+    ["#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."], // 7
+    [".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."], // 8
+    [".###.", "#...#", "#...#", ".####", "....#", "...#.", ".##.."], // 9
 ];
+
+#[rustfmt::skip]
+const SQUARE: [[&str; 7]; 10] = [
+    ["#####", "#...#", "#...#", "#...#", "#...#", "#...#", "#####"], // 0
+    [".##..", "..#..", "..#..", "..#..", "..#..", "..#..", "#####"], // 1
+    ["####.", "....#", "....#", ".###.", "#....", "#....", "#####"], // 2
+    ["####.", "....#", "....#", ".###.", "....#", "....#", "####."], // 3
+    ["#...#", "#...#", "#...#", "#####", "....#", "....#", "....#"], // 4
+    ["#####", "#....", "#....", "####.", "....#", "....#", "####."], // 5
+    [".####", "#....", "#....", "####.", "#...#", "#...#", ".###."], // 6
+    ["#####", "#...#", "....#", "...#.", "..#..", "..#..", "..#.."], // 7
+    [".###.", "#...#", ".###.", "#...#", "#...#", "#...#", ".###."], // 8
+    [".###.", "#...#", "#...#", ".####", "....#", "....#", "####."], // 9
+];
+
+/// Number of fonts.
+pub const NUM_FONTS: usize = FONTS.len();
 
 /// Columns and rows of the font's cell grid.
 pub const GLYPH_COLS: u32 = 5;
 /// Rows of the font's cell grid.
 pub const GLYPH_ROWS: u32 = 7;
 
-/// Whether cell `(col, row)` of `digit` is ink (false for anything out of range).
-pub fn ink(digit: u8, col: u32, row: u32) -> bool {
-    DIGITS
-        .get(usize::from(digit))
+/// Whether cell `(col, row)` of `digit` in `font` is ink (false for anything out of range).
+pub fn ink(font: usize, digit: u8, col: u32, row: u32) -> bool {
+    FONTS
+        .get(font)
+        .and_then(|digits| digits.get(usize::from(digit)))
         .and_then(|rows| rows.get(row as usize))
-        .is_some_and(|bits| col < GLYPH_COLS && bits & (1 << (GLYPH_COLS - 1 - col)) != 0)
+        .and_then(|cells| cells.as_bytes().get(col as usize))
+        .is_some_and(|c| *c == b'#')
 }
 
 /// How one glyph is drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GlyphStyle {
+    /// Which font (`0..NUM_FONTS`).
+    pub font: usize,
     /// Share of each cell the stroke fills (0.5 thin .. 1.0 bold).
     pub stroke: f32,
     /// Horizontal shift per row from the middle, in cells (slant; 0 upright).
@@ -64,9 +69,10 @@ pub struct GlyphStyle {
 }
 
 impl GlyphStyle {
-    /// A random style: stroke 0.55-1.0, slant up to ±0.12 cells per row, jitter 0-1 px.
+    /// A random style: either font, stroke 0.55-1.0, slant up to ±0.12 cells per row, jitter 0-1 px.
     pub fn random(rng: &mut dyn RngCore) -> Self {
         Self {
+            font: rng.random_range(0..NUM_FONTS),
             stroke: rng.random_range(0.55..=1.0),
             slant: rng.random_range(-0.12..=0.12),
             jitter: rng.random_range(0..=1),
@@ -91,7 +97,7 @@ pub fn draw_digit(
     for row in 0..GLYPH_ROWS {
         let shift = (3.0 - row as f32) * style.slant * cell_w;
         for col in 0..GLYPH_COLS {
-            if !ink(digit, col, row) {
+            if !ink(style.font, digit, col, row) {
                 continue;
             }
             let jx = if style.jitter > 0 {
@@ -131,19 +137,30 @@ pub fn glyph_width(height: u32) -> u32 {
 mod tests {
     use super::*;
 
+    fn cells(font: usize, digit: u8) -> Vec<bool> {
+        (0..35).map(|i| ink(font, digit, i % 5, i / 5)).collect()
+    }
+
     #[test]
     fn every_digit_is_distinct_and_inked() {
-        for a in 0..10u8 {
-            let cells: Vec<bool> = (0..35).map(|i| ink(a, i % 5, i / 5)).collect();
-            assert!(
-                cells.iter().filter(|c| **c).count() >= 9,
-                "digit {a} too sparse"
-            );
-            for b in (a + 1)..10 {
-                let other: Vec<bool> = (0..35).map(|i| ink(b, i % 5, i / 5)).collect();
-                assert_ne!(cells, other, "{a} and {b} look the same");
+        for font in 0..NUM_FONTS {
+            for a in 0..10u8 {
+                let this = cells(font, a);
+                assert!(
+                    this.iter().filter(|c| **c).count() >= 9,
+                    "font {font}: digit {a} too sparse"
+                );
+                for b in (a + 1)..10 {
+                    assert_ne!(
+                        this,
+                        cells(font, b),
+                        "font {font}: {a} and {b} look the same"
+                    );
+                }
             }
         }
-        assert!(!ink(10, 0, 0));
+        let differ = (0..10u8).filter(|&d| cells(0, d) != cells(1, d)).count();
+        assert!(differ >= 8, "only {differ} digits differ between the fonts");
+        assert!(!ink(0, 10, 0, 0) && !ink(NUM_FONTS, 0, 1, 0) && !ink(0, 0, 5, 0));
     }
 }
