@@ -1,9 +1,9 @@
 //! Decoding sampled frames from a video file with FFmpeg (`ffmpeg-next`).
 //!
-//! The file is demuxed once (packets only, no decoding; the packets of the video stream are held in
-//! memory, about the file's size) to learn the exact frame count, the presentation order and where
-//! the keyframes are. [`FrameSampling::plan`] then says which frames qwen-vl-utils would read, and
-//! only the groups of pictures (keyframe to next keyframe) holding a wanted frame are decoded, each
+//! The file is demuxed once (packets only, no decoding, no packet data kept) to learn the exact
+//! frame count, the presentation order and where the keyframes are. [`FrameSampling::plan`] then
+//! says which frames qwen-vl-utils would read; a second demuxing pass keeps the packets of the groups
+//! of pictures (keyframe to next keyframe) holding a wanted frame, and only those are decoded, each
 //! only as far as its last wanted frame. Non-reference frames (most B-frames) are skipped unless
 //! wanted (`AVDISCARD_NONREF`), which leaves every other frame bit-identical since nothing refers
 //! to them. The groups are split across parallel decoders (or one decoder uses FFmpeg frame
@@ -84,12 +84,20 @@ fn init() -> Result<()> {
         })
 }
 
-/// The demuxed video stream: packets in decode order plus what the sampler needs.
+/// What the first demuxing pass learns about one packet of the video stream.
+struct PacketMeta {
+    pts: Option<i64>,
+    key: bool,
+}
+
+/// The video stream after the first demuxing pass: per-packet facts in decode order (no packet
+/// data is kept) plus what the sampler needs.
 struct Demuxed {
     /// An owned copy of the stream's codec parameters, to open more decoders from.
     parameters: ff::codec::Parameters,
     decoder: ff::decoder::Video,
-    packets: Vec<ff::Packet>,
+    stream: usize,
+    meta: Vec<PacketMeta>,
     fps: f64,
 }
 
@@ -136,30 +144,34 @@ fn open(path: &Path, threads: usize, max_frame_pixels: u64) -> Result<Demuxed> {
             max_pixels: max_frame_pixels,
         });
     }
-    let packets: Vec<ff::Packet> = input
+    let meta: Vec<PacketMeta> = input
         .packets()
         .filter(|(s, p)| s.index() == index && p.size() > 0)
-        .map(|(_, p)| p)
+        .map(|(_, p)| PacketMeta {
+            pts: p.pts(),
+            key: p.is_key(),
+        })
         .collect();
-    if packets.is_empty() {
+    if meta.is_empty() {
         return Err(Error::EmptyVideo { what });
     }
     // A container index that promises more frames than could be read means a truncated file.
     if let Ok(listed) = usize::try_from(declared_frames)
-        && listed > packets.len()
+        && listed > meta.len()
     {
         return Err(Error::VideoDecode {
             what,
             reason: format!(
                 "truncated: the container lists {listed} frames but only {} could be read",
-                packets.len()
+                meta.len()
             ),
         });
     }
     Ok(Demuxed {
         parameters,
         decoder,
-        packets,
+        stream: index,
+        meta,
         fps,
     })
 }
@@ -184,7 +196,7 @@ fn open_decoder(
 /// As [`Video::from_file`].
 pub fn probe_frame_count(path: impl AsRef<Path>) -> Result<(u64, f64)> {
     let d = open(path.as_ref(), 1, u64::MAX)?;
-    Ok((d.packets.len() as u64, d.fps))
+    Ok((d.meta.len() as u64, d.fps))
 }
 
 pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video> {
@@ -192,15 +204,22 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
     let Demuxed {
         parameters,
         mut decoder,
-        packets,
+        stream,
+        meta,
         fps,
     } = open(path, options.threads, options.max_frame_pixels)?;
-    let plan = FrameSampling::plan(options.count, packets.len() as u64, fps)?;
+    let plan = FrameSampling::plan(options.count, meta.len() as u64, fps)?;
     let mut out = Output::new(&plan.indices);
     if options.strategy == DecodeStrategy::SkipToKeyframes
-        && let Some(gops) = Gops::new(&packets)
+        && let Some(gops) = Gops::new(&meta)
     {
         let groups = wanted_groups(&gops, &plan.indices);
+        // Second pass: keep the data of the packets in wanted groups only.
+        let mut wanted = vec![false; gops.starts.len()];
+        for &(g, _) in &groups {
+            wanted[g] = true;
+        }
+        let packets = read_packets(path, stream, |p| wanted[gops.group_of(p)])?;
         let threads = match options.threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -209,6 +228,7 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
         if options.split_groups && workers >= 2 {
             let job = Job {
                 packets: &packets,
+                meta: &meta,
                 gops: &gops,
                 indices: &plan.indices,
             };
@@ -222,17 +242,23 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
             );
         } else {
             let ids: Vec<usize> = groups.iter().map(|&(g, _)| g).collect();
-            skip_to_keyframes(&mut decoder, &packets, &gops, &ids, &mut out);
+            let job = Job {
+                packets: &packets,
+                meta: &meta,
+                gops: &gops,
+                indices: &plan.indices,
+            };
+            skip_to_keyframes(&mut decoder, &job, &ids, &mut out);
         }
     }
     if !out.done() {
         decoder.flush();
-        decode_all(&mut decoder, &packets, &mut out);
+        decode_all(&mut decoder, path, stream, &mut out)?;
     }
     let decoded = out.decoded;
     let frames = out.finish().map_err(|index| Error::VideoDecode {
         what: what.clone(),
-        reason: format!("frame {index} of {} could not be decoded", packets.len()),
+        reason: format!("frame {index} of {} could not be decoded", meta.len()),
     })?;
     let info = VideoInfo {
         source: VideoSource::File(path.to_path_buf()),
@@ -362,8 +388,8 @@ struct Gops {
 impl Gops {
     /// `None` when the fast path cannot be trusted: a packet without a timestamp, two packets with
     /// one timestamp, or a frame shown before its group's keyframe (open GOP).
-    fn new(packets: &[ff::Packet]) -> Option<Self> {
-        let pts: Vec<i64> = packets.iter().map(ff::Packet::pts).collect::<Option<_>>()?;
+    fn new(packets: &[PacketMeta]) -> Option<Self> {
+        let pts: Vec<i64> = packets.iter().map(|p| p.pts).collect::<Option<_>>()?;
         let mut order: Vec<usize> = (0..pts.len()).collect();
         order.sort_by_key(|&i| pts[i]);
         if order.windows(2).any(|w| pts[w[0]] == pts[w[1]]) {
@@ -374,7 +400,7 @@ impl Gops {
             shown[i] = rank as u64;
         }
         let mut starts = vec![0];
-        starts.extend((1..packets.len()).filter(|&i| packets[i].is_key()));
+        starts.extend((1..packets.len()).filter(|&i| packets[i].key));
         // Closed groups: every frame of group g is shown at or after g's keyframe and before the
         // next group's keyframe.
         for (g, &s) in starts.iter().enumerate() {
@@ -467,7 +493,9 @@ fn wanted_groups(gops: &Gops, indices: &[u64]) -> Vec<(usize, usize)> {
 
 /// What every worker of [`decode_groups_in_parallel`] shares.
 struct Job<'a> {
-    packets: &'a [ff::Packet],
+    /// Packet data by decode position (`None` outside the wanted groups).
+    packets: &'a [Option<ff::Packet>],
+    meta: &'a [PacketMeta],
     gops: &'a Gops,
     indices: &'a [u64],
 }
@@ -503,7 +531,7 @@ fn decode_groups_in_parallel(
                 scope.spawn(move || {
                     let mut decoder = open_decoder(&parameters, threads_each.max(1)).ok()?;
                     let mut part = Output::new(job.indices);
-                    skip_to_keyframes(&mut decoder, job.packets, job.gops, &ids, &mut part);
+                    skip_to_keyframes(&mut decoder, job, &ids, &mut part);
                     Some((part.slots, part.decoded))
                 })
             })
@@ -522,15 +550,20 @@ fn decode_groups_in_parallel(
 /// stopping each group after its last wanted frame.
 fn skip_to_keyframes(
     decoder: &mut ff::decoder::Video,
-    packets: &[ff::Packet],
-    gops: &Gops,
+    job: &Job<'_>,
     ids: &[usize],
     out: &mut Output,
 ) {
-    let pts_to_index: HashMap<i64, u64> = packets
+    let Job {
+        packets,
+        meta,
+        gops,
+        ..
+    } = *job;
+    let pts_to_index: HashMap<i64, u64> = meta
         .iter()
         .zip(&gops.shown)
-        .filter_map(|(p, &r)| Some((p.pts()?, r)))
+        .filter_map(|(p, &r)| Some((p.pts?, r)))
         .collect();
     let mut index_of = |f: &ff::frame::Video| {
         f.pts()
@@ -546,9 +579,12 @@ fn skip_to_keyframes(
         if next_fed.is_some_and(|n| n != start) {
             drain(decoder, out, &mut frame, &mut index_of);
         }
-        let end = gops.starts.get(g + 1).copied().unwrap_or(packets.len());
+        let end = gops.starts.get(g + 1).copied().unwrap_or(meta.len());
         let group_done = |out: &Output| (start..end).all(|p| !out.wants(gops.shown[p]));
-        for (p, packet) in packets.iter().enumerate().take(end).skip(start) {
+        for p in start..end {
+            let Some(packet) = packets.get(p).and_then(Option::as_ref) else {
+                continue;
+            };
             // Frames no other frame refers to (most B-frames) are only decoded when wanted.
             let discard = if out.wants(gops.shown[p]) {
                 Discard::Default
@@ -575,7 +611,36 @@ fn skip_to_keyframes(
     decoder.skip_frame(Discard::Default);
 }
 
-fn decode_all(decoder: &mut ff::decoder::Video, packets: &[ff::Packet], out: &mut Output) {
+/// Reads the packets of `stream` again, keeping the data of those whose decode position `keep`
+/// accepts.
+fn read_packets(
+    path: &Path,
+    stream: usize,
+    mut keep: impl FnMut(usize) -> bool,
+) -> Result<Vec<Option<ff::Packet>>> {
+    let mut input = ff::format::input(path).map_err(|e| Error::VideoDecode {
+        what: path.display().to_string(),
+        reason: format!("reopen: {e}"),
+    })?;
+    Ok(input
+        .packets()
+        .filter(|(s, p)| s.index() == stream && p.size() > 0)
+        .enumerate()
+        .map(|(i, (_, p))| keep(i).then_some(p))
+        .collect())
+}
+
+/// Decodes every frame in order, reading the file again, until the last wanted frame.
+fn decode_all(
+    decoder: &mut ff::decoder::Video,
+    path: &Path,
+    stream: usize,
+    out: &mut Output,
+) -> Result<()> {
+    let mut input = ff::format::input(path).map_err(|e| Error::VideoDecode {
+        what: path.display().to_string(),
+        reason: format!("reopen: {e}"),
+    })?;
     let mut frame = ff::frame::Video::empty();
     let mut next = 0u64;
     let mut index_of = |_: &ff::frame::Video| {
@@ -583,11 +648,15 @@ fn decode_all(decoder: &mut ff::decoder::Video, packets: &[ff::Packet], out: &mu
         next += 1;
         Some(i)
     };
-    for packet in packets {
-        send(decoder, packet, out, &mut frame, &mut index_of);
+    for (s, packet) in input.packets() {
+        if s.index() != stream || packet.size() == 0 {
+            continue;
+        }
+        send(decoder, &packet, out, &mut frame, &mut index_of);
         if out.done() {
             break;
         }
     }
     drain(decoder, out, &mut frame, &mut index_of);
+    Ok(())
 }
