@@ -177,7 +177,11 @@ impl Video {
     /// and with [`FrameFilesOptions::pad_to_even`] the last frame is repeated to an even count.
     ///
     /// qwen-vl-utils also resizes each frame with the image rules while loading; here that is a
-    /// separate step, [`Video::resized`].
+    /// separate step, [`Video::resized`] with [`OFFICIAL_FRAME_LIST_LIMITS`] for the official
+    /// setting. (qwen-vl-utils 0.0.14 differs from the releases the official code was trained with:
+    /// it passes 28 as the *patch* size there, so frames are first sized to multiples of 56, then the
+    /// stacked frames are resized again with torchvision to the video bounds. This crate follows the
+    /// older single-resize rule.)
     ///
     /// # Errors
     /// [`Error::EmptyVideo`] for an empty list; the loader's errors ([`Error::Io`],
