@@ -123,3 +123,37 @@ pub fn parse_records<T: FromRecord>(
     }
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::official::RlRecord;
+
+    #[test]
+    fn files_are_read_and_file_level_problems_are_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DatasetRoot::new(dir.path());
+        let good = dir.path().join("rl.jsonl");
+        std::fs::write(
+            &good,
+            "{\"qid\": 1, \"question\": \"q\", \"answer\": \"a\"}\n\n{\"qid\": 2}\n",
+        )
+        .unwrap();
+        let loaded = load_records::<RlRecord>(&good, &root, OnError::Skip).unwrap();
+        assert_eq!((loaded.records.len(), loaded.skipped_count()), (1, 1));
+        assert_eq!(loaded.records[0].0, Location::Line(1));
+        let msg = loaded.skipped[0].to_string();
+        assert!(
+            msg.contains("rl.jsonl, line 3: missing `question`"),
+            "{msg}"
+        );
+
+        let missing = load_records::<RlRecord>(&dir.path().join("none.json"), &root, OnError::Skip)
+            .unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }), "{missing}");
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "[{\"qid\": 1,").unwrap();
+        let err = load_records::<RlRecord>(&broken, &root, OnError::Skip).unwrap_err();
+        assert!(matches!(err, Error::FileFormat { .. }), "{err}");
+    }
+}
