@@ -368,24 +368,41 @@ impl ImageProcessor {
             });
         }
         let (gt, gh, gw) = (frames.len() / tp, h / p, w / p);
-        out.reserve(gt * gh * gw * self.config.patch_dim());
+        let dim = self.config.patch_dim();
+        let per_t = gh * gw;
+        let base = out.len();
+        out.resize(base + gt * per_t * dim, 0.0);
+        let plane_len = h * w;
+        let mut planes: Vec<f32> = Vec::new();
         for t in 0..gt {
-            for bh in 0..gh / m {
-                for bw in 0..gw / m {
-                    for mh in 0..m {
-                        for mw in 0..m {
-                            let (y0, x0) = ((bh * m + mh) * p, (bw * m + mw) * p);
-                            for (c, lut) in self.lut.iter().enumerate() {
-                                for frame in &frames[t * tp..(t + 1) * tp] {
-                                    let raw = frame.as_raw();
-                                    for y in y0..y0 + p {
-                                        let row = &raw[(y * w + x0) * 3..(y * w + x0 + p) * 3];
-                                        out.extend(
-                                            row.chunks_exact(3).map(|px| lut[px[c] as usize]),
-                                        );
-                                    }
-                                }
-                            }
+            // Normalise the frames of this temporal patch once, as channel planes; a frame repeated (a
+            // still image) is normalised once.
+            let group = &frames[t * tp..(t + 1) * tp];
+            let mut plane_of = Vec::with_capacity(tp);
+            planes.clear();
+            for (i, frame) in group.iter().enumerate() {
+                if let Some(j) = (0..i).find(|&j| std::ptr::eq(group[j], *frame)) {
+                    plane_of.push(plane_of[j]);
+                    continue;
+                }
+                plane_of.push(planes.len() / (3 * plane_len));
+                for (c, lut) in self.lut.iter().enumerate() {
+                    planes.extend(frame.as_raw().chunks_exact(3).map(|px| lut[px[c] as usize]));
+                }
+            }
+            let rows = &mut out[base + t * per_t * dim..base + (t + 1) * per_t * dim];
+            for (r, row) in rows.chunks_exact_mut(dim).enumerate() {
+                // r = ((bh * gw/m + bw) * m + mh) * m + mw
+                let (block, inner) = (r / (m * m), r % (m * m));
+                let (bh, bw) = (block / (gw / m), block % (gw / m));
+                let (y0, x0) = ((bh * m + inner / m) * p, (bw * m + inner % m) * p);
+                let mut k = 0;
+                for c in 0..3 {
+                    for &f in &plane_of {
+                        let plane = &planes[(f * 3 + c) * plane_len..(f * 3 + c + 1) * plane_len];
+                        for y in y0..y0 + p {
+                            row[k..k + p].copy_from_slice(&plane[y * w + x0..y * w + x0 + p]);
+                            k += p;
                         }
                     }
                 }

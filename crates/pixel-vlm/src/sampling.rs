@@ -114,7 +114,9 @@ pub struct Sampled {
 pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha8Rng,
-    /// Scratch for the sorted candidates, kept to avoid an allocation per token.
+    /// Scratch: `exp(logit / T - max)` per id, kept to avoid an allocation per token.
+    weights: Vec<f64>,
+    /// Scratch: candidates `(weight, id)` for top-k/top-p.
     order: Vec<(f64, u32)>,
 }
 
@@ -139,6 +141,7 @@ impl Sampler {
         Ok(Sampler {
             params,
             rng,
+            weights: Vec::new(),
             order: Vec::new(),
         })
     }
@@ -153,91 +156,32 @@ impl Sampler {
     /// # Errors
     /// [`VlmError::Input`] if `logits` is empty, holds a NaN or `+inf`, or is `-inf` everywhere.
     pub fn sample(&mut self, logits: &[f32]) -> Result<Sampled> {
-        if logits.is_empty() {
-            return Err(VlmError::Input {
-                input: "logits",
-                reason: "empty logits row".into(),
-            });
-        }
-        if let Some(i) = logits
-            .iter()
-            .position(|x| x.is_nan() || *x == f32::INFINITY)
-        {
-            return Err(VlmError::Input {
-                input: "logits",
-                reason: format!("logit {i} is {}", logits[i]),
-            });
-        }
-        let temperature = if self.params.is_greedy() {
-            1.0
-        } else {
-            f64::from(self.params.temperature)
-        };
-        // Log-sum-exp of logits / T in f64: the log-probs stay accurate for vocabularies of 150k.
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if max == f32::NEG_INFINITY {
-            return Err(VlmError::Input {
-                input: "logits",
-                reason: "every logit is -inf".into(),
-            });
-        }
-        let max_scaled = f64::from(max) / temperature;
-        let sum: f64 = logits
-            .iter()
-            .map(|&l| (f64::from(l) / temperature - max_scaled).exp())
-            .sum();
-        let log_z = max_scaled + sum.ln();
-        let logprob = |id: usize| (f64::from(logits[id]) / temperature - log_z) as f32;
-
+        let max = check_logits(logits)?;
         if self.params.is_greedy() {
-            // First maximum, as torch.argmax.
+            // First maximum, as torch.argmax; the log-prob at temperature 1.
             let id = logits.iter().position(|&l| l == max).unwrap_or(0);
+            let log_z = log_sum_exp(logits, 1.0, max, &mut self.weights);
             return Ok(Sampled {
                 token: id as u32,
-                logprob: logprob(id),
+                logprob: (f64::from(logits[id]) - log_z) as f32,
             });
         }
-
+        let temperature = f64::from(self.params.temperature);
+        let log_z = log_sum_exp(logits, temperature, max, &mut self.weights);
         let u: f64 = self.rng.random::<f64>();
         let id = if !self.params.truncates(logits.len()) {
             // No truncation: walk the vocabulary in id order.
-            let target = u * sum;
-            let mut acc = 0.0;
-            let mut chosen = last_finite(logits);
-            for (i, &l) in logits.iter().enumerate() {
-                acc += (f64::from(l) / temperature - max_scaled).exp();
-                if acc > target {
-                    chosen = i;
-                    break;
-                }
-            }
-            chosen
+            let total: f64 = self.weights.iter().sum();
+            walk(self.weights.iter().copied().zip(0u32..), u * total)
+                .unwrap_or_else(|| last_finite(logits) as u32)
         } else {
-            let keep = candidates(
-                &self.params,
-                logits,
-                temperature,
-                max_scaled,
-                &mut self.order,
-            );
+            let keep = candidates(&self.params, &self.weights, &mut self.order);
             let kept = &self.order[..keep];
             let mass: f64 = kept.iter().map(|c| c.0).sum();
-            let target = u * mass;
-            let mut acc = 0.0;
-            let mut chosen = kept[keep - 1].1;
-            for c in kept {
-                acc += c.0;
-                if acc > target {
-                    chosen = c.1;
-                    break;
-                }
-            }
-            chosen as usize
+            walk(kept.iter().copied(), u * mass).unwrap_or(kept[keep - 1].1)
         };
-        Ok(Sampled {
-            token: id as u32,
-            logprob: logprob(id),
-        })
+        let logprob = (f64::from(logits[id as usize]) / temperature - log_z) as f32;
+        Ok(Sampled { token: id, logprob })
     }
 
     /// The distribution [`Sampler::sample`] draws from: the kept tokens in descending probability (ties by
@@ -246,16 +190,22 @@ impl Sampler {
     /// # Errors
     /// As [`Sampler::sample`].
     pub fn distribution(&self, logits: &[f32]) -> Result<Vec<(u32, f64)>> {
-        let first = self.clone().sample(logits)?;
+        let max = check_logits(logits)?;
         if self.params.is_greedy() {
-            return Ok(vec![(first.token, 1.0)]);
+            let id = logits.iter().position(|&l| l == max).unwrap_or(0);
+            return Ok(vec![(id as u32, 1.0)]);
         }
-        let temperature = f64::from(self.params.temperature);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let max_scaled = f64::from(max) / temperature;
+        let mut weights = Vec::new();
+        log_sum_exp(
+            logits,
+            f64::from(self.params.temperature),
+            max,
+            &mut weights,
+        );
         let mut order = Vec::new();
-        let keep = candidates(&self.params, logits, temperature, max_scaled, &mut order);
+        let keep = candidates(&self.params, &weights, &mut order);
         order.truncate(keep);
+        order.sort_unstable_by(by_weight_then_id);
         order.retain(|c| c.0 > 0.0);
         let mass: f64 = order.iter().map(|c| c.0).sum();
         Ok(order.into_iter().map(|(p, id)| (id, p / mass)).collect())
@@ -269,46 +219,107 @@ impl SamplingParams {
     }
 }
 
-/// Fills `order` with `(unnormalised probability, id)` sorted descending (ties by id), applies top-k then
-/// top-p, and returns how many leading entries are kept (at least one).
-fn candidates(
-    params: &SamplingParams,
-    logits: &[f32],
-    temperature: f64,
-    max_scaled: f64,
-    order: &mut Vec<(f64, u32)>,
-) -> usize {
-    order.clear();
-    order.extend(
+/// Rejects empty rows, NaN and `+inf`; returns the maximum (finite).
+fn check_logits(logits: &[f32]) -> Result<f32> {
+    if logits.is_empty() {
+        return Err(VlmError::Input {
+            input: "logits",
+            reason: "empty logits row".into(),
+        });
+    }
+    if let Some(i) = logits
+        .iter()
+        .position(|x| x.is_nan() || *x == f32::INFINITY)
+    {
+        return Err(VlmError::Input {
+            input: "logits",
+            reason: format!("logit {i} is {}", logits[i]),
+        });
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return Err(VlmError::Input {
+            input: "logits",
+            reason: "every logit is -inf".into(),
+        });
+    }
+    Ok(max)
+}
+
+/// Fills `weights` with `exp(l / T - max / T)` (in f64, so log-probs stay accurate over 150k tokens) and
+/// returns `log Σ exp(l / T)`.
+fn log_sum_exp(logits: &[f32], temperature: f64, max: f32, weights: &mut Vec<f64>) -> f64 {
+    let max_scaled = f64::from(max) / temperature;
+    weights.clear();
+    weights.extend(
         logits
             .iter()
-            .enumerate()
-            .map(|(i, &l)| ((f64::from(l) / temperature - max_scaled).exp(), i as u32)),
+            .map(|&l| (f64::from(l) / temperature - max_scaled).exp()),
     );
-    let by_prob_then_id = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    max_scaled + weights.iter().sum::<f64>().ln()
+}
+
+/// The first candidate at which the running weight passes `target` (`None` if rounding leaves the walk
+/// short of it).
+fn walk(candidates: impl Iterator<Item = (f64, u32)>, target: f64) -> Option<u32> {
+    let mut acc = 0.0;
+    for (w, id) in candidates {
+        acc += w;
+        if acc > target {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Descending weight, ties by lower id: a total order, so partial selection and sorting agree.
+fn by_weight_then_id(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Fills `order` with the top-k candidates `(weight, id)`, applies top-p, and returns how many leading
+/// entries are kept (at least one); those leading entries are sorted by [`by_weight_then_id`].
+///
+/// Top-p does not sort the whole vocabulary: it selects the best 256, 1024, ... candidates (linear time
+/// each) until their mass reaches the threshold, and sorts only those.
+fn candidates(params: &SamplingParams, weights: &[f64], order: &mut Vec<(f64, u32)>) -> usize {
+    order.clear();
+    order.extend(weights.iter().copied().zip(0u32..));
     let k = if params.top_k == 0 {
         order.len()
     } else {
         params.top_k.min(order.len())
     };
     if k < order.len() {
-        order.select_nth_unstable_by(k - 1, by_prob_then_id);
+        order.select_nth_unstable_by(k - 1, by_weight_then_id);
         order.truncate(k);
     }
-    order.sort_unstable_by(by_prob_then_id);
-    let mut keep = order.len();
-    if params.top_p < 1.0 {
-        let threshold = f64::from(params.top_p) * order.iter().map(|c| c.0).sum::<f64>();
-        let mut acc = 0.0;
-        for (n, c) in order.iter().enumerate() {
-            acc += c.0;
-            if acc >= threshold {
-                keep = n + 1;
-                break;
-            }
+    if params.top_p >= 1.0 {
+        order.sort_unstable_by(by_weight_then_id);
+        return order.len();
+    }
+    let threshold = f64::from(params.top_p) * order.iter().map(|c| c.0).sum::<f64>();
+    let mut m = 256.min(order.len());
+    loop {
+        if m < order.len() {
+            order.select_nth_unstable_by(m - 1, by_weight_then_id);
+        }
+        let head_mass: f64 = order[..m].iter().map(|c| c.0).sum();
+        if head_mass >= threshold || m == order.len() {
+            break;
+        }
+        m = (m * 4).min(order.len());
+    }
+    let head = &mut order[..m];
+    head.sort_unstable_by(by_weight_then_id);
+    let mut acc = 0.0;
+    for (n, c) in head.iter().enumerate() {
+        acc += c.0;
+        if acc >= threshold {
+            return n + 1;
         }
     }
-    keep.max(1)
+    m.max(1)
 }
 
 /// The last id with a finite logit (the fallback when rounding leaves the walk just short of the total).
