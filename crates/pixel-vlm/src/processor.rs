@@ -14,6 +14,26 @@
 //! (frames prepared by `pixel_ops::Video::resized`, as qwen-vl-utils prepares them); otherwise they are
 //! resized with Pillow's bicubic like images. qwen-vl-utils resizes frames decoded from a video *file*
 //! with torchvision instead, which differs by a few levels at sharp edges.
+//!
+//! ```
+//! use pixel_vlm::{chat_template::RenderOptions, processor::Processor};
+//!
+//! // Any Qwen2.5-VL folder; here the tiny test tokenizer.
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer");
+//! let processor = Processor::from_pretrained(dir)?;
+//! let messages = serde_json::json!([{"role": "user", "content": [
+//!     {"type": "image"}, {"type": "text", "text": "What is this?"}]}]);
+//! let prompt = processor.apply_chat_template(&messages, &RenderOptions::generation())?;
+//! let image = image::RgbImage::new(97, 61); // 61x97 -> 56x84: 4x6 patches, 6 tokens
+//! let inputs = processor.process(&prompt, &[image], &[])?;
+//! assert_eq!(inputs.images.grid_thw, [[1, 4, 6]]);
+//! assert_eq!(inputs.images.pixel_values.len(), 24 * 1176);
+//! let pads = processor.tokenizer.special().image_pad;
+//! assert_eq!(inputs.input_ids.iter().filter(|&&id| id == pads).count(), 6);
+//! let positions = inputs.rope_index(&processor.rope_config())?; // [3, seq] + rope_delta
+//! assert_eq!(positions.len(), inputs.input_ids.len());
+//! # Ok::<(), pixel_vlm::VlmError>(())
+//! ```
 
 use std::path::{Path, PathBuf};
 
