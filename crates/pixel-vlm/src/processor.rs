@@ -47,14 +47,16 @@ use crate::error::{Result, VlmError};
 use crate::rope_index::{RopeIndex, RopeIndexConfig, get_rope_index};
 use crate::tokenizer::QwenTokenizer;
 
-/// The size bounds of the newer `preprocessor_config.json` layout (`size: {shortest_edge, longest_edge}`,
-/// which despite the names are pixel counts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The `size` field of `preprocessor_config.json`: `{shortest_edge, longest_edge}` in the newer layout
+/// (pixel counts, despite the names), `{min_pixels, max_pixels}` in some released files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SizeConfig {
-    /// Minimum pixel count (`min_pixels`).
-    pub shortest_edge: u64,
-    /// Maximum pixel count (`max_pixels`).
-    pub longest_edge: u64,
+    /// Minimum pixel count.
+    #[serde(alias = "min_pixels")]
+    pub shortest_edge: Option<u64>,
+    /// Maximum pixel count.
+    #[serde(alias = "max_pixels")]
+    pub longest_edge: Option<u64>,
 }
 
 /// `preprocessor_config.json` of a Qwen2.5-VL checkpoint. Defaults are `transformers`' for
@@ -131,10 +133,10 @@ impl PreprocessorConfig {
         let default = PixelLimits::new(56 * 56, 28 * 28 * 16384);
         PixelLimits::new(
             self.min_pixels
-                .or(self.size.map(|s| s.shortest_edge))
+                .or(self.size.and_then(|s| s.shortest_edge))
                 .unwrap_or(default.min_pixels),
             self.max_pixels
-                .or(self.size.map(|s| s.longest_edge))
+                .or(self.size.and_then(|s| s.longest_edge))
                 .unwrap_or(default.max_pixels),
         )
     }

@@ -233,6 +233,13 @@ fn config_layouts_and_errors() {
     let older =
         PreprocessorConfig::from_file(dir("tokenizer").join("preprocessor_config.json")).unwrap();
     assert_eq!(newer.limits(), older.limits());
+    // Some released files spell `size` with min_pixels/max_pixels, next to other processor keys.
+    let released: PreprocessorConfig = serde_json::from_str(
+        r#"{"do_convert_rgb": true, "resample": 3, "rescale_factor": 0.00392156862745098,
+            "size": {"min_pixels": 3136, "max_pixels": 9408}, "image_processor_type": "Qwen2VLImageProcessor"}"#,
+    )
+    .unwrap();
+    assert_eq!(released.limits(), older.limits());
     assert_eq!(older.patch_dim(), 1176);
 
     let bad = PreprocessorConfig {
