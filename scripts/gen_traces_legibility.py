@@ -6,8 +6,8 @@ A measurement, not a fixture: it prints accuracies (and optionally writes them a
 The targets of §8 are <= 30 % at the global view and >= 85 % in the crop.
 
 Regenerate (from the repository root; needs torch and numpy):
-    cargo run --release -p pixel-traces --example dump_needles -- /tmp/needles 5000 0
-    python3 scripts/gen_traces_legibility.py /tmp/needles
+    cargo run --release -p pixel-traces --example dump_needles -- /tmp/needles 3000 0
+    python3 scripts/gen_traces_legibility.py /tmp/needles --train 2400   # the run in docs/traces.md
 
 The dump holds, per sample, a 48x48 window of the global view centred on the tag for two model-input
 limits (the official evaluation's 401,408..4,014,080 pixels, and a 256-token CPU budget of 200,704), a
