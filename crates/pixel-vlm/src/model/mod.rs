@@ -345,7 +345,9 @@ impl<B: Backend> Qwen25Vl<B> {
         let flat = hidden.reshape([b * s, h]);
         let out = match &self.model.lm_head {
             Some(head) => head.forward(flat),
-            None => flat.matmul(self.model.text.embed_tokens.weight.val().transpose()),
+            // `embed [vocab, h] @ x^T` keeps the big matrix in its stored row-major layout: multiplying by
+            // the transposed embedding instead made NdArray spend seconds per call on the strided operand.
+            None => self.model.text.embed_tokens.weight.val().matmul(flat.transpose()).transpose(),
         };
         out.reshape([b, s, self.config.text.vocab_size])
     }

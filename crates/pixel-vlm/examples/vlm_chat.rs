@@ -1,0 +1,136 @@
+//! Answer a question about an image with any Qwen2.5-VL checkpoint folder, streaming the answer.
+//!
+//! ```text
+//! cargo run --release -p pixel-vlm --example vlm_chat -- --model Qwen2.5-VL-3B-Instruct \
+//!     --image photo.jpg --question "What is written on the sign?"
+//! ```
+//! Without `--image` the question is asked as text only. Greedy by default; `--temperature`, `--top-p`
+//! and `--seed` sample instead.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use pixel_vlm::backend::CpuBackend;
+use pixel_vlm::chat_template::RenderOptions;
+use pixel_vlm::generation::{GenerationConfig, SegmentInput, Session};
+use pixel_vlm::processor::Processor;
+use pixel_vlm::sampling::{Sampler, SamplingParams};
+use pixel_vlm::{Qwen25Vl, VisualInput};
+
+#[derive(Parser, Debug)]
+#[command(about = "Ask a Qwen2.5-VL checkpoint about an image")]
+struct Args {
+    /// Checkpoint folder (config.json, safetensors, tokenizer.json, preprocessor_config.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Image file (PNG, JPEG, WebP, ...).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// The question.
+    #[arg(long)]
+    question: String,
+    /// Most new tokens.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn main() {
+    if let Err(err) = run(Args::parse()) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let device = Default::default();
+    let t = Instant::now();
+    let processor = Processor::from_pretrained(&args.model)?;
+    let model = Qwen25Vl::<CpuBackend>::from_pretrained(&args.model, &device)?;
+    eprintln!(
+        "loaded {} in {:.1} s",
+        args.model.display(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut content = Vec::new();
+    let mut images = Vec::new();
+    if let Some(path) = &args.image {
+        images.push(
+            image::open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?
+                .to_rgb8(),
+        );
+        content.push(serde_json::json!({"type": "image"}));
+    }
+    content.push(serde_json::json!({"type": "text", "text": args.question}));
+    let messages = serde_json::json!([{"role": "user", "content": content}]);
+    let prompt = processor.apply_chat_template(&messages, &RenderOptions::generation())?;
+    let out = processor.process(&prompt, &images, &[])?;
+    let rope = out.rope_index(&processor.rope_config())?;
+    let positions: Vec<i64> = (0..3).flat_map(|a| rope.axis(a).to_vec()).collect();
+    let segment = SegmentInput {
+        input_ids: out.input_ids.clone(),
+        positions: Some(positions),
+        images: (!out.images.grid_thw.is_empty()).then(|| VisualInput {
+            pixel_values: out.images.pixel_values.clone(),
+            grid_thw: out.images.grid_thw.clone(),
+        }),
+        videos: None,
+    };
+    let mut session = Session::new(&model, 1, out.input_ids.len() + args.max_new_tokens + 1);
+    let t = Instant::now();
+    session.append(std::slice::from_ref(&segment))?;
+    eprintln!(
+        "prefill of {} tokens: {:.1} s",
+        out.input_ids.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let params = if args.temperature > 0.0 {
+        SamplingParams::with_temperature(args.temperature).top_p(args.top_p)
+    } else {
+        SamplingParams::greedy()
+    };
+    let mut samplers = vec![Sampler::new(params, args.seed)?];
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        stop_token_ids: processor.tokenizer.special().stop_tokens().to_vec(),
+        stop_strings: Vec::new(),
+    };
+    let tokenizer = &processor.tokenizer;
+    let mut shown = String::new();
+    let mut generated = Vec::new();
+    let t = Instant::now();
+    let result = session.generate(&config, &mut samplers, None, |_, token, _| {
+        generated.push(token);
+        // Decode the whole answer so multi-byte characters split across tokens print correctly.
+        if let Ok(text) = tokenizer.decode(&generated, true)
+            && text.len() > shown.len()
+            && text.starts_with(&shown)
+        {
+            print!("{}", &text[shown.len()..]);
+            let _ = std::io::stdout().flush();
+            shown = text;
+        }
+    })?;
+    println!();
+    let n = result[0].tokens.len();
+    eprintln!(
+        "{n} tokens in {:.1} s ({:.2} tok/s), finish: {:?}",
+        t.elapsed().as_secs_f64(),
+        n as f64 / t.elapsed().as_secs_f64(),
+        result[0].finish
+    );
+    Ok(())
+}
