@@ -170,3 +170,30 @@ fn nested_bf16_tied_sharded_matches_transformers() {
         check_case(&model, "tiny_nested", case);
     }
 }
+
+/// The processor side's `get_rope_index` (transformers-5 video rule, as the fixtures were made) reproduces
+/// the position ids transformers fed the model.
+#[test]
+fn rope_index_reproduces_fixture_positions() {
+    use pixel_vlm::rope_index::{RopeIndexConfig, VideoPositionRule, get_rope_index};
+    let seconds = [
+        ("tiny_flat", "multi_image", vec![]),
+        ("tiny_flat", "video", vec![1.0f32]),
+        ("tiny_nested", "image_video", vec![0.5]),
+    ];
+    for (model, case, second_per_grid_ts) in seconds {
+        let exp = Expected::load(model, case);
+        let (ids, _) = exp.i64s("input_ids");
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let (want, _) = exp.i64s("position_ids");
+        let config = RopeIndexConfig {
+            rule: VideoPositionRule::Transformers5,
+            ..RopeIndexConfig::qwen2_5_vl(652, 653)
+        };
+        let images = exp.grids("image_grid_thw").unwrap_or_default();
+        let videos = exp.grids("video_grid_thw").unwrap_or_default();
+        let index = get_rope_index(&config, &ids, &images, &videos, &second_per_grid_ts).unwrap();
+        let got: Vec<i64> = (0..3).flat_map(|a| index.axis(a).to_vec()).collect();
+        assert_eq!(got, want, "{model}/{case}");
+    }
+}
