@@ -67,7 +67,9 @@ pub enum Error {
         height: u32,
     },
     /// `min_pixels > max_pixels`, or a zero factor.
-    #[error("invalid pixel limits: min_pixels {min_pixels} > max_pixels {max_pixels} or factor {factor} is 0")]
+    #[error(
+        "invalid pixel limits: min_pixels {min_pixels} > max_pixels {max_pixels} or factor {factor} is 0"
+    )]
     InvalidPixelLimits {
         /// Lower bound on `h * w`.
         min_pixels: u64,
@@ -77,7 +79,9 @@ pub enum Error {
         factor: u32,
     },
     /// A resize that would allocate more than the resize limit for one buffer (absurd target size).
-    #[error("resizing to {width}x{height} needs {bytes} bytes for one buffer, beyond the limit of {limit}")]
+    #[error(
+        "resizing to {width}x{height} needs {bytes} bytes for one buffer, beyond the limit of {limit}"
+    )]
     ResizeTooLarge {
         /// Target width.
         width: u32,
@@ -154,7 +158,9 @@ pub enum Error {
         what: String,
     },
     /// The frames of a video differ in size.
-    #[error("frame {index} of video {what} is {width}x{height}, but frame 0 is {first_width}x{first_height}")]
+    #[error(
+        "frame {index} of video {what} is {width}x{height}, but frame 0 is {first_width}x{first_height}"
+    )]
     FrameSizeMismatch {
         /// The file path, or a description of the source.
         what: String,

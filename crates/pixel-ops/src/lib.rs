@@ -60,12 +60,12 @@ pub mod video;
 pub use crop::{CropConfig, CropSource, crop_normalized, zoom_in};
 pub use episode::{EndReason, Episode, EpisodeConfig, EpisodeStats, Step, Visual};
 pub use error::{Error, Result};
+/// The `image` crate, re-exported: images are [`image::RgbImage`] throughout.
+pub use image;
 pub use load::{DecodeLimits, decode_image, load_image};
-pub use resize::{PixelLimits, resize_bicubic, smart_resize, smart_resize_image};
 pub use observation::{Observation, ObservationKind};
 pub use parse::{ModelTurn, ToolCall, parse_turn, parse_turn_bytes};
 pub use protocol::{ToolSchema, ToolSet};
+pub use resize::{PixelLimits, resize_bicubic, smart_resize, smart_resize_image};
 pub use tool_error::ToolCallError;
 pub use video::{SelectedFrames, Video, select_frames};
-/// The `image` crate, re-exported: images are [`image::RgbImage`] throughout.
-pub use image;

@@ -347,7 +347,14 @@ impl<B: Backend> Qwen25Vl<B> {
             Some(head) => head.forward(flat),
             // `embed [vocab, h] @ x^T` keeps the big matrix in its stored row-major layout: multiplying by
             // the transposed embedding instead made NdArray spend seconds per call on the strided operand.
-            None => self.model.text.embed_tokens.weight.val().matmul(flat.transpose()).transpose(),
+            None => self
+                .model
+                .text
+                .embed_tokens
+                .weight
+                .val()
+                .matmul(flat.transpose())
+                .transpose(),
         };
         out.reshape([b, s, self.config.text.vocab_size])
     }

@@ -1,7 +1,7 @@
 //! Answer a question about an image with any Qwen2.5-VL checkpoint folder, streaming the answer.
 //!
 //! ```text
-//! cargo run --release -p pixel-vlm --example vlm_chat -- --model Qwen2.5-VL-3B-Instruct \
+//! cargo run --release --features vlm --example vlm_chat -- --model Qwen2.5-VL-3B-Instruct \
 //!     --image photo.jpg --question "What is written on the sign?"
 //! ```
 //! Without `--image` the question is asked as text only. Greedy by default; `--temperature`, `--top-p`
