@@ -1,17 +1,20 @@
-//! Answer a question about an image with any Qwen2.5-VL checkpoint folder, streaming the answer.
+//! Answer a question about an image or a video with any Qwen2.5-VL checkpoint folder, streaming the
+//! answer.
 //!
 //! ```text
 //! cargo run --release --features vlm --example vlm_chat -- --model Qwen2.5-VL-3B-Instruct \
 //!     --image photo.jpg --question "What is written on the sign?"
 //! ```
-//! Without `--image` the question is asked as text only. Greedy by default; `--temperature`, `--top-p`
+//! `--video` takes a folder of frames, or a video file when built with `--features vlm,ffmpeg`.
+//! Without `--image`/`--video` the question is asked as text only. Greedy by default; `--temperature`, `--top-p`
 //! and `--seed` sample instead.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
+use pixel_ops::Video;
 use pixel_vlm::backend::CpuBackend;
 use pixel_vlm::chat_template::RenderOptions;
 use pixel_vlm::generation::{GenerationConfig, SegmentInput, Session};
@@ -20,7 +23,7 @@ use pixel_vlm::sampling::{Sampler, SamplingParams};
 use pixel_vlm::{Qwen25Vl, VisualInput};
 
 #[derive(Parser, Debug)]
-#[command(about = "Ask a Qwen2.5-VL checkpoint about an image")]
+#[command(about = "Ask a Qwen2.5-VL checkpoint about an image or a video")]
 struct Args {
     /// Checkpoint folder (config.json, safetensors, tokenizer.json, preprocessor_config.json).
     #[arg(long)]
@@ -28,6 +31,10 @@ struct Args {
     /// Image file (PNG, JPEG, WebP, ...).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Video: a folder of frame images (the official data's form, sorted by name) or, with the
+    /// `ffmpeg` feature, a video file sampled to the official 16 frames.
+    #[arg(long)]
+    video: Option<PathBuf>,
     /// The question.
     #[arg(long)]
     question: String,
@@ -65,18 +72,20 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut content = Vec::new();
     let mut images = Vec::new();
+    let mut videos = Vec::new();
     if let Some(path) = &args.image {
-        images.push(
-            image::open(path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?
-                .to_rgb8(),
-        );
+        // pixel-ops applies decode limits and composites alpha on white, as qwen-vl-utils does.
+        images.push(pixel_ops::load_image(path)?);
         content.push(serde_json::json!({"type": "image"}));
+    }
+    if let Some(path) = &args.video {
+        videos.push(load_video(path)?);
+        content.push(serde_json::json!({"type": "video"}));
     }
     content.push(serde_json::json!({"type": "text", "text": args.question}));
     let messages = serde_json::json!([{"role": "user", "content": content}]);
     let prompt = processor.apply_chat_template(&messages, &RenderOptions::generation())?;
-    let out = processor.process(&prompt, &images, &[])?;
+    let out = processor.process(&prompt, &images, &videos)?;
     let rope = out.rope_index(&processor.rope_config())?;
     let positions: Vec<i64> = (0..3).flat_map(|a| rope.axis(a).to_vec()).collect();
     let segment = SegmentInput {
@@ -86,7 +95,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             pixel_values: out.images.pixel_values.clone(),
             grid_thw: out.images.grid_thw.clone(),
         }),
-        videos: None,
+        videos: (!out.videos.grid_thw.is_empty()).then(|| VisualInput {
+            pixel_values: out.videos.pixel_values.clone(),
+            grid_thw: out.videos.grid_thw.clone(),
+        }),
     };
     let mut session = Session::new(&model, 1, out.input_ids.len() + args.max_new_tokens + 1);
     let t = Instant::now();
@@ -133,4 +145,36 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         result[0].finish
     );
     Ok(())
+}
+
+/// A video from a folder of frames (sorted by file name) or, with the `ffmpeg` feature, a video file.
+fn load_video(path: &Path) -> Result<Video, Box<dyn std::error::Error>> {
+    if path.is_dir() {
+        let mut frames: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        frames.sort();
+        return Ok(Video::from_frame_files(
+            &frames,
+            &pixel_ops::video::FrameFilesOptions::default(),
+        )?);
+    }
+    #[cfg(feature = "ffmpeg")]
+    {
+        Ok(Video::from_file(
+            path,
+            &pixel_ops::video::DecodeOptions::default(),
+        )?)
+    }
+    #[cfg(not(feature = "ffmpeg"))]
+    {
+        Err(format!(
+            "{} is a file: decoding video files needs the `ffmpeg` feature \
+             (cargo run --features vlm,ffmpeg ...), or pass a folder of frames",
+            path.display()
+        )
+        .into())
+    }
 }
