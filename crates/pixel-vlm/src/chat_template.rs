@@ -411,51 +411,8 @@ fn write_number(value: &Value, out: &mut String) {
     }
 }
 
-/// Python's `repr(float)` as `json.dumps` writes it: the shortest round-tripping digits, positional for
-/// exponents in `[-4, 16)`, else `d.ddde±XX`; `NaN`, `Infinity`, `-Infinity` for non-finite values.
-pub fn py_float_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".into();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
-    }
-    // `{:e}` gives the shortest round-trip digits: "1.2345e2", "-5e-7", "0e0".
-    let sci = format!("{x:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = mantissa
-        .strip_prefix('-')
-        .map_or(("", mantissa), |m| ("-", m));
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if (-4..16).contains(&exp) {
-        let point = exp + 1; // digits before the decimal point
-        let body = if point <= 0 {
-            format!("0.{}{}", "0".repeat((-point) as usize), digits)
-        } else if point as usize >= digits.len() {
-            format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
-        } else {
-            format!(
-                "{}.{}",
-                &digits[..point as usize],
-                &digits[point as usize..]
-            )
-        };
-        format!("{sign}{body}")
-    } else {
-        let m = if digits.len() > 1 {
-            format!("{}.{}", &digits[..1], &digits[1..])
-        } else {
-            digits
-        };
-        let esign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{m}e{esign}{:02}", exp.abs())
-    }
-}
+/// Python's `repr(float)` as `json.dumps` writes it; one implementation, shared with the tool prompt.
+pub use pixel_ops::pyjson::py_float_repr;
 
 /// Python's `json` string escaping: `"`, `\`, `\n`, `\r`, `\t`, `\b`, `\f`, other controls as `\u00XX`;
 /// with `ensure_ascii` every non-ASCII character as `\uXXXX` (surrogate pairs above the BMP).
