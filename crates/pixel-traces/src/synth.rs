@@ -182,6 +182,16 @@ impl Builder {
         self.visuals += 1;
         self.store(stem, image)
     }
+
+    /// Adds a crop the model sees and the user turn that shows it (the official observation text).
+    fn push_crop_observation(&mut self, stem: &str, seen: &RgbImage) {
+        let text = protocol_text::crop_observation(seen.width(), seen.height());
+        let name = self.add_image(stem, seen.clone());
+        self.push(
+            Role::User,
+            vec![TracePart::text(text), TracePart::Image { image: name }],
+        );
+    }
 }
 
 const ZOOM_INTENT: &str = "Now I will zoom in to look clearer at";
@@ -491,14 +501,7 @@ impl<N: Narrator> Synthesizer<N> {
                     TracePart::text(protocol_text::crop_call(wrong.to_array(), 1)),
                 ],
             );
-            let name = b.add_image(&format!("wrong_{}", i + 1), seen.clone());
-            b.push(
-                Role::User,
-                vec![
-                    TracePart::text(protocol_text::crop_observation(seen.width(), seen.height())),
-                    TracePart::Image { image: name },
-                ],
-            );
+            b.push_crop_observation(&format!("wrong_{}", i + 1), &seen);
             let missed = self.narrate(
                 sample,
                 NarrationStep::Missed,
@@ -521,17 +524,7 @@ impl<N: Narrator> Synthesizer<N> {
                 ],
             );
             let coarse_index = b.visuals + 1;
-            let name = b.add_image("coarse", coarse_seen.clone());
-            b.push(
-                Role::User,
-                vec![
-                    TracePart::text(protocol_text::crop_observation(
-                        coarse_seen.width(),
-                        coarse_seen.height(),
-                    )),
-                    TracePart::Image { image: name },
-                ],
-            );
+            b.push_crop_observation("coarse", &coarse_seen);
             // The refined box is written in the coordinates of the coarse crop (image `coarse_index`).
             let refined = geometry::round_outward(reference.relative_to(region), decimals);
             let (fine_crop, _) = geometry::official_crop(&coarse_seen, refined)?;
@@ -562,14 +555,7 @@ impl<N: Narrator> Synthesizer<N> {
             correct_crop
         };
         let seen = self.observe(&final_view)?;
-        let name = b.add_image("crop", seen.clone());
-        b.push(
-            Role::User,
-            vec![
-                TracePart::text(protocol_text::crop_observation(seen.width(), seen.height())),
-                TracePart::Image { image: name },
-            ],
-        );
+        b.push_crop_observation("crop", &seen);
         let analysis = self.narrate(
             sample,
             NarrationStep::Final,
