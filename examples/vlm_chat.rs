@@ -20,7 +20,7 @@ use pixel_vlm::chat_template::RenderOptions;
 use pixel_vlm::generation::{GenerationConfig, SegmentInput, Session};
 use pixel_vlm::processor::Processor;
 use pixel_vlm::sampling::{Sampler, SamplingParams};
-use pixel_vlm::{Qwen25Vl, VisualInput};
+use pixel_vlm::{FloatDType, Qwen25Vl, VisualInput};
 
 #[derive(Parser, Debug)]
 #[command(about = "Ask a Qwen2.5-VL checkpoint about an image or a video")]
@@ -50,6 +50,19 @@ struct Args {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Precision of weights, activations and KV cache: `f32` (default on CPU), `bf16` or `f16` (half the
+    /// memory; a bf16 checkpoint is then kept as stored).
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    dtype: FloatDType,
+}
+
+fn parse_dtype(name: &str) -> Result<FloatDType, String> {
+    match name {
+        "f32" => Ok(FloatDType::F32),
+        "bf16" => Ok(FloatDType::BF16),
+        "f16" => Ok(FloatDType::F16),
+        other => Err(format!("unknown dtype {other:?} (f32, bf16 or f16)")),
+    }
 }
 
 fn main() {
@@ -63,7 +76,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let t = Instant::now();
     let processor = Processor::from_pretrained(&args.model)?;
-    let model = Qwen25Vl::<CpuBackend>::from_pretrained(&args.model, &device)?;
+    let model =
+        Qwen25Vl::<CpuBackend>::from_pretrained_with_dtype(&args.model, &device, args.dtype)?;
     eprintln!(
         "loaded {} in {:.1} s",
         args.model.display(),

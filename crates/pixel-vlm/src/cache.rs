@@ -1,7 +1,7 @@
 //! A preallocated key/value cache for batched decoding, with per-slot validity (left padding, finished rows).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData};
 
 use crate::error::{Result, VlmError};
 
@@ -22,18 +22,21 @@ pub struct KvCache<B: Backend> {
 }
 
 impl<B: Backend> KvCache<B> {
-    /// Allocates a cache for `batch` rows of up to `capacity` tokens.
+    /// Allocates a cache for `batch` rows of up to `capacity` tokens, on a device and (optionally) in a dtype
+    /// (`&device` or `(&device, dtype)`; the model's own cache comes from [`crate::Qwen25Vl::new_cache`]).
     pub fn new(
         num_layers: usize,
         batch: usize,
         kv_heads: usize,
         head_dim: usize,
         capacity: usize,
-        device: &B::Device,
+        options: impl Into<TensorCreationOptions<B>>,
     ) -> Self {
+        let options = options.into();
         let layers = (0..num_layers)
             .map(|_| {
-                let zeros = || Tensor::zeros([batch, kv_heads, capacity, head_dim], device);
+                let zeros =
+                    || Tensor::zeros([batch, kv_heads, capacity, head_dim], options.clone());
                 Some((zeros(), zeros()))
             })
             .collect();
@@ -100,7 +103,8 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Additive attention mask `[batch, 1, 1, seq, len + seq]` for `seq` new queries: 0 where the key slot is
-    /// valid and not in the future, a large negative number elsewhere.
+    /// valid and not in the future, a large negative number elsewhere. Always f32: it is added to the scores
+    /// after they are widened for the softmax.
     pub(crate) fn attention_mask(&self, seq: usize, device: &B::Device) -> Tensor<B, 5> {
         let total = self.len + seq;
         let mut mask = vec![0.0f32; self.batch * seq * total];
@@ -117,7 +121,7 @@ impl<B: Backend> KvCache<B> {
         }
         Tensor::from_data(
             TensorData::new(mask, [self.batch, 1, 1, seq, total]),
-            device,
+            (device, DType::F32),
         )
     }
 

@@ -12,6 +12,7 @@
 
 use std::path::Path;
 
+use burn::tensor::FloatDType;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -116,6 +117,8 @@ pub struct Qwen25VlConfig {
     pub tie_word_embeddings: bool,
     /// End-of-sequence ids from the config (`eos_token_id`, an int or a list).
     pub eos_token_ids: Vec<u32>,
+    /// The dtype the checkpoint was saved in (`torch_dtype`, or transformers 5's `dtype`), when declared.
+    pub torch_dtype: Option<FloatDType>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +151,8 @@ struct RawText {
     tie_word_embeddings: Option<bool>,
     use_sliding_window: Option<bool>,
     eos_token_id: Option<Value>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +215,17 @@ fn eos_ids(value: &Value, field: &str) -> Result<Vec<u32>> {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items.iter().map(as_id).collect(),
         other => Ok(vec![as_id(other)?]),
+    }
+}
+
+/// A torch dtype name as written in `config.json` (`"bfloat16"`, `"torch.float16"`, ...).
+fn parse_dtype(name: &str) -> Option<FloatDType> {
+    match name.strip_prefix("torch.").unwrap_or(name) {
+        "float32" | "float" => Some(FloatDType::F32),
+        "float16" | "half" => Some(FloatDType::F16),
+        "bfloat16" => Some(FloatDType::BF16),
+        "float64" | "double" => Some(FloatDType::F64),
+        _ => None,
     }
 }
 
@@ -476,6 +492,19 @@ impl Qwen25VlConfig {
             (None, Some(v)) => eos_ids(v, "eos_token_id")?,
             (None, None) => Vec::new(),
         };
+        let torch_dtype = match top.dtype.as_ref().or(top.torch_dtype.as_ref()) {
+            None => None,
+            Some(name) => Some(parse_dtype(name).ok_or_else(|| {
+                invalid(
+                    if top.dtype.is_some() {
+                        "dtype"
+                    } else {
+                        "torch_dtype"
+                    },
+                    format!("unknown dtype {name:?} (float32, float16 and bfloat16 are known)"),
+                )
+            })?),
+        };
         let config = Self {
             image_token_id: required(raw.image_token_id, "image_token_id")?,
             video_token_id: required(raw.video_token_id, "video_token_id")?,
@@ -485,6 +514,7 @@ impl Qwen25VlConfig {
             vision,
             tie_word_embeddings,
             eos_token_ids: eos,
+            torch_dtype,
         };
         for (name, id) in [
             ("image_token_id", config.image_token_id),
@@ -513,7 +543,7 @@ mod tests {
         "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu",
         "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [2, 3, 3]},
         "image_token_id": 400, "video_token_id": 401, "vision_start_token_id": 398,
-        "eos_token_id": 151645, "tie_word_embeddings": true,
+        "eos_token_id": 151645, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
         "vision_config": {"depth": 2, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2,
             "out_hidden_size": 64, "fullatt_block_indexes": [1], "window_size": 56, "tokens_per_second": 2}
     }"#;
@@ -529,18 +559,45 @@ mod tests {
     }"#;
 
     #[test]
+    fn dtype_names_parse_and_unknown_ones_are_named() {
+        let with = |field: &str, value: &str| {
+            FLAT.replacen(
+                "\"torch_dtype\": \"bfloat16\"",
+                &format!("\"{field}\": \"{value}\""),
+                1,
+            )
+        };
+        let dtype = |json: String| Qwen25VlConfig::from_json_str(&json).map(|c| c.torch_dtype);
+        assert_eq!(
+            dtype(with("dtype", "float16")).unwrap(),
+            Some(FloatDType::F16)
+        );
+        assert_eq!(
+            dtype(with("torch_dtype", "torch.float32")).unwrap(),
+            Some(FloatDType::F32)
+        );
+        let err = dtype(with("torch_dtype", "int8")).unwrap_err();
+        assert!(
+            matches!(&err, VlmError::Config { field, .. } if field == "torch_dtype"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn both_layouts_parse() {
         let flat = Qwen25VlConfig::from_json_str(FLAT).unwrap();
         assert_eq!(flat.text.mrope_section, [2, 3, 3]);
         assert_eq!(flat.text.rope_theta, 1e6);
         assert!(flat.tie_word_embeddings);
         assert_eq!(flat.eos_token_ids, vec![151645]);
+        assert_eq!(flat.torch_dtype, Some(FloatDType::BF16));
         assert_eq!(flat.vision.window_size, 56);
         let nested = Qwen25VlConfig::from_json_str(NESTED).unwrap();
         assert_eq!(nested.text.rope_theta, 5000.0);
         assert_eq!(nested.text.num_key_value_heads, 2);
         assert!(!nested.tie_word_embeddings);
         assert_eq!(nested.eos_token_ids, vec![7, 8]);
+        assert_eq!(nested.torch_dtype, None);
         assert_eq!(nested.vision.window_size, 112);
         assert_eq!(nested.vision.patch_dim(), 1176);
     }

@@ -49,6 +49,16 @@ pub enum VlmError {
         /// What is wrong.
         reason: String,
     },
+    /// The backend cannot compute in the requested float dtype.
+    #[error(
+        "backend `{backend}` does not support {dtype} tensors (use F32, or a backend with half precision such as Flex or Cuda)"
+    )]
+    UnsupportedDtype {
+        /// The dtype asked for.
+        dtype: String,
+        /// The backend's name.
+        backend: String,
+    },
     /// The checkpoint's tensors do not match the model the config describes.
     #[error(
         "checkpoint does not match the config: {} missing, {} unexpected, {} with a wrong shape\n{}",

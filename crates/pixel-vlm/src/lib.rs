@@ -13,6 +13,9 @@
 //! println!("{} decoder layers", model.config.text.num_hidden_layers);
 //! # Ok::<(), pixel_vlm::VlmError>(())
 //! ```
+//!
+//! Half precision: `Qwen25Vl::<B>::from_pretrained_with_dtype(dir, &device, FloatDType::BF16)` keeps a bf16
+//! checkpoint in bf16 (see the crate README's *Precision* section).
 
 pub mod backend;
 pub mod cache;
@@ -29,6 +32,8 @@ pub mod text;
 pub mod tokenizer;
 pub mod vision;
 
+/// The float dtypes a model can be built in ([`Qwen25Vl::from_pretrained_with_dtype`]), re-exported from burn.
+pub use burn::tensor::FloatDType;
 pub use cache::KvCache;
 pub use config::Qwen25VlConfig;
 pub use error::VlmError;

@@ -1,4 +1,4 @@
-//! Hugging Face checkpoint loading: single and sharded safetensors, both key layouts, bf16/f16 → f32.
+//! Hugging Face checkpoint loading: single and sharded safetensors, both key layouts, bf16/f16 kept or widened.
 //!
 //! # Why not `burn-store`
 //! `burn-store`'s `SafetensorsStore` loads *into an initialised module*: a 7B model would first be built with
@@ -10,6 +10,11 @@
 //! parsed up front, data is read one tensor at a time), so peak memory is the model plus one tensor, with no
 //! mmap. The plain `safetensors` crate is not used for the same reason: its parser wants the whole file in
 //! one buffer.
+//!
+//! Precision: parameters are uploaded in the dtype the model is built with (see
+//! [`crate::Qwen25Vl::from_pretrained_with_dtype`]); a tensor is read in its stored element type and converted
+//! once, by burn, on upload: a bf16 checkpoint built as bf16 (e.g. on CUDA) is never widened to f32 on the host,
+//! and one built as f32 (the CPU default) is widened exactly.
 //!
 //! Key layouts: the original one (`model.layers.*`, `model.embed_tokens`, `model.norm`, `visual.*`,
 //! `lm_head`) is the canonical naming inside this crate; transformers 5 writes `model.language_model.*` and
@@ -23,7 +28,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -191,6 +196,14 @@ impl CheckpointIndex {
     /// # Errors
     /// [`VlmError::Io`] if the read fails.
     pub fn read_f32(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        Ok(self.read(name)?.map(HostTensor::into_f32))
+    }
+
+    /// Reads one tensor in its stored element type, by canonical name. `None` if absent.
+    ///
+    /// # Errors
+    /// [`VlmError::Io`] if the read fails.
+    pub fn read(&self, name: &str) -> Result<Option<HostTensor>> {
         let Some(entry) = self.entries.get(name) else {
             return Ok(None);
         };
@@ -201,20 +214,92 @@ impl CheckpointIndex {
         let mut bytes = vec![0u8; entry.len];
         file.read_exact(&mut bytes).map_err(io_err(path))?;
         Ok(Some(match entry.dtype {
-            DiskDtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            DiskDtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DiskDtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            DiskDtype::F32 => HostTensor::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            DiskDtype::F16 => HostTensor::F16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            DiskDtype::BF16 => HostTensor::BF16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
         }))
     }
+}
+
+/// One tensor's elements on the host, row-major, in the type the checkpoint stores (converted only when
+/// uploaded, to the model's dtype, so a bf16 checkpoint loaded as bf16 is never widened).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostTensor {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// f16 elements.
+    F16(Vec<f16>),
+    /// bf16 elements.
+    BF16(Vec<bf16>),
+}
+
+impl HostTensor {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F16(v) => v.len(),
+            Self::BF16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements widened to f32.
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            Self::F32(v) => v,
+            Self::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Self::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+
+    /// Burn tensor data of the given shape (same element type).
+    pub fn into_data(self, shape: Vec<usize>) -> TensorData {
+        match self {
+            Self::F32(v) => TensorData::new(v, shape),
+            Self::F16(v) => TensorData::new(v, shape),
+            Self::BF16(v) => TensorData::new(v, shape),
+        }
+    }
+
+    /// The `[rows, cols]` matrix transposed to `[cols, rows]`, same element type.
+    pub fn transpose(self, rows: usize, cols: usize) -> Self {
+        match self {
+            Self::F32(v) => Self::F32(transpose(&v, rows, cols)),
+            Self::F16(v) => Self::F16(transpose(&v, rows, cols)),
+            Self::BF16(v) => Self::BF16(transpose(&v, rows, cols)),
+        }
+    }
+}
+
+/// Row-major `[rows, cols]` to row-major `[cols, rows]`.
+fn transpose<T: Copy + Default>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); m.len()];
+    for (r, row) in m.chunks_exact(cols.max(1)).take(rows).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            out[c * rows + r] = x;
+        }
+    }
+    out
 }
 
 /// Parses one safetensors header and checks every tensor lies inside the file.
@@ -312,6 +397,8 @@ enum Source {
 /// collects every problem so that [`ParamLoader::finish`] reports them together.
 pub(crate) struct ParamLoader<'a, B: Backend> {
     device: &'a B::Device,
+    /// The dtype every parameter is uploaded as.
+    dtype: FloatDType,
     source: Source,
     used: BTreeSet<String>,
     missing: Vec<String>,
@@ -322,20 +409,26 @@ pub(crate) struct ParamLoader<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> ParamLoader<'a, B> {
-    pub(crate) fn from_checkpoint(index: CheckpointIndex, device: &'a B::Device) -> Self {
-        Self::new(Source::Checkpoint(index), device)
+    pub(crate) fn from_checkpoint(
+        index: CheckpointIndex,
+        device: &'a B::Device,
+        dtype: FloatDType,
+    ) -> Self {
+        Self::new(Source::Checkpoint(index), device, dtype)
     }
 
-    pub(crate) fn random(seed: u64, device: &'a B::Device) -> Self {
+    pub(crate) fn random(seed: u64, device: &'a B::Device, dtype: FloatDType) -> Self {
         Self::new(
             Source::Random(Box::new(ChaCha8Rng::seed_from_u64(seed))),
             device,
+            dtype,
         )
     }
 
-    fn new(source: Source, device: &'a B::Device) -> Self {
+    fn new(source: Source, device: &'a B::Device, dtype: FloatDType) -> Self {
         Self {
             device,
+            dtype,
             source,
             used: BTreeSet::new(),
             missing: Vec::new(),
@@ -350,11 +443,12 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         self.tolerated.insert(name.to_string());
     }
 
-    /// Host data of parameter `name` with the given shape (row-major).
-    pub(crate) fn host(&mut self, name: &str, shape: &[usize], init: Init) -> Vec<f32> {
+    /// Host data of parameter `name` with the given shape (row-major), in the checkpoint's element type.
+    pub(crate) fn host(&mut self, name: &str, shape: &[usize], init: Init) -> HostTensor {
         let numel: usize = shape.iter().product();
+        let zeros = || HostTensor::F32(vec![0.0; numel]);
         match &mut self.source {
-            Source::Random(rng) => match init {
+            Source::Random(rng) => HostTensor::F32(match init {
                 Init::Ones => vec![1.0; numel],
                 Init::Zeros => vec![0.0; numel],
                 Init::Normal(std) => (0..numel)
@@ -365,30 +459,38 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
                         ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * std) as f32
                     })
                     .collect(),
-            },
+            }),
             Source::Checkpoint(index) => {
                 self.used.insert(name.to_string());
                 match index.shape(name) {
                     None => {
                         self.missing.push(name.to_string());
-                        vec![0.0; numel]
+                        zeros()
                     }
                     Some(found) if found != shape => {
                         self.mismatched
                             .push(format!("{name}: expected {shape:?}, found {found:?}"));
-                        vec![0.0; numel]
+                        zeros()
                     }
-                    Some(_) => match index.read_f32(name) {
+                    Some(_) => match index.read(name) {
                         Ok(Some(data)) => data,
-                        Ok(None) => vec![0.0; numel],
+                        Ok(None) => zeros(),
                         Err(err) => {
                             self.io_error.get_or_insert(err);
-                            vec![0.0; numel]
+                            zeros()
                         }
                     },
                 }
             }
         }
+    }
+
+    /// Uploads host data as a tensor of the model's dtype (converting the element type on the way).
+    fn upload<const D: usize>(&self, data: HostTensor, shape: [usize; D]) -> Tensor<B, D> {
+        Tensor::from_data(
+            data.into_data(shape.to_vec()),
+            (self.device, DType::from(self.dtype)),
+        )
     }
 
     /// Parameter `name` as a tensor of the given shape.
@@ -399,7 +501,7 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         init: Init,
     ) -> Tensor<B, D> {
         let data = self.host(name, &shape, init);
-        Tensor::from_data(TensorData::new(data, shape), self.device)
+        self.upload(data, shape)
     }
 
     /// A `torch.nn.Linear` stored as `{prefix}.weight` `[d_out, d_in]` (+ `{prefix}.bias`), transposed into
@@ -424,18 +526,12 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
     pub(crate) fn linear_from_rows(
         &mut self,
         prefix: &str,
-        weight: Vec<f32>,
+        weight: HostTensor,
         d_in: usize,
         d_out: usize,
         bias: bool,
     ) -> Linear<B> {
-        let mut transposed = vec![0.0f32; weight.len()];
-        for (o, row) in weight.chunks_exact(d_in.max(1)).enumerate() {
-            for (i, &x) in row.iter().enumerate() {
-                transposed[i * d_out + o] = x;
-            }
-        }
-        let weight = Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), self.device);
+        let weight = self.upload(weight.transpose(d_out, d_in), [d_in, d_out]);
         let bias = bias.then(|| {
             Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out], Init::Zeros))
         });

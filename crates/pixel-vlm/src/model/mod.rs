@@ -1,5 +1,6 @@
 //! The whole Qwen2.5-VL model: vision tower + text decoder + LM head, and its forward entry points.
 
+pub mod norm;
 pub mod rope;
 pub mod swiglu;
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData, get_device_settings};
 
 use crate::cache::KvCache;
 use crate::config::Qwen25VlConfig;
@@ -82,13 +83,32 @@ pub struct Qwen25Vl<B: Backend> {
 
 impl<B: Backend> Qwen25Vl<B> {
     /// Loads a Hugging Face checkpoint folder (`config.json` + `model.safetensors` or a sharded
-    /// `model.safetensors.index.json`), in either key layout, converting bf16/f16 to the backend's float.
+    /// `model.safetensors.index.json`), in either key layout, in the device's default float dtype: f32 on the
+    /// CPU backends and `Cuda` (bf16/f16 checkpoints are widened), bf16 on `Cuda<bf16>` (kept as stored).
     ///
     /// # Errors
     /// [`VlmError::NotACheckpoint`] for a folder without `config.json` or safetensors, [`VlmError::Config`]
     /// for an invalid config, [`VlmError::Safetensors`] for malformed files, [`VlmError::Weights`] listing
     /// every missing, unexpected and mis-shaped tensor.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        Self::from_pretrained_with_dtype(dir, device, get_device_settings::<B>(device).float_dtype)
+    }
+
+    /// As [`Qwen25Vl::from_pretrained`], with every parameter, activation and KV-cache entry in `dtype`.
+    ///
+    /// `FloatDType::BF16` on a bf16 checkpoint keeps its weights as stored (half the memory of f32, what a GPU
+    /// wants); numerically sensitive steps run in f32 as in transformers (RMSNorm statistics, attention
+    /// softmax, the vision rotary embedding), and logits are read back as f32.
+    ///
+    /// # Errors
+    /// As [`Qwen25Vl::from_pretrained`]; [`VlmError::UnsupportedDtype`] if the backend cannot compute in
+    /// `dtype` (e.g. `NdArray` with half precision).
+    pub fn from_pretrained_with_dtype(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        dtype: FloatDType,
+    ) -> Result<Self> {
+        check_dtype::<B>(device, dtype)?;
         let dir = dir.as_ref();
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
@@ -99,12 +119,14 @@ impl<B: Backend> Qwen25Vl<B> {
         }
         let config = Qwen25VlConfig::from_file(&config_path)?;
         let index = CheckpointIndex::open_dir(dir)?;
-        Self::build(ParamLoader::from_checkpoint(index, device), config)
+        Self::build(ParamLoader::from_checkpoint(index, device, dtype), config)
     }
 
-    /// A model with seeded random weights (normal, std 0.02; norms at 1), for tests and benchmarks.
+    /// A model with seeded random weights (normal, std 0.02; norms at 1) in the device's default float
+    /// dtype, for tests and benchmarks.
     pub fn random(config: Qwen25VlConfig, seed: u64, device: &B::Device) -> Self {
-        match Self::build(ParamLoader::random(seed, device), config) {
+        let dtype = get_device_settings::<B>(device).float_dtype;
+        match Self::build(ParamLoader::random(seed, device, dtype), config) {
             Ok(model) => model,
             // A random source never reports missing tensors.
             Err(err) => unreachable!("random initialisation cannot fail: {err}"),
@@ -142,6 +164,11 @@ impl<B: Backend> Qwen25Vl<B> {
         self.model.text.embed_tokens.weight.val().device()
     }
 
+    /// The float dtype of the parameters, activations and KV cache.
+    pub fn dtype(&self) -> DType {
+        self.model.text.embed_tokens.weight.val().dtype()
+    }
+
     /// An empty KV cache for `batch` rows of up to `capacity` tokens.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
         let c = &self.config.text;
@@ -151,7 +178,7 @@ impl<B: Backend> Qwen25Vl<B> {
             c.num_key_value_heads,
             c.head_dim(),
             capacity,
-            &self.device(),
+            (&self.device(), self.dtype()),
         )
     }
 
@@ -176,7 +203,7 @@ impl<B: Backend> Qwen25Vl<B> {
         let n = visual.pixel_values.len() / patch_dim;
         let patches = Tensor::<B, 2>::from_data(
             TensorData::new(visual.pixel_values.clone(), [n, patch_dim]),
-            &self.device(),
+            (&self.device(), self.dtype()),
         );
         self.model.visual.forward(patches, &visual.grid_thw)
     }
@@ -373,5 +400,17 @@ impl<B: Backend> Qwen25Vl<B> {
     ) -> Result<Tensor<B, 3>> {
         let hidden = self.forward_hidden(input, cache)?;
         Ok(self.logits(hidden))
+    }
+}
+
+/// Fails unless `B` can compute in `dtype` on `device`.
+fn check_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> Result<()> {
+    if B::supports_dtype(device, DType::from(dtype)) {
+        Ok(())
+    } else {
+        Err(VlmError::UnsupportedDtype {
+            dtype: format!("{dtype:?}"),
+            backend: B::name(device),
+        })
     }
 }

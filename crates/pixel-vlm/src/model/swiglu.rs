@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 use crate::loading::ParamLoader;
 
@@ -41,7 +41,10 @@ impl<B: Backend> SwiGlu<B> {
     /// - `x`: `[.., hidden]`
     /// - output: `[.., hidden]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let gate = silu(self.gate_proj.forward(x.clone())); // [.., inter]
+        // The activation in f32 and rounded once, as torch's fused kernel does in bf16.
+        let gate = self.gate_proj.forward(x.clone()); // [.., inter]
+        let dtype = gate.dtype();
+        let gate = silu(gate.cast(DType::F32)).cast(dtype);
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }

@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 use crate::cache::KvCache;
 use crate::loading::ParamLoader;
@@ -78,7 +78,7 @@ impl<B: Backend> TextAttention<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
-    /// - `mask`: `[batch, 1, 1, seq, len + seq]` additive
+    /// - `mask`: `[batch, 1, 1, seq, len + seq]` additive, f32
     /// - output: `[batch, seq, hidden]`
     pub fn forward(
         &self,
@@ -114,8 +114,12 @@ impl<B: Backend> TextAttention<B> {
         // Query head j uses key/value head j / groups: fold the groups into the query length.
         let q = q.reshape([b, kvh, groups * s, d]);
         let scores = q.matmul(k_all.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
-        let scores = scores.reshape([b, kvh, groups, s, total]) + mask;
-        let probs = softmax(scores, 4).reshape([b, kvh, groups * s, total]);
+        // Masking and softmax in f32 whatever the model dtype, as transformers' eager attention does.
+        let dtype = scores.dtype();
+        let scores = scores.reshape([b, kvh, groups, s, total]).cast(DType::F32) + mask;
+        let probs = softmax(scores, 4)
+            .cast(dtype)
+            .reshape([b, kvh, groups * s, total]);
         let out = probs
             .matmul(v_all)
             .reshape([b, h, s, d])

@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use crate::cache::KvCache;
 use crate::config::TextConfig;
 use crate::loading::ParamLoader;
+use crate::model::norm::rms_norm;
 use crate::model::swiglu::SwiGlu;
 use crate::text::attention::TextAttention;
 
@@ -69,7 +70,7 @@ impl<B: Backend> DecoderLayer<B> {
         layer: usize,
     ) -> Tensor<B, 3> {
         let attn = self.self_attn.forward(
-            self.input_layernorm.forward(x.clone()),
+            rms_norm(&self.input_layernorm, x.clone()),
             cos,
             sin,
             mask,
@@ -77,6 +78,9 @@ impl<B: Backend> DecoderLayer<B> {
             layer,
         );
         let x = x + attn;
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        x.clone()
+            + self
+                .mlp
+                .forward(rms_norm(&self.post_attention_layernorm, x))
     }
 }

@@ -13,6 +13,7 @@ use crate::cache::KvCache;
 use crate::config::TextConfig;
 use crate::error::Result;
 use crate::loading::ParamLoader;
+use crate::model::norm::rms_norm;
 use decoder_layer::DecoderLayer;
 
 /// Token embedding, decoder layers and the final norm (keys `model.embed_tokens`, `model.layers.*`,
@@ -78,10 +79,14 @@ impl<B: Backend> TextModel<B> {
             self.rope_theta,
             self.mrope_section,
         );
-        let cos =
-            Tensor::<B, 4>::from_data(TensorData::new(cos, [b, 1, s, self.head_dim]), &device);
-        let sin =
-            Tensor::<B, 4>::from_data(TensorData::new(sin, [b, 1, s, self.head_dim]), &device);
+        // Computed in f32, applied in the model dtype (transformers casts cos/sin to the activations' dtype).
+        let table = |v: Vec<f32>| {
+            Tensor::<B, 4>::from_data(
+                TensorData::new(v, [b, 1, s, self.head_dim]),
+                (&device, embeds.dtype()),
+            )
+        };
+        let (cos, sin) = (table(cos), table(sin));
         cache.begin(s, valid)?;
         let mask = cache.attention_mask(s, &device);
         let mut x = embeds;
@@ -89,6 +94,6 @@ impl<B: Backend> TextModel<B> {
             x = layer.forward(x, cos.clone(), sin.clone(), mask.clone(), cache, i);
         }
         cache.commit(s);
-        Ok(self.norm.forward(x))
+        Ok(rms_norm(&self.norm, x))
     }
 }

@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 use crate::loading::ParamLoader;
 use crate::model::rope::apply_rotary;
@@ -39,7 +39,7 @@ impl<B: Backend> VisionAttention<B> {
     ///
     /// # Shapes
     /// - `x`: `[n, dim]`
-    /// - `cos`, `sin`: `[n, 1, head_dim]`
+    /// - `cos`, `sin`: `[n, 1, head_dim]`, f32
     /// - output: `[n, dim]`
     pub fn forward(
         &self,
@@ -55,8 +55,10 @@ impl<B: Backend> VisionAttention<B> {
         let q = qkv.clone().narrow(1, 0, 1).reshape([n, heads, head_dim]);
         let k = qkv.clone().narrow(1, 1, 1).reshape([n, heads, head_dim]);
         let v = qkv.narrow(1, 2, 1).reshape([n, heads, head_dim]);
-        let q = apply_rotary(q, cos.clone(), sin.clone());
-        let k = apply_rotary(k, cos, sin);
+        // Rotary in f32 (`cos`/`sin` are f32), softmax in f32, the rest in the model dtype, as transformers.
+        let dtype = q.dtype();
+        let q = apply_rotary(q.cast(DType::F32), cos.clone(), sin.clone()).cast(dtype);
+        let k = apply_rotary(k.cast(DType::F32), cos, sin).cast(dtype);
         let scale = (head_dim as f64).powf(-0.5);
         let mut outputs = Vec::with_capacity(runs.len());
         for &(start, len, count) in runs {
@@ -68,7 +70,8 @@ impl<B: Backend> VisionAttention<B> {
             };
             let (qc, kc, vc) = (chunk(&q), chunk(&k), chunk(&v));
             let scores = qc.matmul(kc.swap_dims(2, 3)) * scale; // [count, heads, len, len]
-            let out = softmax(scores, 3).matmul(vc); // [count, heads, len, head_dim]
+            let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
+            let out = probs.matmul(vc); // [count, heads, len, head_dim]
             outputs.push(out.swap_dims(1, 2).reshape([count * len, dim]));
         }
         self.proj.forward(Tensor::cat(outputs, 0))

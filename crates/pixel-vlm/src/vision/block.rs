@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 
 use crate::config::VisionConfig;
 use crate::loading::ParamLoader;
+use crate::model::norm::rms_norm;
 use crate::model::swiglu::SwiGlu;
 use crate::vision::attention::VisionAttention;
 
@@ -50,7 +51,7 @@ impl<B: Backend> VisionBlock<B> {
         sin: Tensor<B, 3>,
         runs: &[(usize, usize, usize)],
     ) -> Tensor<B, 2> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x), cos, sin, runs);
-        x.clone() + self.mlp.forward(self.norm2.forward(x))
+        let x = x.clone() + self.attn.forward(rms_norm(&self.norm1, x), cos, sin, runs);
+        x.clone() + self.mlp.forward(rms_norm(&self.norm2, x))
     }
 }

@@ -2,11 +2,12 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, RmsNorm};
-use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 use crate::loading::ParamLoader;
+use crate::model::norm::rms_norm;
 
 /// `mlp(ln_q(x).view(-1, 4 * dim))` with `mlp = Linear, GELU (erf), Linear` (keys `visual.merger.ln_q`,
 /// `visual.merger.mlp.0`, `visual.merger.mlp.2`).
@@ -46,10 +47,10 @@ impl<B: Backend> PatchMerger<B> {
     /// - output: `[n / merge_unit, out_hidden_size]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, dim] = x.dims();
-        let x = self
-            .ln_q
-            .forward(x)
-            .reshape([n / self.merge_unit, dim * self.merge_unit]);
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        let x = rms_norm(&self.ln_q, x).reshape([n / self.merge_unit, dim * self.merge_unit]);
+        // GELU in f32 and rounded once, as torch's fused kernel does in bf16.
+        let h = self.fc1.forward(x);
+        let dtype = h.dtype();
+        self.fc2.forward(gelu(h.cast(DType::F32)).cast(dtype))
     }
 }

@@ -13,7 +13,7 @@ pub mod window;
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use crate::config::VisionConfig;
 use crate::error::{Result, VlmError};
@@ -127,8 +127,14 @@ impl<B: Backend> VisionTower<B> {
         let positions = patch_positions(grid_thw, self.merge);
         let permuted: Vec<[usize; 2]> = perm.iter().map(|&i| positions[i]).collect();
         let (cos, sin) = vision_rope_tables(&permuted, self.head_dim, self.rope_theta);
-        let cos = Tensor::<B, 3>::from_data(TensorData::new(cos, [n, 1, self.head_dim]), &device);
-        let sin = Tensor::<B, 3>::from_data(TensorData::new(sin, [n, 1, self.head_dim]), &device);
+        // The vision rotary embedding is applied in f32 whatever the model dtype, as in transformers.
+        let table = |v: Vec<f32>| {
+            Tensor::<B, 3>::from_data(
+                TensorData::new(v, [n, 1, self.head_dim]),
+                (&device, DType::F32),
+            )
+        };
+        let (cos, sin) = (table(cos), table(sin));
 
         let mut x = self.patch_embed.forward(patches); // [n, hidden]
         x = x.select(0, index_tensor::<B>(&perm, &device));
