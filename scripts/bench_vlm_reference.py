@@ -3,13 +3,15 @@
 
 Run from the repository root (needs torch + transformers 5.24; builds the Rust benchmark with cargo):
 
-    python scripts/bench_vlm_reference.py [--threads 2] [--decode 16] [--skip-rust]
+    python scripts/bench_vlm_reference.py [--threads 2] [--decode 16] [--batches 1,4] [--skip-rust]
 
 Config: Qwen2.5-VL-3B widths (text hidden 2048, MLP 11008, 16 heads / 2 KV heads, vocab 151936 tied;
 vision hidden 1280, MLP 3420, 16 heads) with 2 text layers and 4 vision blocks (~0.58 B parameters), random
 weights, f32. Prompt: one 448x448 image (32x32 patches -> 256 tokens) inside 64 text tokens = 320 tokens.
-Decode: greedy at batch 1 with the KV cache after a 16-token text prompt. The machine's memory bandwidth
-(numpy copy of 1 GiB) gives the decode bound: bytes of the text weights read per token / bandwidth.
+Decode: greedy with the KV cache after a 16-token text prompt per row, at each batch size of `--batches`.
+The machine's memory bandwidth gives the batch-1 decode bound: bytes of the text weights read per token /
+read bandwidth. Read bandwidth is the best of a 1 GiB f32 `torch.sum` on `--threads` threads (a pure read
+stream, like a GEMV over the weights) and a numpy `copyto` (read + write counted); both are printed.
 The Rust side is `crates/pixel-vlm/benches/vlm_throughput.rs`, run for the `ndarray` and `flex` backends.
 """
 
@@ -49,19 +51,27 @@ def prompt():
     return torch.tensor([ids]), pixel_values, torch.tensor([[1, 32, 32]])
 
 
-def bandwidth_gbs():
-    a = np.ones(1 << 28, dtype=np.float32)  # 1 GiB
+def bandwidth_gbs(threads):
+    """(read GB/s of a threaded 1 GiB torch.sum, read+write GB/s of a 1 GiB numpy copy), best of 5 each."""
+    torch.set_num_threads(threads)
+    x = torch.ones(1 << 28, dtype=torch.float32)  # 1 GiB
+    read = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        float(x.sum())
+        read = max(read, x.numel() * 4 / (time.perf_counter() - t) / 1e9)
+    del x
+    a = np.ones(1 << 28, dtype=np.float32)
     b = np.empty_like(a)
-    best = 0.0
-    for _ in range(3):
+    copy = 0.0
+    for _ in range(5):
         t = time.perf_counter()
         np.copyto(b, a)
-        dt = time.perf_counter() - t
-        best = max(best, 2 * a.nbytes / dt / 1e9)  # read + write
-    return best
+        copy = max(copy, 2 * a.nbytes / (time.perf_counter() - t) / 1e9)
+    return read, copy
 
 
-def bench_torch(threads, decode):
+def bench_torch(threads, decode, batches):
     torch.set_num_threads(threads)
     cfg = config()
     cfg._attn_implementation = "sdpa"
@@ -83,53 +93,65 @@ def bench_torch(threads, decode):
             model(input_ids=ids, pixel_values=pixel_values, image_grid_thw=grid, position_ids=pos, use_cache=True)
             best = min(best, time.perf_counter() - t)
         out["prefill_seconds"] = best
-        # Decode with the KV cache.
-        text = torch.arange(3000, 3016).reshape(1, -1)
-        res = model(input_ids=text, use_cache=True)
-        cache = res.past_key_values if hasattr(res, "past_key_values") else res.cache
-        nxt = res.logits[:, -1].argmax(-1, keepdim=True)
-        steps = decode - 1
-        t = time.perf_counter()
-        for k in range(steps):
-            p = torch.full((3, 1, 1), 16 + k)
-            res = model(input_ids=nxt, position_ids=p, past_key_values=cache, use_cache=True)
-            cache = res.past_key_values if hasattr(res, "past_key_values") else res.cache
+        # Decode with the KV cache, one row per batch entry (different prompts).
+        out["decode_tok_s"] = {}
+        for batch in batches:
+            text = torch.stack([torch.arange(3000, 3016) + r for r in range(batch)])
+            res = model(input_ids=text, use_cache=True)
+            cache = res.past_key_values
             nxt = res.logits[:, -1].argmax(-1, keepdim=True)
-        out["decode_tok_s"] = steps / (time.perf_counter() - t)
+            steps = decode - 1
+            t = time.perf_counter()
+            for k in range(steps):
+                p = torch.full((3, batch, 1), 16 + k)
+                res = model(input_ids=nxt, position_ids=p, past_key_values=cache, use_cache=True)
+                cache = res.past_key_values
+                nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+            out["decode_tok_s"][batch] = steps * batch / (time.perf_counter() - t)
     return out
 
 
-def bench_rust(backend, threads, decode):
-    cmd = ["cargo", "bench", "-q", "-p", "pixel-vlm", "--bench", "vlm_throughput"]
-    if backend == "flex":
-        cmd += ["--no-default-features", "--features", "flex"]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), VLM_BENCH_DECODE=str(decode))
+def bench_rust(backend, threads, decode, batches):
+    cmd = ["cargo", "bench", "-q", "-p", "pixel-vlm", "--bench", "vlm_throughput",
+           "--no-default-features", "--features", backend]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), VLM_BENCH_DECODE=str(decode),
+               VLM_BENCH_BATCHES=",".join(map(str, batches)))
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     lines = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
-    return {l["what"]: l for l in lines}
+    prefill = next(l for l in lines if l["what"] == "prefill")
+    decode = {l["batch"]: l["tok_per_s"] for l in lines if l["what"] == "decode"}
+    return prefill, decode
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--decode", type=int, default=16)
+    ap.add_argument("--batches", default="1,4")
     ap.add_argument("--skip-rust", action="store_true")
     args = ap.parse_args()
-    bw = bandwidth_gbs()
-    ref = bench_torch(args.threads, args.decode)
+    batches = [int(b) for b in args.batches.split(",")]
+    read_bw, copy_bw = bandwidth_gbs(args.threads)
+    bw = max(read_bw, copy_bw)
+    ref = bench_torch(args.threads, args.decode, batches)
     bound = bw * 1e9 / ref["text_bytes"]
     print(f"parameters {ref['params'] / 1e6:.0f} M; text weights read per token {ref['text_bytes'] / 1e9:.2f} GB; "
-          f"copy bandwidth {bw:.1f} GB/s -> decode bound {bound:.1f} tok/s")
+          f"read bandwidth {read_bw:.1f} GB/s (torch.sum), copy {copy_bw:.1f} GB/s (numpy, read+write) "
+          f"-> batch-1 decode bound {bound:.1f} tok/s")
+    decode_ref = ", ".join(f"batch {b}: {v:.2f} tok/s" for b, v in ref["decode_tok_s"].items())
     print(f"transformers: prefill {ref['prefill_seconds']:.2f} s (vision {ref['vision_seconds']:.2f} s), "
-          f"decode {ref['decode_tok_s']:.2f} tok/s")
+          f"decode {decode_ref}; batch 1 = {ref['decode_tok_s'][batches[0]] / bound:.0%} of the bound")
     if args.skip_rust:
         return
     for backend in ["ndarray", "flex"]:
-        r = bench_rust(backend, args.threads, args.decode)
-        pf, dc = r["prefill"], r["decode"]
+        pf, dc = bench_rust(backend, args.threads, args.decode, batches)
         print(f"burn-{backend}: prefill {pf['seconds']:.2f} s (vision {pf['vision_seconds']:.2f} s) = "
-              f"{ref['prefill_seconds'] / pf['seconds']:.2f}x transformers; decode {dc['tok_per_s']:.2f} tok/s = "
-              f"{dc['tok_per_s'] / ref['decode_tok_s']:.2f}x transformers, {dc['tok_per_s'] / bound:.0%} of the bound")
+              f"{ref['prefill_seconds'] / pf['seconds']:.2f}x transformers")
+        for b in batches:
+            line = (f"  decode batch {b}: {dc[b]:.2f} tok/s = {dc[b] / ref['decode_tok_s'][b]:.2f}x transformers")
+            if b == 1:
+                line += f", {dc[b] / bound:.0%} of the bound"
+            print(line)
 
 
 if __name__ == "__main__":

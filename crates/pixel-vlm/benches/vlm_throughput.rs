@@ -6,7 +6,8 @@
 //! transformers on the same config and prints the ratios. Prints one JSON line per measurement.
 //!
 //! Environment: `VLM_BENCH_TEXT_LAYERS`, `VLM_BENCH_VISION_DEPTH`, `VLM_BENCH_DECODE` (tokens),
-//! `VLM_BENCH_BATCH` (decode batch). Threads: set `RAYON_NUM_THREADS=2` to match the reference.
+//! `VLM_BENCH_BATCHES` (decode batch sizes, comma-separated, default `1`). Threads: set
+//! `RAYON_NUM_THREADS=2` to match the reference.
 
 use std::time::Instant;
 
@@ -42,7 +43,12 @@ fn main() {
     let text_layers = env("VLM_BENCH_TEXT_LAYERS", 2);
     let vision_depth = env("VLM_BENCH_VISION_DEPTH", 4);
     let decode = env("VLM_BENCH_DECODE", 16);
-    let batch = env("VLM_BENCH_BATCH", 1);
+    let batches: Vec<usize> = std::env::var("VLM_BENCH_BATCHES")
+        .unwrap_or_else(|_| "1".into())
+        .split(',')
+        .filter_map(|b| b.trim().parse().ok())
+        .filter(|&b| b > 0)
+        .collect();
     let backend = if cfg!(feature = "flex") {
         "flex"
     } else {
@@ -109,12 +115,18 @@ fn main() {
         "{{\"impl\": \"burn-{backend}\", \"what\": \"prefill\", \"tokens\": {seq}, \"patches\": {patches}, \"seconds\": {prefill_s:.3}, \"vision_seconds\": {vision_s:.3}}}"
     );
 
-    // Decode: a short text prompt per row, then `decode` greedy tokens; the first sampled token needs no
-    // forward, so `decode - 1` decode steps are timed.
+    for batch in batches {
+        bench_decode(&model, backend, batch, decode);
+    }
+}
+
+/// Decode: a short text prompt per row, then `decode` greedy tokens; the first sampled token needs no
+/// forward, so `decode - 1` decode steps of `batch` rows are timed.
+fn bench_decode(model: &Qwen25Vl<CpuBackend>, backend: &str, batch: usize, decode: usize) {
     let rows: Vec<SegmentInput> = (0..batch)
         .map(|r| SegmentInput::text((0..16).map(|i| 3000 + i + r as u32).collect()))
         .collect();
-    let mut session = Session::new(&model, batch, 16 + decode + 1);
+    let mut session = Session::new(model, batch, 16 + decode + 1);
     if let Err(e) = session.append(&rows) {
         panic!("decode prompt: {e}");
     }

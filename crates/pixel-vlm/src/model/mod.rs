@@ -1,5 +1,6 @@
 //! The whole Qwen2.5-VL model: vision tower + text decoder + LM head, and its forward entry points.
 
+pub mod linear;
 pub mod norm;
 pub mod rope;
 pub mod swiglu;
@@ -15,6 +16,7 @@ use crate::cache::KvCache;
 use crate::config::Qwen25VlConfig;
 use crate::error::{Result, VlmError};
 use crate::loading::{CheckpointIndex, ParamLoader};
+use crate::model::linear::{linear, tied_head};
 use crate::text::TextModel;
 use crate::vision::{VisionTower, index_tensor};
 
@@ -371,17 +373,8 @@ impl<B: Backend> Qwen25Vl<B> {
         let [b, s, h] = hidden.dims();
         let flat = hidden.reshape([b * s, h]);
         let out = match &self.model.lm_head {
-            Some(head) => head.forward(flat),
-            // `embed [vocab, h] @ x^T` keeps the big matrix in its stored row-major layout: multiplying by
-            // the transposed embedding instead made NdArray spend seconds per call on the strided operand.
-            None => self
-                .model
-                .text
-                .embed_tokens
-                .weight
-                .val()
-                .matmul(flat.transpose())
-                .transpose(),
+            Some(head) => linear(head, flat),
+            None => tied_head(self.model.text.embed_tokens.weight.val(), flat),
         };
         out.reshape([b, s, self.config.text.vocab_size])
     }

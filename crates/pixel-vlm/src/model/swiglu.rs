@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::loading::ParamLoader;
+use crate::model::linear::linear;
 
 /// `down(silu(gate(x)) * up(x))`: keys `{prefix}.gate_proj`, `{prefix}.up_proj`, `{prefix}.down_proj`.
 #[derive(Module, Debug)]
@@ -42,9 +43,9 @@ impl<B: Backend> SwiGlu<B> {
     /// - output: `[.., hidden]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         // The activation in f32 and rounded once, as torch's fused kernel does in bf16.
-        let gate = self.gate_proj.forward(x.clone()); // [.., inter]
+        let gate = linear(&self.gate_proj, x.clone()); // [.., inter]
         let dtype = gate.dtype();
         let gate = silu(gate.cast(DType::F32)).cast(dtype);
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        linear(&self.down_proj, gate * linear(&self.up_proj, x))
     }
 }

@@ -8,6 +8,7 @@ use burn::tensor::{DType, Tensor};
 
 use crate::cache::KvCache;
 use crate::loading::ParamLoader;
+use crate::model::linear::linear;
 use crate::model::rope::apply_rotary;
 
 /// Causal GQA attention (keys `q_proj`, `k_proj`, `v_proj` with biases, `o_proj` without).
@@ -125,6 +126,6 @@ impl<B: Backend> TextAttention<B> {
             .reshape([b, h, s, d])
             .swap_dims(1, 2)
             .reshape([b, s, h * d]);
-        self.o_proj.forward(out)
+        linear(&self.o_proj, out)
     }
 }
