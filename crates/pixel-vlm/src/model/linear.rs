@@ -30,7 +30,7 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
     let dims = x.dims();
     let d_in = dims[D - 1];
     let rows: usize = dims[..D - 1].iter().product();
-    if rows != 1 || x.dtype() != DType::F32 || d_in < MIN_SPLIT_LEN || d_in % SPLIT != 0 {
+    if rows != 1 || x.dtype() != DType::F32 || d_in < MIN_SPLIT_LEN || !d_in.is_multiple_of(SPLIT) {
         return layer.forward(x);
     }
     let weight = layer.weight.val(); // [d_in, d_out]
@@ -60,7 +60,7 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
 pub fn tied_head<B: Backend>(embedding: Tensor<B, 2>, x: Tensor<B, 2>) -> Tensor<B, 2> {
     let [vocab, hidden] = embedding.dims();
     let [rows, _] = x.dims();
-    if rows != 1 || vocab % SPLIT != 0 {
+    if rows != 1 || !vocab.is_multiple_of(SPLIT) {
         return embedding.matmul(x.transpose()).transpose();
     }
     let column = x.reshape([1, hidden, 1]).expand([SPLIT, hidden, 1]);
