@@ -5,7 +5,8 @@
 //! cargo run --release --features vlm --example vlm_chat -- --model Qwen2.5-VL-3B-Instruct \
 //!     --image photo.jpg --question "What is written on the sign?"
 //! ```
-//! `--video` takes a folder of frames, or a video file when built with `--features vlm,ffmpeg`.
+//! `--video` takes a folder of frames, or a video file when built with `--features vlm,ffmpeg`. Built with
+//! `--features cuda` the same program runs on the GPU (`--dtype bf16` keeps a bf16 checkpoint in bf16).
 //! Without `--image`/`--video` the question is asked as text only. Greedy by default; `--temperature`, `--top-p`
 //! and `--seed` sample instead.
 
@@ -15,7 +16,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use pixel_ops::Video;
-use pixel_vlm::backend::CpuBackend;
+#[cfg(not(feature = "cuda"))]
+use pixel_vlm::backend::CpuBackend as Backend;
+#[cfg(feature = "cuda")]
+use pixel_vlm::backend::CudaBackend as Backend;
 use pixel_vlm::chat_template::RenderOptions;
 use pixel_vlm::generation::{GenerationConfig, SegmentInput, Session};
 use pixel_vlm::processor::Processor;
@@ -76,8 +80,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let t = Instant::now();
     let processor = Processor::from_pretrained(&args.model)?;
-    let model =
-        Qwen25Vl::<CpuBackend>::from_pretrained_with_dtype(&args.model, &device, args.dtype)?;
+    let model = Qwen25Vl::<Backend>::from_pretrained_with_dtype(&args.model, &device, args.dtype)?;
     eprintln!(
         "loaded {} in {:.1} s",
         args.model.display(),
