@@ -425,6 +425,12 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         )
     }
 
+    /// A seeded random source in the device's default float dtype (what layer configs' `init` use).
+    pub(crate) fn random_default(seed: u64, device: &'a B::Device) -> Self {
+        let dtype = burn::tensor::get_device_settings::<B>(device).float_dtype;
+        Self::random(seed, device, dtype)
+    }
+
     fn new(source: Source, device: &'a B::Device, dtype: FloatDType) -> Self {
         Self {
             device,

@@ -1,5 +1,6 @@
 //! The SwiGLU MLP shared by the vision blocks (with biases) and the text decoder (without).
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
@@ -20,22 +21,44 @@ pub struct SwiGlu<B: Backend> {
     pub down_proj: Linear<B>,
 }
 
-impl<B: Backend> SwiGlu<B> {
-    pub(crate) fn load(
-        p: &mut ParamLoader<'_, B>,
-        prefix: &str,
-        hidden: usize,
-        inter: usize,
-        bias: bool,
-    ) -> Self {
-        let std = 0.02;
-        Self {
+/// Construction of a [`SwiGlu`].
+#[derive(Config, Debug)]
+pub struct SwiGluConfig {
+    /// Model width.
+    pub hidden_size: usize,
+    /// Inner width.
+    pub intermediate_size: usize,
+    /// Whether the three projections have biases (the vision blocks' do, the decoder's do not).
+    #[config(default = false)]
+    pub bias: bool,
+}
+
+impl SwiGluConfig {
+    /// A SwiGLU with seeded random weights (normal, std 0.02) in the device's default float dtype.
+    ///
+    /// # Panics
+    /// If a width is zero.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SwiGlu<B> {
+        assert!(
+            self.hidden_size > 0 && self.intermediate_size > 0,
+            "SwiGluConfig: widths must be positive, got {self:?}"
+        );
+        self.load(&mut ParamLoader::random_default(0, device), "mlp")
+    }
+
+    /// Reads `{prefix}.{gate,up,down}_proj` from the loader.
+    pub(crate) fn load<B: Backend>(&self, p: &mut ParamLoader<'_, B>, prefix: &str) -> SwiGlu<B> {
+        let (hidden, inter, bias, std) =
+            (self.hidden_size, self.intermediate_size, self.bias, 0.02);
+        SwiGlu {
             gate_proj: p.linear(&format!("{prefix}.gate_proj"), hidden, inter, bias, std),
             up_proj: p.linear(&format!("{prefix}.up_proj"), hidden, inter, bias, std),
             down_proj: p.linear(&format!("{prefix}.down_proj"), inter, hidden, bias, std),
         }
     }
+}
 
+impl<B: Backend> SwiGlu<B> {
     /// Applies the MLP.
     ///
     /// # Shapes
@@ -47,5 +70,81 @@ impl<B: Backend> SwiGlu<B> {
         let dtype = gate.dtype();
         let gate = silu(gate.cast(DType::F32)).cast(dtype);
         linear(&self.down_proj, gate * linear(&self.up_proj, x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    type B = crate::backend::CpuBackend;
+
+    fn host(t: Tensor<B, 2>) -> (Vec<f32>, [usize; 2]) {
+        let dims = t.dims();
+        (t.into_data().to_vec::<f32>().unwrap(), dims)
+    }
+
+    /// `x @ W + b` on the host, `W: [d_in, d_out]` row-major.
+    fn affine(x: &[f32], w: &[f32], b: Option<&[f32]>, d_in: usize, d_out: usize) -> Vec<f64> {
+        (0..d_out)
+            .map(|o| {
+                let dot: f64 = (0..d_in)
+                    .map(|i| f64::from(x[i]) * f64::from(w[i * d_out + o]))
+                    .sum();
+                dot + b.map_or(0.0, |b| f64::from(b[o]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forward_matches_a_host_computation() {
+        let device = Default::default();
+        let mlp = SwiGluConfig::new(8, 12).with_bias(true).init::<B>(&device);
+        let x = Tensor::<B, 2>::random([1, 8], Distribution::Default, &device);
+        let got = mlp.forward(x.clone());
+
+        let (x, _) = host(x);
+        let weight = |l: &Linear<B>| host(l.weight.val()).0;
+        let bias = |l: &Linear<B>| {
+            l.bias
+                .as_ref()
+                .map(|b| b.val().into_data().to_vec::<f32>().unwrap())
+        };
+        let gate = affine(
+            &x,
+            &weight(&mlp.gate_proj),
+            bias(&mlp.gate_proj).as_deref(),
+            8,
+            12,
+        );
+        let up = affine(
+            &x,
+            &weight(&mlp.up_proj),
+            bias(&mlp.up_proj).as_deref(),
+            8,
+            12,
+        );
+        let inner: Vec<f32> = gate
+            .iter()
+            .zip(&up)
+            .map(|(g, u)| (g / (1.0 + (-g).exp()) * u) as f32)
+            .collect();
+        let want = affine(
+            &inner,
+            &weight(&mlp.down_proj),
+            bias(&mlp.down_proj).as_deref(),
+            12,
+            8,
+        );
+        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        got.into_data()
+            .assert_approx_eq::<f32>(&TensorData::new(want, [1, 8]), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    #[should_panic(expected = "widths must be positive")]
+    fn zero_width_panics() {
+        let _ = SwiGluConfig::new(8, 0).init::<B>(&Default::default());
     }
 }

@@ -1,5 +1,6 @@
 //! Grouped-query self-attention of the text decoder, with M-RoPE and the KV cache.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::softmax;
@@ -30,16 +31,53 @@ pub struct TextAttention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> TextAttention<B> {
-    pub(crate) fn load(
+/// Construction of a [`TextAttention`].
+#[derive(Config, Debug)]
+pub struct TextAttentionConfig {
+    /// Model width.
+    pub hidden_size: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_key_value_heads: usize,
+}
+
+impl TextAttentionConfig {
+    /// An attention layer with seeded random weights (normal, std 0.02) in the device's default float dtype.
+    ///
+    /// # Panics
+    /// If `hidden_size` is not a multiple of `num_attention_heads`, the head dimension is odd (RoPE rotates
+    /// pairs), or `num_attention_heads` is not a multiple of `num_key_value_heads`.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TextAttention<B> {
+        let (h, q, kv) = (
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+        );
+        assert!(
+            q > 0
+                && kv > 0
+                && h.is_multiple_of(q)
+                && (h / q).is_multiple_of(2)
+                && q.is_multiple_of(kv),
+            "TextAttentionConfig: invalid head layout {self:?}"
+        );
+        self.load(&mut ParamLoader::random_default(0, device), "self_attn")
+    }
+
+    /// Reads `{prefix}.{q,k,v,o}_proj` from the loader.
+    pub(crate) fn load<B: Backend>(
+        &self,
         p: &mut ParamLoader<'_, B>,
         prefix: &str,
-        hidden: usize,
-        heads: usize,
-        kv_heads: usize,
-    ) -> Self {
+    ) -> TextAttention<B> {
+        let (hidden, heads, kv_heads) = (
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+        );
         let head_dim = hidden / heads;
-        Self {
+        TextAttention {
             q_proj: p.linear(
                 &format!("{prefix}.q_proj"),
                 hidden,
@@ -73,7 +111,9 @@ impl<B: Backend> TextAttention<B> {
             head_dim,
         }
     }
+}
 
+impl<B: Backend> TextAttention<B> {
     /// Attends from the `seq` new tokens to every valid cached slot (and to themselves, causally).
     ///
     /// # Shapes
@@ -127,5 +167,48 @@ impl<B: Backend> TextAttention<B> {
             .swap_dims(1, 2)
             .reshape([b, s, h * d]);
         linear(&self.o_proj, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type B = crate::backend::CpuBackend;
+
+    /// A single token attends only to itself, so the output is `o_proj(v)` with each key/value head shared
+    /// by its group of query heads, whatever the rotary angle.
+    #[test]
+    fn one_token_returns_its_own_values() {
+        let device = Default::default();
+        let (hidden, heads, kv_heads) = (16, 4, 2);
+        let attn = TextAttentionConfig::new(hidden, heads, kv_heads).init::<B>(&device);
+        let head_dim = hidden / heads;
+        let x = Tensor::<B, 3>::random([1, 1, hidden], Distribution::Default, &device);
+        let angles = Tensor::<B, 4>::random([1, 1, 1, head_dim], Distribution::Default, &device);
+        let mut cache = KvCache::<B>::new(1, 1, kv_heads, head_dim, 4, &device);
+        cache.begin(1, &[true]).unwrap();
+        let mask = cache.attention_mask(1, &device);
+        let got = attn.forward(
+            x.clone(),
+            angles.clone().cos(),
+            angles.sin(),
+            mask,
+            &mut cache,
+            0,
+        );
+
+        let v = attn.v_proj.forward(x).reshape([1, kv_heads, 1, head_dim]);
+        let v = v.repeat_dim(2, heads / kv_heads).reshape([1, 1, hidden]); // head j uses kv head j / groups
+        let want = attn.o_proj.forward(v);
+        got.into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid head layout")]
+    fn heads_not_dividing_kv_heads_panic() {
+        let _ = TextAttentionConfig::new(24, 6, 4).init::<B>(&Default::default());
     }
 }

@@ -9,8 +9,8 @@ use crate::cache::KvCache;
 use crate::config::TextConfig;
 use crate::loading::ParamLoader;
 use crate::model::norm::rms_norm;
-use crate::model::swiglu::SwiGlu;
-use crate::text::attention::TextAttention;
+use crate::model::swiglu::{SwiGlu, SwiGluConfig};
+use crate::text::attention::{TextAttention, TextAttentionConfig};
 
 /// Pre-norm attention and SwiGLU MLP with residuals (keys `model.layers.{i}.*`).
 #[derive(Module, Debug)]
@@ -33,25 +33,19 @@ impl<B: Backend> DecoderLayer<B> {
                 c.hidden_size,
                 c.rms_norm_eps,
             ),
-            self_attn: TextAttention::load(
-                p,
-                &format!("{prefix}.self_attn"),
+            self_attn: TextAttentionConfig::new(
                 c.hidden_size,
                 c.num_attention_heads,
                 c.num_key_value_heads,
-            ),
+            )
+            .load(p, &format!("{prefix}.self_attn")),
             post_attention_layernorm: p.rms_norm(
                 &format!("{prefix}.post_attention_layernorm"),
                 c.hidden_size,
                 c.rms_norm_eps,
             ),
-            mlp: SwiGlu::load(
-                p,
-                &format!("{prefix}.mlp"),
-                c.hidden_size,
-                c.intermediate_size,
-                false,
-            ),
+            mlp: SwiGluConfig::new(c.hidden_size, c.intermediate_size)
+                .load(p, &format!("{prefix}.mlp")),
         }
     }
 

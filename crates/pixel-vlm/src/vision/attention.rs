@@ -1,5 +1,6 @@
 //! Vision self-attention over chunks (windows or whole frames), with 2-D RoPE.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::softmax;
@@ -20,20 +21,45 @@ pub struct VisionAttention<B: Backend> {
     pub num_heads: usize,
 }
 
-impl<B: Backend> VisionAttention<B> {
-    pub(crate) fn load(
-        p: &mut ParamLoader<'_, B>,
-        prefix: &str,
-        dim: usize,
-        num_heads: usize,
-    ) -> Self {
-        Self {
-            qkv: p.linear(&format!("{prefix}.qkv"), dim, 3 * dim, true, 0.02),
-            proj: p.linear(&format!("{prefix}.proj"), dim, dim, true, 0.02),
-            num_heads,
-        }
+/// Construction of a [`VisionAttention`].
+#[derive(Config, Debug)]
+pub struct VisionAttentionConfig {
+    /// Width of the vision tower.
+    pub hidden_size: usize,
+    /// Attention heads.
+    pub num_heads: usize,
+}
+
+impl VisionAttentionConfig {
+    /// An attention layer with seeded random weights (normal, std 0.02) in the device's default float dtype.
+    ///
+    /// # Panics
+    /// If `hidden_size` is not a multiple of `num_heads` or the head dimension is odd.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> VisionAttention<B> {
+        let (h, n) = (self.hidden_size, self.num_heads);
+        assert!(
+            n > 0 && h.is_multiple_of(n) && (h / n).is_multiple_of(2),
+            "VisionAttentionConfig: invalid head layout {self:?}"
+        );
+        self.load(&mut ParamLoader::random_default(0, device), "attn")
     }
 
+    /// Reads `{prefix}.qkv` and `{prefix}.proj` from the loader.
+    pub(crate) fn load<B: Backend>(
+        &self,
+        p: &mut ParamLoader<'_, B>,
+        prefix: &str,
+    ) -> VisionAttention<B> {
+        let dim = self.hidden_size;
+        VisionAttention {
+            qkv: p.linear(&format!("{prefix}.qkv"), dim, 3 * dim, true, 0.02),
+            proj: p.linear(&format!("{prefix}.proj"), dim, dim, true, 0.02),
+            num_heads: self.num_heads,
+        }
+    }
+}
+
+impl<B: Backend> VisionAttention<B> {
     /// Attention within each chunk; `runs` are `(start, chunk_len, n_chunks)` runs of equal-length chunks
     /// covering the sequence in order (see `window::equal_length_runs`), batched together.
     ///
@@ -75,5 +101,33 @@ impl<B: Backend> VisionAttention<B> {
             outputs.push(out.swap_dims(1, 2).reshape([count * len, dim]));
         }
         self.proj.forward(Tensor::cat(outputs, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type B = crate::backend::CpuBackend;
+
+    /// Chunks of one patch each: every patch attends only to itself, so the output is `proj(v)`.
+    #[test]
+    fn single_patch_chunks_return_their_own_values() {
+        let device = Default::default();
+        let (n, dim, heads) = (5, 16, 2);
+        let attn = VisionAttentionConfig::new(dim, heads).init::<B>(&device);
+        let x = Tensor::<B, 2>::random([n, dim], Distribution::Default, &device);
+        let angles = Tensor::<B, 3>::random([n, 1, dim / heads], Distribution::Default, &device);
+        let got = attn.forward(x.clone(), angles.clone().cos(), angles.sin(), &[(0, 1, n)]);
+        let v = attn.qkv.forward(x).narrow(1, 2 * dim, dim);
+        got.into_data()
+            .assert_approx_eq::<f32>(&attn.proj.forward(v).into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid head layout")]
+    fn odd_head_dim_panics() {
+        let _ = VisionAttentionConfig::new(6, 2).init::<B>(&Default::default());
     }
 }

@@ -8,8 +8,8 @@ use burn::tensor::backend::Backend;
 use crate::config::VisionConfig;
 use crate::loading::ParamLoader;
 use crate::model::norm::rms_norm;
-use crate::model::swiglu::SwiGlu;
-use crate::vision::attention::VisionAttention;
+use crate::model::swiglu::{SwiGlu, SwiGluConfig};
+use crate::vision::attention::{VisionAttention, VisionAttentionConfig};
 
 /// `x + attn(norm1(x))`, then `x + mlp(norm2(x))` (keys `visual.blocks.{i}.*`).
 #[derive(Module, Debug)]
@@ -29,14 +29,11 @@ impl<B: Backend> VisionBlock<B> {
         Self {
             norm1: p.rms_norm(&format!("{prefix}.norm1"), c.hidden_size, 1e-6),
             norm2: p.rms_norm(&format!("{prefix}.norm2"), c.hidden_size, 1e-6),
-            attn: VisionAttention::load(p, &format!("{prefix}.attn"), c.hidden_size, c.num_heads),
-            mlp: SwiGlu::load(
-                p,
-                &format!("{prefix}.mlp"),
-                c.hidden_size,
-                c.intermediate_size,
-                true,
-            ),
+            attn: VisionAttentionConfig::new(c.hidden_size, c.num_heads)
+                .load(p, &format!("{prefix}.attn")),
+            mlp: SwiGluConfig::new(c.hidden_size, c.intermediate_size)
+                .with_bias(true)
+                .load(p, &format!("{prefix}.mlp")),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Patch merger: RMSNorm, then an MLP over the concatenation of `merge x merge` neighbouring patches.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::activation::gelu;
@@ -23,23 +24,56 @@ pub struct PatchMerger<B: Backend> {
     pub merge_unit: usize,
 }
 
-impl<B: Backend> PatchMerger<B> {
-    pub(crate) fn load(
+/// Construction of a [`PatchMerger`].
+#[derive(Config, Debug)]
+pub struct PatchMergerConfig {
+    /// Width of the vision tower.
+    pub hidden_size: usize,
+    /// Width of the merged tokens (the text model's hidden size).
+    pub out_hidden_size: usize,
+    /// Neighbouring patches merged per side (`spatial_merge_size`).
+    #[config(default = 2)]
+    pub spatial_merge_size: usize,
+}
+
+impl PatchMergerConfig {
+    /// A merger with seeded random weights (normal, std 0.02; norm at 1) in the device's default float dtype.
+    ///
+    /// # Panics
+    /// If a size is zero.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> PatchMerger<B> {
+        assert!(
+            self.hidden_size > 0 && self.out_hidden_size > 0 && self.spatial_merge_size > 0,
+            "PatchMergerConfig: sizes must be positive, got {self:?}"
+        );
+        self.load(&mut ParamLoader::random_default(0, device), "merger")
+    }
+
+    /// Reads `{prefix}.ln_q`, `{prefix}.mlp.0` and `{prefix}.mlp.2` from the loader.
+    pub(crate) fn load<B: Backend>(
+        &self,
         p: &mut ParamLoader<'_, B>,
         prefix: &str,
-        dim: usize,
-        out: usize,
-        merge_unit: usize,
-    ) -> Self {
+    ) -> PatchMerger<B> {
+        let dim = self.hidden_size;
+        let merge_unit = self.spatial_merge_size * self.spatial_merge_size;
         let wide = dim * merge_unit;
-        Self {
+        PatchMerger {
             ln_q: p.rms_norm(&format!("{prefix}.ln_q"), dim, 1e-6),
             fc1: p.linear(&format!("{prefix}.mlp.0"), wide, wide, true, 0.02),
-            fc2: p.linear(&format!("{prefix}.mlp.2"), wide, out, true, 0.02),
+            fc2: p.linear(
+                &format!("{prefix}.mlp.2"),
+                wide,
+                self.out_hidden_size,
+                true,
+                0.02,
+            ),
             merge_unit,
         }
     }
+}
 
+impl<B: Backend> PatchMerger<B> {
     /// Merges consecutive groups of `merge_unit` patches.
     ///
     /// # Shapes
@@ -52,5 +86,29 @@ impl<B: Backend> PatchMerger<B> {
         let h = self.fc1.forward(x);
         let dtype = h.dtype();
         self.fc2.forward(gelu(h.cast(DType::F32)).cast(dtype))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type B = crate::backend::CpuBackend;
+
+    /// Each output token is the MLP of its `merge²` consecutive normalised patches, concatenated.
+    #[test]
+    fn merges_consecutive_groups() {
+        let device = Default::default();
+        let merger = PatchMergerConfig::new(8, 12).init::<B>(&device);
+        assert_eq!(merger.merge_unit, 4);
+        let x = Tensor::<B, 2>::random([8, 8], Distribution::Default, &device);
+        let got = merger.forward(x.clone());
+        assert_eq!(got.dims(), [2, 12]);
+        // The second token from its own group alone.
+        let second = merger.forward(x.narrow(0, 4, 4));
+        got.narrow(0, 1, 1)
+            .into_data()
+            .assert_approx_eq::<f32>(&second.into_data(), Tolerance::absolute(1e-5));
     }
 }

@@ -19,7 +19,7 @@ use crate::config::VisionConfig;
 use crate::error::{Result, VlmError};
 use crate::loading::ParamLoader;
 use block::VisionBlock;
-use merger::PatchMerger;
+use merger::{PatchMerger, PatchMergerConfig};
 use patch_embed::PatchEmbed;
 use window::{
     equal_length_runs, full_attention_seqlens, patch_positions, vision_rope_tables, window_layout,
@@ -55,13 +55,9 @@ impl<B: Backend> VisionTower<B> {
             blocks: (0..c.depth)
                 .map(|i| VisionBlock::load(p, &format!("visual.blocks.{i}"), c))
                 .collect(),
-            merger: PatchMerger::load(
-                p,
-                "visual.merger",
-                c.hidden_size,
-                c.out_hidden_size,
-                c.merge_unit(),
-            ),
+            merger: PatchMergerConfig::new(c.hidden_size, c.out_hidden_size)
+                .with_spatial_merge_size(c.spatial_merge_size)
+                .load(p, "visual.merger"),
             fullatt_block_indexes: c.fullatt_block_indexes.clone(),
             merge: c.spatial_merge_size,
             window_merged: c.window_size / c.spatial_merge_size / c.patch_size,
