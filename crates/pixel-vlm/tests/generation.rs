@@ -1,65 +1,22 @@
 //! Generation: KV-cache decoding equals full recomputation, batched equals unbatched, multi-turn
 //! continuation equals a fresh prefill, stop tokens/strings, streaming, seeded sampling.
 
-use std::path::PathBuf;
-
 use burn::tensor::activation::log_softmax;
 use pixel_vlm::generation::{FinishReason, GenerationConfig, SegmentInput, Session};
 use pixel_vlm::sampling::{Sampler, SamplingParams};
 use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput};
-use safetensors::SafeTensors;
 
-type B = pixel_vlm::backend::CpuBackend;
+mod common;
+
+use common::{B, Fixture, model_dir, pixel_values};
 
 fn model() -> Qwen25Vl<B> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny_flat");
-    Qwen25Vl::from_pretrained(dir, &Default::default()).unwrap()
-}
-
-fn pixel_values(n_patches: usize, seed: i64) -> Vec<f32> {
-    (0..(n_patches * 1176) as i64)
-        .map(|i| (((i * 7919 + seed * 13 + 17) % 509) - 254) as f32 / 256.0)
-        .collect()
+    Qwen25Vl::from_pretrained(model_dir("tiny_flat"), &Default::default()).unwrap()
 }
 
 /// A fixture prompt as a segment with explicit positions and its images/videos.
 fn prompt(case: &str) -> SegmentInput {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "tests/fixtures/models/tiny_flat/expected_{case}.safetensors"
-    ));
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let i64s = |name: &str| -> Option<Vec<i64>> {
-        st.tensor(name).ok().map(|t| {
-            t.data()
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect()
-        })
-    };
-    let visual = |name: &str, seed: i64| {
-        i64s(name).map(|g| {
-            let grid_thw: Vec<[usize; 3]> = g
-                .chunks_exact(3)
-                .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
-                .collect();
-            let n = grid_thw.iter().map(|g| g[0] * g[1] * g[2]).sum();
-            VisualInput {
-                pixel_values: pixel_values(n, seed),
-                grid_thw,
-            }
-        })
-    };
-    SegmentInput {
-        input_ids: i64s("input_ids")
-            .unwrap()
-            .into_iter()
-            .map(|i| i as u32)
-            .collect(),
-        positions: i64s("position_ids"),
-        images: visual("image_grid_thw", 0),
-        videos: visual("video_grid_thw", 1_000_003),
-    }
+    Fixture::load("tiny_flat", case).prompt()
 }
 
 fn greedy(n: usize) -> GenerationConfig {

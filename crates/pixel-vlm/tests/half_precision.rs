@@ -10,68 +10,14 @@
 //! transformers-bf16 by more than twice transformers' largest bf16 error. Greedy tokens must agree wherever
 //! transformers' top-2 margin is clear of bf16 rounding.
 
-use std::path::PathBuf;
+use burn::tensor::{DType, FloatDType};
+use pixel_vlm::{Qwen25Vl, VlmError};
 
-use burn::tensor::{DType, FloatDType, Tensor};
-use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput, VlmError};
-use safetensors::SafeTensors;
+mod common;
 
-type B = pixel_vlm::backend::CpuBackend;
+use common::{B, Fixture, max_abs_diff, model_dir, prompt_input, step, to_f32};
 
-fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny_nested")
-}
-
-/// The generator's deterministic patches (as in `model_parity.rs`).
-fn pixel_values(n_patches: usize, seed: i64) -> Vec<f32> {
-    (0..(n_patches * 1176) as i64)
-        .map(|i| (((i * 7919 + seed * 13 + 17) % 509) - 254) as f32 / 256.0)
-        .collect()
-}
-
-fn read(file: &str) -> Vec<u8> {
-    std::fs::read(model_dir().join(file)).unwrap()
-}
-
-fn tensor_i64(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn tensor_f32(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn visual(st: &SafeTensors<'_>, grid: &str, seed: i64) -> Option<VisualInput> {
-    st.names().contains(&grid).then(|| {
-        let grid_thw: Vec<[usize; 3]> = tensor_i64(st, grid)
-            .chunks_exact(3)
-            .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
-            .collect();
-        let n = grid_thw.iter().map(|g| g[0] * g[1] * g[2]).sum();
-        VisualInput {
-            pixel_values: pixel_values(n, seed),
-            grid_thw,
-        }
-    })
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+const MODEL: &str = "tiny_nested";
 
 fn rms_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -79,30 +25,21 @@ fn rms_diff(a: &[f32], b: &[f32]) -> f32 {
     (sum / a.len() as f64).sqrt() as f32
 }
 
-fn to_f32<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
-}
-
 fn check_case(model: &Qwen25Vl<B>, case: &str) {
-    let inputs = read(&format!("expected_{case}.safetensors"));
-    let inputs = SafeTensors::deserialize(&inputs).unwrap();
-    let expected = read(&format!("expected_{case}_bf16.safetensors"));
-    let expected = SafeTensors::deserialize(&expected).unwrap();
+    let inputs = Fixture::load(MODEL, case);
+    let expected = Fixture::load(MODEL, &format!("{case}_bf16"));
+    let prompt = inputs.prompt();
+    let ids = &prompt.input_ids;
 
-    let ids: Vec<u32> = tensor_i64(&inputs, "input_ids")
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let positions = tensor_i64(&inputs, "position_ids");
-    let images = visual(&inputs, "image_grid_thw", 0);
-    let videos = visual(&inputs, "video_grid_thw", 1_000_003);
-
-    for (v, feat) in [(&images, "image_features"), (&videos, "video_features")] {
+    for (v, feat) in [
+        (&prompt.images, "image_features"),
+        (&prompt.videos, "video_features"),
+    ] {
         if let Some(v) = v {
             let got = model.encode_visual(v).unwrap();
             assert_eq!(got.dtype(), DType::BF16, "{case} {feat} dtype");
             let got = to_f32(got);
-            let want = tensor_f32(&expected, feat);
+            let (want, _) = expected.f32s(feat);
             let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
             let diff = max_abs_diff(&got, &want);
             // A few bf16 ulps of the largest feature.
@@ -113,21 +50,14 @@ fn check_case(model: &Qwen25Vl<B>, case: &str) {
         }
     }
 
-    let input = ForwardInput {
-        input_ids: &ids,
-        batch: 1,
-        positions: &positions,
-        valid: None,
-        images: images.as_ref(),
-        videos: videos.as_ref(),
-    };
+    let input = prompt_input(&prompt);
     let mut cache = model.new_cache(1, ids.len() + 20);
     let hidden = model.forward_hidden(&input, &mut cache).unwrap();
     let logits = model.logits(hidden.clone());
     assert_eq!(logits.dtype(), DType::BF16);
     let got = to_f32(logits);
-    let hf_bf16 = tensor_f32(&expected, "logits");
-    let hf_f32 = tensor_f32(&expected, "logits_f32");
+    let (hf_bf16, _) = expected.f32s("logits");
+    let (hf_f32, _) = expected.f32s("logits_f32");
     // Error against the f32 result, ours and transformers' own bf16 run (RMS over every logit), and the
     // largest single difference to transformers' bf16 logits.
     let ours_error = rms_diff(&got, &hf_f32);
@@ -154,21 +84,21 @@ fn check_case(model: &Qwen25Vl<B>, case: &str) {
     // Decoding with the KV cache, fed transformers' bf16 greedy tokens: every step's logits stay within the
     // same bound, each of transformers' choices is within that bound of our best logit, and wherever its top-2
     // margin is clear of the bound our argmax is the same token.
-    let greedy = tensor_i64(&expected, "greedy");
-    let margins = tensor_f32(&expected, "greedy_margin");
-    let step_logits = tensor_f32(&expected, "greedy_logits");
+    let (greedy, _) = expected.i64s("greedy");
+    let (margins, _) = expected.f32s("greedy_margin");
+    let (step_logits, _) = expected.f32s("greedy_logits");
     let vocab = model.config.text.vocab_size;
     let bound = 2.0 * hf_max_error;
     let seq = ids.len();
     let mut last = model.logits(hidden.slice([0..1, seq - 1..seq]));
     let mut same_argmax = 0;
-    for (step, &token) in greedy.iter().enumerate() {
+    for (i, &token) in greedy.iter().enumerate() {
         let ours = to_f32(last.clone());
-        let want = &step_logits[step * vocab..(step + 1) * vocab];
+        let want = &step_logits[i * vocab..(i + 1) * vocab];
         let diff = max_abs_diff(&ours, want);
         assert!(
             diff <= bound,
-            "{case}: step {step} logits differ by {diff} > {bound}"
+            "{case}: step {i} logits differ by {diff} > {bound}"
         );
         let (argmax, best) =
             ours.iter()
@@ -180,27 +110,18 @@ fn check_case(model: &Qwen25Vl<B>, case: &str) {
         let chosen = ours[token as usize];
         assert!(
             best - chosen <= bound,
-            "{case}: step {step}: transformers' token {token} is {} below our best",
+            "{case}: step {i}: transformers' token {token} is {} below our best",
             best - chosen
         );
-        if margins[step] > 2.0 * bound {
+        if margins[i] > 2.0 * bound {
             assert_eq!(
                 argmax as i64, token,
-                "{case}: step {step}, clear margin {}",
-                margins[step]
+                "{case}: step {i}, clear margin {}",
+                margins[i]
             );
         }
         same_argmax += usize::from(argmax as i64 == token);
-        let pos = cache.next_position(0);
-        let next = ForwardInput {
-            input_ids: &[token as u32],
-            batch: 1,
-            positions: &[pos, pos, pos],
-            valid: None,
-            images: None,
-            videos: None,
-        };
-        last = model.forward(&next, &mut cache).unwrap();
+        last = step(model, &mut cache, token as u32);
     }
     eprintln!(
         "{case}: same argmax as transformers-bf16 at {same_argmax}/{} steps",
@@ -212,7 +133,8 @@ fn check_case(model: &Qwen25Vl<B>, case: &str) {
 fn bf16_checkpoint_kept_in_bf16_matches_transformers_bf16() {
     let device = Default::default();
     let model =
-        Qwen25Vl::<B>::from_pretrained_with_dtype(model_dir(), &device, FloatDType::BF16).unwrap();
+        Qwen25Vl::<B>::from_pretrained_with_dtype(model_dir(MODEL), &device, FloatDType::BF16)
+            .unwrap();
     assert_eq!(model.config.torch_dtype, None);
     assert_eq!(model.dtype(), DType::BF16);
     let head = &model.model.visual.blocks[0].attn.qkv.weight;
@@ -226,7 +148,7 @@ fn bf16_checkpoint_kept_in_bf16_matches_transformers_bf16() {
 fn unsupported_dtype_is_a_clear_error() {
     // Flex computes in f64/f32/f16/bf16; `Flex32` (a GPU storage format) is not one of them.
     let err = Qwen25Vl::<B>::from_pretrained_with_dtype(
-        model_dir(),
+        model_dir(MODEL),
         &Default::default(),
         FloatDType::Flex32,
     )
@@ -241,30 +163,16 @@ fn f16_is_closer_to_f32_than_bf16() {
     // closer to transformers' f32 logits than transformers' own bf16 logits are.
     let device = Default::default();
     let model =
-        Qwen25Vl::<B>::from_pretrained_with_dtype(model_dir(), &device, FloatDType::F16).unwrap();
+        Qwen25Vl::<B>::from_pretrained_with_dtype(model_dir(MODEL), &device, FloatDType::F16)
+            .unwrap();
     assert_eq!(model.dtype(), DType::F16);
-    let inputs = read("expected_multi_image.safetensors");
-    let inputs = SafeTensors::deserialize(&inputs).unwrap();
-    let expected = read("expected_multi_image_bf16.safetensors");
-    let expected = SafeTensors::deserialize(&expected).unwrap();
-    let ids: Vec<u32> = tensor_i64(&inputs, "input_ids")
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let positions = tensor_i64(&inputs, "position_ids");
-    let images = visual(&inputs, "image_grid_thw", 0);
-    let input = ForwardInput {
-        input_ids: &ids,
-        batch: 1,
-        positions: &positions,
-        valid: None,
-        images: images.as_ref(),
-        videos: None,
-    };
-    let mut cache = model.new_cache(1, ids.len());
-    let got = to_f32(model.forward(&input, &mut cache).unwrap());
-    let hf_f32 = tensor_f32(&expected, "logits_f32");
-    let hf_bf16 = tensor_f32(&expected, "logits");
+    let inputs = Fixture::load(MODEL, "multi_image");
+    let expected = Fixture::load(MODEL, "multi_image_bf16");
+    let prompt = inputs.prompt();
+    let mut cache = model.new_cache(1, prompt.input_ids.len());
+    let got = to_f32(model.forward(&prompt_input(&prompt), &mut cache).unwrap());
+    let (hf_f32, _) = expected.f32s("logits_f32");
+    let (hf_bf16, _) = expected.f32s("logits");
     let f16_error = rms_diff(&got, &hf_f32);
     let bf16_error = rms_diff(&hf_bf16, &hf_f32);
     eprintln!("RMS error vs f32: ours f16 {f16_error}, transformers bf16 {bf16_error}");

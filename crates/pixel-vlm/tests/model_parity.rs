@@ -2,131 +2,39 @@
 //! vision features and logits within 1e-4, 20 greedy tokens identical, both config layouts, f32 and bf16,
 //! tied and untied heads, single file and sharded.
 
-use std::path::PathBuf;
+use pixel_vlm::Qwen25Vl;
 
-use burn::tensor::Tensor;
-use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput};
-use safetensors::SafeTensors;
+mod common;
 
-type B = pixel_vlm::backend::CpuBackend;
+use common::{B, Fixture, max_abs_diff, model_dir, prompt_input, step, to_f32};
 
 const TOL: f32 = 1e-4;
 
-fn model_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
-}
-
-/// The generator's deterministic patches: `((i*7919 + seed*13 + 17) % 509 - 254) / 256`.
-fn pixel_values(n_patches: usize, seed: i64) -> Vec<f32> {
-    (0..(n_patches * 1176) as i64)
-        .map(|i| (((i * 7919 + seed * 13 + 17) % 509) - 254) as f32 / 256.0)
-        .collect()
-}
-
-struct Expected {
-    bytes: Vec<u8>,
-}
-
-impl Expected {
-    fn load(model: &str, case: &str) -> Self {
-        Self {
-            bytes: std::fs::read(model_dir(model).join(format!("expected_{case}.safetensors")))
-                .unwrap(),
-        }
-    }
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).unwrap()
-    }
-    fn has(&self, name: &str) -> bool {
-        self.tensors().names().contains(&name)
-    }
-    fn i64s(&self, name: &str) -> (Vec<i64>, Vec<usize>) {
-        let st = self.tensors();
-        let t = st.tensor(name).unwrap();
-        (
-            t.data()
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            t.shape().to_vec(),
-        )
-    }
-    fn f32s(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let st = self.tensors();
-        let t = st.tensor(name).unwrap();
-        (
-            t.data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            t.shape().to_vec(),
-        )
-    }
-    fn grids(&self, name: &str) -> Option<Vec<[usize; 3]>> {
-        self.has(name).then(|| {
-            let (v, _) = self.i64s(name);
-            v.chunks_exact(3)
-                .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
-                .collect()
-        })
-    }
-    fn visual(&self, grid_name: &str, seed: i64) -> Option<VisualInput> {
-        self.grids(grid_name).map(|grid_thw| {
-            let n = grid_thw.iter().map(|g| g[0] * g[1] * g[2]).sum();
-            VisualInput {
-                pixel_values: pixel_values(n, seed),
-                grid_thw,
-            }
-        })
-    }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn to_vec<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().unwrap()
-}
-
 fn check_case(model: &Qwen25Vl<B>, name: &str, case: &str) {
-    let exp = Expected::load(name, case);
-    let (ids, _) = exp.i64s("input_ids");
-    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-    let (positions, _) = exp.i64s("position_ids");
-    let images = exp.visual("image_grid_thw", 0);
-    let videos = exp.visual("video_grid_thw", 1_000_003);
+    let exp = Fixture::load(name, case);
+    let prompt = exp.prompt();
+    let ids = &prompt.input_ids;
 
-    for (visual, feat) in [(&images, "image_features"), (&videos, "video_features")] {
+    for (visual, feat) in [
+        (&prompt.images, "image_features"),
+        (&prompt.videos, "video_features"),
+    ] {
         if let Some(v) = visual {
             let (want, shape) = exp.f32s(feat);
             let got = model.encode_visual(v).unwrap();
             assert_eq!(got.dims().to_vec(), shape, "{name}/{case} {feat} shape");
-            let diff = max_abs_diff(&to_vec(got), &want);
+            let diff = max_abs_diff(&to_f32(got), &want);
             assert!(diff <= TOL, "{name}/{case} {feat}: max abs diff {diff}");
         }
     }
 
-    let input = ForwardInput {
-        input_ids: &ids,
-        batch: 1,
-        positions: &positions,
-        valid: None,
-        images: images.as_ref(),
-        videos: videos.as_ref(),
-    };
+    let input = prompt_input(&prompt);
     let mut cache = model.new_cache(1, ids.len() + 20);
     let hidden = model.forward_hidden(&input, &mut cache).unwrap();
     let logits = model.logits(hidden.clone());
     let (want, shape) = exp.f32s("logits");
     assert_eq!(logits.dims()[1..].to_vec(), shape);
-    let diff = max_abs_diff(&to_vec(logits), &want);
+    let diff = max_abs_diff(&to_f32(logits), &want);
     assert!(diff <= TOL, "{name}/{case} logits: max abs diff {diff}");
 
     // 20 greedy tokens with the KV cache: new tokens continue at max(position) + 1.
@@ -135,18 +43,9 @@ fn check_case(model: &Qwen25Vl<B>, name: &str, case: &str) {
     let mut last = model.logits(hidden.slice([0..1, seq - 1..seq]));
     let mut tokens = Vec::new();
     for _ in 0..greedy.len() {
-        let token = to_vec(last.clone().argmax(2).float())[0] as u32;
+        let token = to_f32(last.clone().argmax(2).float())[0] as u32;
         tokens.push(token as i64);
-        let pos = cache.next_position(0);
-        let step = ForwardInput {
-            input_ids: &[token],
-            batch: 1,
-            positions: &[pos, pos, pos],
-            valid: None,
-            images: None,
-            videos: None,
-        };
-        last = model.forward(&step, &mut cache).unwrap();
+        last = step(model, &mut cache, token);
     }
     assert_eq!(tokens, greedy, "{name}/{case} greedy tokens");
 }
@@ -182,9 +81,8 @@ fn rope_index_reproduces_fixture_positions() {
         ("tiny_nested", "image_video", vec![0.5]),
     ];
     for (model, case, second_per_grid_ts) in seconds {
-        let exp = Expected::load(model, case);
-        let (ids, _) = exp.i64s("input_ids");
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let exp = Fixture::load(model, case);
+        let ids = exp.input_ids();
         let (want, _) = exp.i64s("position_ids");
         let config = RopeIndexConfig {
             rule: VideoPositionRule::Transformers5,
