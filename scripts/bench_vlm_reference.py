@@ -10,8 +10,9 @@ vision hidden 1280, MLP 3420, 16 heads) with 2 text layers and 4 vision blocks (
 weights, f32. Prompt: one 448x448 image (32x32 patches -> 256 tokens) inside 64 text tokens = 320 tokens.
 Decode: greedy with the KV cache after a 16-token text prompt per row, at each batch size of `--batches`.
 The machine's memory bandwidth gives the batch-1 decode bound: bytes of the text weights read per token /
-read bandwidth. Read bandwidth is the best of a 1 GiB f32 `torch.sum` on `--threads` threads (a pure read
-stream, like a GEMV over the weights) and a numpy `copyto` (read + write counted); both are printed.
+read bandwidth, where the read bandwidth is a threaded sum over 1 GiB of f32 (a pure read stream, like a GEMV
+over the weights) probed right before each implementation's decode (`torch.sum` for transformers, the same
+sum in the Rust benchmark), because this machine's bandwidth drifts between runs.
 The Rust side is `crates/pixel-vlm/benches/vlm_throughput.rs`, run for the `ndarray` and `flex` backends.
 """
 
@@ -93,7 +94,9 @@ def bench_torch(threads, decode, batches):
             model(input_ids=ids, pixel_values=pixel_values, image_grid_thw=grid, position_ids=pos, use_cache=True)
             best = min(best, time.perf_counter() - t)
         out["prefill_seconds"] = best
-        # Decode with the KV cache, one row per batch entry (different prompts).
+        # Decode with the KV cache, one row per batch entry (different prompts), with the bandwidth probed just
+        # before (the Rust benchmark does the same in-process).
+        out["decode_read_gbs"] = bandwidth_gbs(threads)[0]
         out["decode_tok_s"] = {}
         for batch in batches:
             text = torch.stack([torch.arange(3000, 3016) + r for r in range(batch)])
@@ -120,7 +123,8 @@ def bench_rust(backend, threads, decode, batches):
     lines = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
     prefill = next(l for l in lines if l["what"] == "prefill")
     decode = {l["batch"]: l["tok_per_s"] for l in lines if l["what"] == "decode"}
-    return prefill, decode
+    read_gbs = max(l["read_gbs"] for l in lines if l["what"] == "decode")
+    return prefill, decode, read_gbs
 
 
 def main():
@@ -131,8 +135,9 @@ def main():
     ap.add_argument("--skip-rust", action="store_true")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    # This VM's memory bandwidth drifts from minute to minute (32-61 GB/s read seen on one day), so it is
-    # probed before and after every implementation and the best probe sets the bound.
+    # This VM's memory bandwidth drifts from minute to minute (32-63 GB/s read seen on one day), so each
+    # implementation's decode is compared with the bandwidth probed right before it (torch.sum here, the same
+    # kind of threaded sum inside the Rust benchmark); probes around the runs are printed too.
     probes = [bandwidth_gbs(args.threads)]
     ref = bench_torch(args.threads, args.decode, batches)
     probes.append(bandwidth_gbs(args.threads))
@@ -141,25 +146,25 @@ def main():
         for backend in ["ndarray", "flex"]:
             rust[backend] = bench_rust(backend, args.threads, args.decode, batches)
             probes.append(bandwidth_gbs(args.threads))
-    read_bw = max(p[0] for p in probes)
-    copy_bw = max(p[1] for p in probes)
-    bw = max(read_bw, copy_bw)
-    bound = bw * 1e9 / ref["text_bytes"]
-    print(f"parameters {ref['params'] / 1e6:.0f} M; text weights read per token {ref['text_bytes'] / 1e9:.2f} GB; "
-          f"read bandwidth {read_bw:.1f} GB/s (torch.sum; probes {', '.join(f'{p[0]:.0f}' for p in probes)}), "
-          f"copy {copy_bw:.1f} GB/s (numpy, read+write) -> batch-1 decode bound {bound:.1f} tok/s")
+    gb = ref["text_bytes"] / 1e9
+    print(f"parameters {ref['params'] / 1e6:.0f} M; text weights read per token {gb:.2f} GB; read bandwidth probes "
+          f"(torch.sum, GB/s) {', '.join(f'{p[0]:.0f}' for p in probes)}; copy (numpy, read+write) "
+          f"{max(p[1] for p in probes):.0f}")
+
+    def vs_bound(tok_s, gbs):
+        return f"{tok_s * gb / gbs:.0%} of the bound ({gbs:.0f} GB/s probed before it -> {gbs / gb:.1f} tok/s)"
+
     decode_ref = ", ".join(f"batch {b}: {v:.2f} tok/s" for b, v in ref["decode_tok_s"].items())
     print(f"transformers: prefill {ref['prefill_seconds']:.2f} s (vision {ref['vision_seconds']:.2f} s), "
-          f"decode {decode_ref}; batch 1 = {ref['decode_tok_s'][batches[0]] / bound:.0%} of the bound")
-    for backend, (pf, dc) in rust.items():
+          f"decode {decode_ref}; batch 1 = {vs_bound(ref['decode_tok_s'][batches[0]], ref['decode_read_gbs'])}")
+    for backend, (pf, dc, read_gbs) in rust.items():
         print(f"burn-{backend}: prefill {pf['seconds']:.2f} s (vision {pf['vision_seconds']:.2f} s) = "
               f"{ref['prefill_seconds'] / pf['seconds']:.2f}x transformers")
         for b in batches:
             line = (f"  decode batch {b}: {dc[b]:.2f} tok/s = {dc[b] / ref['decode_tok_s'][b]:.2f}x transformers")
             if b == 1:
-                line += f", {dc[b] / bound:.0%} of the bound"
+                line += ", " + vs_bound(dc[b], read_gbs)
             print(line)
-
 
 if __name__ == "__main__":
     main()

@@ -120,9 +120,48 @@ fn main() {
     }
 }
 
+/// Read bandwidth in GB/s: threads (as many as `RAYON_NUM_THREADS`, else the machine's) each summing its part of
+/// a 1 GiB f32 buffer, best of 5. Measured right before each decode run because this VM's bandwidth drifts.
+fn read_bandwidth_gbs() -> f64 {
+    let threads = env(
+        "RAYON_NUM_THREADS",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    )
+    .max(1);
+    let data = vec![1.0f32; 1 << 28];
+    let part = data.len().div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let total: f32 = std::thread::scope(|scope| {
+            let handles: Vec<_> = data
+                .chunks(part)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        // Eight independent lanes so the compiler vectorises the reduction.
+                        let mut lanes = [0.0f32; 8];
+                        for block in chunk.chunks_exact(8) {
+                            for (lane, x) in lanes.iter_mut().zip(block) {
+                                *lane += x;
+                            }
+                        }
+                        lanes.iter().sum::<f32>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(total);
+        best = best.max((data.len() * 4) as f64 / secs / 1e9);
+    }
+    best
+}
+
 /// Decode: a short text prompt per row, then `decode` greedy tokens; the first sampled token needs no
 /// forward, so `decode - 1` decode steps of `batch` rows are timed.
 fn bench_decode(model: &Qwen25Vl<CpuBackend>, backend: &str, batch: usize, decode: usize) {
+    let read_gbs = read_bandwidth_gbs();
     let rows: Vec<SegmentInput> = (0..batch)
         .map(|r| SegmentInput::text((0..16).map(|i| 3000 + i + r as u32).collect()))
         .collect();
@@ -145,7 +184,7 @@ fn bench_decode(model: &Qwen25Vl<CpuBackend>, backend: &str, batch: usize, decod
     let secs = t.elapsed().as_secs_f64();
     let steps = out[0].tokens.len().saturating_sub(1) * batch;
     println!(
-        "{{\"impl\": \"burn-{backend}\", \"what\": \"decode\", \"batch\": {batch}, \"tokens\": {steps}, \"seconds\": {secs:.3}, \"tok_per_s\": {:.3}}}",
+        "{{\"impl\": \"burn-{backend}\", \"what\": \"decode\", \"batch\": {batch}, \"tokens\": {steps}, \"seconds\": {secs:.3}, \"tok_per_s\": {:.3}, \"read_gbs\": {read_gbs:.1}}}",
         steps as f64 / secs
     );
 }
