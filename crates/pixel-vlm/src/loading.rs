@@ -4,7 +4,7 @@
 //! `burn-store`'s `SafetensorsStore` loads *into an initialised module*: a 7B model would first be built with
 //! random weights (seconds of RNG and a second copy of the parameters), BF16 tensors are not converted
 //! (`NdArray` panics, `Flex` silently keeps BF16), unused tensors are dropped silently and the first missing
-//! tensor aborts. Here every layer is *constructed* from the checkpoint: [`ParamLoader`] hands each layer its
+//! tensor aborts. Here every layer is *constructed* from the checkpoint: `ParamLoader` hands each layer its
 //! tensors by name, converts the dtype, and records every missing, unexpected or mis-shaped tensor, so one
 //! [`VlmError::Weights`] lists them all. It also reads tensors straight from the files by offset (headers are
 //! parsed up front, data is read one tensor at a time), so peak memory is the model plus one tensor, with no

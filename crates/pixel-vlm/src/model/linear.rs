@@ -14,13 +14,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 /// Slices a one-row product is split into.
-const SPLIT: usize = 4;
+pub const SPLIT: usize = 4;
 
 /// Smallest reduction length worth splitting (below it the weight is cache-sized).
-const MIN_SPLIT_LEN: usize = 1024;
+pub const MIN_SPLIT_LEN: usize = 1024;
 
 /// Most rows computed as `(W^T x^T)^T` (measured faster up to 8 rows; more rows are a real GEMM).
-const FEW_ROWS: usize = 8;
+pub const FEW_ROWS: usize = 8;
 
 /// `x @ W + b` of burn's `Linear` (`W: [d_in, d_out]`). With one row in f32, computed as `Σ_s x_s @ W_s` over
 /// [`SPLIT`] slices of `d_in` (a batched product); with 2 to [`FEW_ROWS`] rows as `(W^T x^T)^T` on a transposed
