@@ -11,6 +11,8 @@
 //! transformers' top-2 margin is clear of bf16 rounding.
 
 use burn::tensor::{DType, FloatDType};
+use pixel_vlm::generation::{GenerationConfig, Session};
+use pixel_vlm::sampling::{Sampler, SamplingParams};
 use pixel_vlm::{Qwen25Vl, VlmError};
 
 mod common;
@@ -179,5 +181,37 @@ fn f16_is_closer_to_f32_than_bf16() {
     assert!(
         f16_error > 0.0 && f16_error <= bf16_error / 3.0,
         "{f16_error} vs {bf16_error}"
+    );
+}
+
+#[test]
+fn bf16_session_generates_transformers_greedy_tokens() {
+    // Generation reads bf16 logits back as f32; on `multi_image` every step's argmax agrees with
+    // transformers-bf16 (see the decoding check above), so greedy generation must reproduce its tokens.
+    let model = Qwen25Vl::<B>::from_pretrained_with_dtype(
+        model_dir(MODEL),
+        &Default::default(),
+        FloatDType::BF16,
+    )
+    .unwrap();
+    let prompt = Fixture::load(MODEL, "multi_image").prompt();
+    let (want, _) = Fixture::load(MODEL, "multi_image_bf16").i64s("greedy");
+    let mut session = Session::new(&model, 1, prompt.input_ids.len() + want.len() + 1);
+    session.append(std::slice::from_ref(&prompt)).unwrap();
+    let config = GenerationConfig {
+        max_new_tokens: want.len(),
+        ..Default::default()
+    };
+    let mut samplers = vec![Sampler::new(SamplingParams::greedy(), 0).unwrap()];
+    let out = session
+        .generate(&config, &mut samplers, None, |_, _, _| {})
+        .unwrap();
+    let got: Vec<i64> = out[0].tokens.iter().map(|&t| i64::from(t)).collect();
+    assert_eq!(got, want);
+    assert!(
+        out[0]
+            .logprobs
+            .iter()
+            .all(|lp| lp.is_finite() && *lp <= 0.0)
     );
 }
