@@ -55,6 +55,31 @@ fn u32_of(v: &Value) -> u32 {
     v.as_u64().expect("integer") as u32
 }
 
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("list")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+/// A crop case's image size, its procedural image and its `bbox`.
+fn crop_case(c: &Value) -> ((u32, u32), RgbImage, [f64; 4]) {
+    let (w, h) = (u32_of(&c["image"][0]), u32_of(&c["image"][1]));
+    let b = f64s(&c["bbox"]);
+    ((w, h), procedural(w, h), [b[0], b[1], b[2], b[3]])
+}
+
+/// The crop has the case's `size` and `fnv1a64` hash.
+fn assert_crop_matches(got: &RgbImage, c: &Value) {
+    assert_eq!(
+        got.dimensions(),
+        (u32_of(&c["size"][0]), u32_of(&c["size"][1])),
+        "{c}"
+    );
+    assert_eq!(fnv1a64(got.as_raw()), c["fnv1a64"].as_str().unwrap(), "{c}");
+}
+
 #[test]
 fn smart_resize_matches_qwen_vl_utils() {
     let cases = read_json("smart_resize.json");
@@ -162,15 +187,7 @@ fn official_crop_matches_reference() {
     let cfg = CropConfig::default();
     let (mut ok, mut err) = (0, 0);
     for c in cases {
-        let (w, h) = (u32_of(&c["image"][0]), u32_of(&c["image"][1]));
-        let img = procedural(w, h);
-        let bbox: Vec<f64> = c["bbox"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let bbox = [bbox[0], bbox[1], bbox[2], bbox[3]];
+        let ((w, h), img, bbox) = crop_case(c);
         let got = crop_normalized(&img, (w, h), bbox, &cfg);
         match c.get("error") {
             Some(msg) => {
@@ -180,12 +197,7 @@ fn official_crop_matches_reference() {
             None => {
                 ok += 1;
                 let got = got.unwrap_or_else(|e| panic!("{c}: {e}"));
-                assert_eq!(
-                    got.dimensions(),
-                    (u32_of(&c["size"][0]), u32_of(&c["size"][1])),
-                    "{c}"
-                );
-                assert_eq!(fnv1a64(got.as_raw()), c["fnv1a64"].as_str().unwrap(), "{c}");
+                assert_crop_matches(&got, c);
             }
         }
     }
@@ -198,15 +210,7 @@ fn verl_zoom_in_matches_reference() {
     let cases = all["image_zoom_in_tool"].as_array().unwrap();
     let (mut ok, mut err) = (0, 0);
     for c in cases {
-        let (w, h) = (u32_of(&c["image"][0]), u32_of(&c["image"][1]));
-        let img = procedural(w, h);
-        let b: Vec<f64> = c["bbox"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let bbox = [b[0], b[1], b[2], b[3]];
+        let ((w, h), img, bbox) = crop_case(c);
         if c.get("error").is_some() {
             err += 1;
             assert!(
@@ -216,20 +220,10 @@ fn verl_zoom_in_matches_reference() {
             continue;
         }
         ok += 1;
-        let expected: Vec<f64> = c["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let expected = f64s(&c["box"]);
         assert_eq!(zoom_in_box((w, h), bbox).unwrap().to_vec(), expected, "{c}");
         let got = zoom_in(&img, bbox).unwrap();
-        assert_eq!(
-            got.dimensions(),
-            (u32_of(&c["size"][0]), u32_of(&c["size"][1])),
-            "{c}"
-        );
-        assert_eq!(fnv1a64(got.as_raw()), c["fnv1a64"].as_str().unwrap(), "{c}");
+        assert_crop_matches(&got, c);
     }
     assert!(ok > 50 && err > 50, "ok {ok}, errors {err}");
 }
@@ -269,15 +263,7 @@ fn deepeyes_zoom_in_matches_reference() {
     let cases = all["image_zoom_in_tool_deepeyes"].as_array().unwrap();
     let (mut ok, mut err) = (0, 0);
     for c in cases {
-        let (w, h) = (u32_of(&c["image"][0]), u32_of(&c["image"][1]));
-        let img = procedural(w, h);
-        let b: Vec<f64> = c["bbox"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let bbox = [b[0], b[1], b[2], b[3]];
+        let ((w, h), img, bbox) = crop_case(c);
         if c.get("error").is_some() {
             err += 1;
             let e = zoom_in_box_deepeyes((w, h), bbox).unwrap_err();
@@ -285,24 +271,14 @@ fn deepeyes_zoom_in_matches_reference() {
             continue;
         }
         ok += 1;
-        let expected: Vec<f64> = c["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let expected = f64s(&c["box"]);
         assert_eq!(
             zoom_in_box_deepeyes((w, h), bbox).unwrap().to_vec(),
             expected,
             "{c}"
         );
         let got = zoom_in_with(&img, bbox, ZoomRule::DeepEyes).unwrap();
-        assert_eq!(
-            got.dimensions(),
-            (u32_of(&c["size"][0]), u32_of(&c["size"][1])),
-            "{c}"
-        );
-        assert_eq!(fnv1a64(got.as_raw()), c["fnv1a64"].as_str().unwrap(), "{c}");
+        assert_crop_matches(&got, c);
     }
     assert!(ok > 50 && err > 50, "ok {ok}, errors {err}");
 }
