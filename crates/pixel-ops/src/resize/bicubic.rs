@@ -651,44 +651,33 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> Result<RgbIm
     let (iw, ih) = (in_w as usize, in_h as usize);
     let (ow, oh) = (width as usize, height as usize);
     let mut out = vec![0u8; ow * oh * 3];
-    match pass_order(in_w, in_h, width, height) {
-        PassOrder::HorizontalFirst => {
-            let kh = Kernel::new(in_w, width);
-            if !need_v {
-                horizontal_pass(src, iw, &kh, &mut out);
-            } else {
-                let mut kv = Kernel::new(in_h, height);
-                if !need_h {
-                    vertical_pass(src, iw * 3, &kv, &mut out);
-                } else {
-                    // Only the source rows the vertical pass reads; shift its window to match.
-                    let first = kv.start.first().copied().unwrap_or(0);
-                    let last = match (kv.start.last(), kv.len.last()) {
-                        (Some(s), Some(l)) => s + l,
-                        _ => ih,
-                    };
-                    for s in &mut kv.start {
-                        *s -= first;
-                    }
-                    with_scratch((last - first) * ow * 3, |tmp| {
-                        horizontal_pass(&src[first * iw * 3..last * iw * 3], iw, &kh, tmp);
-                        vertical_pass(tmp, ow * 3, &kv, &mut out);
-                    });
+    if !need_v {
+        horizontal_pass(src, iw, &Kernel::new(in_w, width), &mut out);
+    } else if !need_h {
+        vertical_pass(src, iw * 3, &Kernel::new(in_h, height), &mut out);
+    } else {
+        let kh = Kernel::new(in_w, width);
+        let mut kv = Kernel::new(in_h, height);
+        match pass_order(in_w, in_h, width, height) {
+            PassOrder::HorizontalFirst => {
+                // Only the source rows the vertical pass reads; shift its window to match.
+                let first = kv.start.first().copied().unwrap_or(0);
+                let last = match (kv.start.last(), kv.len.last()) {
+                    (Some(s), Some(l)) => s + l,
+                    _ => ih,
+                };
+                for s in &mut kv.start {
+                    *s -= first;
                 }
-            }
-        }
-        PassOrder::VerticalFirst => {
-            // Only chosen when the height shrinks, so the vertical pass always runs.
-            let kv = Kernel::new(in_h, height);
-            if !need_h {
-                vertical_pass(src, iw * 3, &kv, &mut out);
-            } else {
-                let kh = Kernel::new(in_w, width);
-                with_scratch(iw * oh * 3, |tmp| {
-                    vertical_pass(src, iw * 3, &kv, tmp);
-                    horizontal_pass(tmp, iw, &kh, &mut out);
+                with_scratch((last - first) * ow * 3, |tmp| {
+                    horizontal_pass(&src[first * iw * 3..last * iw * 3], iw, &kh, tmp);
+                    vertical_pass(tmp, ow * 3, &kv, &mut out);
                 });
             }
+            PassOrder::VerticalFirst => with_scratch(iw * oh * 3, |tmp| {
+                vertical_pass(src, iw * 3, &kv, tmp);
+                horizontal_pass(tmp, iw, &kh, &mut out);
+            }),
         }
     }
     RgbImage::from_raw(width, height, out).ok_or(Error::ZeroSize { width, height })
