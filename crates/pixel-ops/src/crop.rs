@@ -275,15 +275,14 @@ pub const ZOOM_MIN_SIDE: u32 = 28;
 /// Largest aspect ratio of a verl zoom-in box.
 pub const ZOOM_MAX_ASPECT: f64 = 100.0;
 
-/// verl's `_validate_bbox`.
+/// verl's `_validate_bbox` (DeepEyes checks the same): a non-empty, non-inverted box with an aspect
+/// ratio of at most [`ZOOM_MAX_ASPECT`]. (`l < r` already makes `r - l` non-zero in IEEE arithmetic, so
+/// verl's separate zero-side check is implied.)
 fn zoom_box_valid(l: f64, t: f64, r: f64, b: f64) -> bool {
     if !(l < r && t < b) {
         return false;
     }
     let (h, w) = (b - t, r - l);
-    if h.min(w) == 0.0 {
-        return false;
-    }
     h.max(w) / h.min(w) <= ZOOM_MAX_ASPECT
 }
 
@@ -359,15 +358,12 @@ pub fn zoom_in_box(image_size: (u32, u32), bbox: [f64; 4]) -> Result<[f64; 4]> {
 /// inverted or has an aspect ratio above 100.
 pub fn zoom_in_box_deepeyes(image_size: (u32, u32), bbox: [f64; 4]) -> Result<[f64; 4]> {
     check_finite(bbox)?;
-    let valid = |l: f64, t: f64, r: f64, b: f64| {
-        l < r && b > t && (b - t).max(r - l) / (b - t).min(r - l) <= ZOOM_MAX_ASPECT
-    };
     let (iw, ih) = (f64::from(image_size.0), f64::from(image_size.1));
     let left = bbox[0].max(0.0);
     let top = bbox[1].max(0.0);
     let right = bbox[2].min(iw);
     let bottom = bbox[3].min(ih);
-    if !valid(left, top, right, bottom) {
+    if !zoom_box_valid(left, top, right, bottom) {
         return Err(Error::ZoomArgumentsInvalid);
     }
     let (height, width) = (bottom - top, right - left);
@@ -385,7 +381,7 @@ pub fn zoom_in_box_deepeyes(image_size: (u32, u32), bbox: [f64; 4]) -> Result<[f
         (cx + half_w).ceil(),
         (cy + half_h).ceil(),
     ];
-    if !valid(grown[0], grown[1], grown[2], grown[3]) {
+    if !zoom_box_valid(grown[0], grown[1], grown[2], grown[3]) {
         return Err(Error::ZoomArgumentsInvalid);
     }
     Ok(grown)
