@@ -135,13 +135,12 @@ pub fn system_prompt_with(system: &str, tools: &[ToolSchema]) -> String {
     format!("{system}\n\n{}", render_tools_block(tools))
 }
 
-fn number_array(description: Option<&str>) -> PyValue {
-    let mut pairs = vec![("type", PyValue::str("array"))];
-    if let Some(d) = description {
-        pairs.push(("description", PyValue::str(d)));
-    }
-    pairs.push(("items", PyValue::object([("type", PyValue::str("number"))])));
-    PyValue::object(pairs)
+fn number_array(description: &str) -> PyValue {
+    PyValue::object([
+        ("type", PyValue::str("array")),
+        ("description", PyValue::str(description)),
+        ("items", PyValue::object([("type", PyValue::str("number"))])),
+    ])
 }
 
 /// The official `crop_image_normalized` schema (`CropImageNormalized` in `experience_maker.py`).
@@ -156,9 +155,9 @@ pub fn crop_image_normalized_schema() -> ToolSchema {
                 PyValue::object([
                     (
                         "bbox_2d",
-                        number_array(Some(
+                        number_array(
                             "coordinates for bounding box of the area you want to zoom in. Values should be within [0.0,1.0].",
-                        )),
+                        ),
                     ),
                     (
                         "target_image",
