@@ -225,13 +225,13 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
             n => n,
         };
         let workers = threads.min(groups.len());
+        let job = Job {
+            packets: &packets,
+            meta: &meta,
+            gops: &gops,
+            indices: &plan.indices,
+        };
         if options.split_groups && workers >= 2 {
-            let job = Job {
-                packets: &packets,
-                meta: &meta,
-                gops: &gops,
-                indices: &plan.indices,
-            };
             decode_groups_in_parallel(
                 &job,
                 &parameters,
@@ -242,12 +242,6 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
             );
         } else {
             let ids: Vec<usize> = groups.iter().map(|&(g, _)| g).collect();
-            let job = Job {
-                packets: &packets,
-                meta: &meta,
-                gops: &gops,
-                indices: &plan.indices,
-            };
             skip_to_keyframes(&mut decoder, &job, &ids, &mut out);
         }
     }
@@ -264,7 +258,7 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
         source: VideoSource::File(path.to_path_buf()),
         total_frames: plan.total_frames,
         video_fps: plan.video_fps,
-        frame_indices: plan.indices.clone(),
+        frame_indices: plan.indices,
         sample_fps: plan.sample_fps,
         padded: 0,
         frames_decoded: decoded,
@@ -611,6 +605,14 @@ fn skip_to_keyframes(
     decoder.skip_frame(Discard::Default);
 }
 
+/// Opens `path` again for a later demuxing pass.
+fn reopen(path: &Path) -> Result<ff::format::context::Input> {
+    ff::format::input(path).map_err(|e| Error::VideoDecode {
+        what: path.display().to_string(),
+        reason: format!("reopen: {e}"),
+    })
+}
+
 /// Reads the packets of `stream` again, keeping the data of those whose decode position `keep`
 /// accepts.
 fn read_packets(
@@ -618,10 +620,7 @@ fn read_packets(
     stream: usize,
     mut keep: impl FnMut(usize) -> bool,
 ) -> Result<Vec<Option<ff::Packet>>> {
-    let mut input = ff::format::input(path).map_err(|e| Error::VideoDecode {
-        what: path.display().to_string(),
-        reason: format!("reopen: {e}"),
-    })?;
+    let mut input = reopen(path)?;
     Ok(input
         .packets()
         .filter(|(s, p)| s.index() == stream && p.size() > 0)
@@ -637,10 +636,7 @@ fn decode_all(
     stream: usize,
     out: &mut Output,
 ) -> Result<()> {
-    let mut input = ff::format::input(path).map_err(|e| Error::VideoDecode {
-        what: path.display().to_string(),
-        reason: format!("reopen: {e}"),
-    })?;
+    let mut input = reopen(path)?;
     let mut frame = ff::frame::Video::empty();
     let mut next = 0u64;
     let mut index_of = |_: &ff::frame::Video| {
