@@ -154,17 +154,20 @@ mod video {
         let path = ensure_video();
         // Wall time swings on a shared machine; CPU time (all threads) is printed beside it so runs
         // can be compared with `scripts/bench_frames_reference.py`, which prints the same.
-        for (name, strategy, threads, split_groups) in CASES {
+        let cases = CASES.map(|(name, strategy, threads, split_groups)| {
             let opts = DecodeOptions {
                 strategy,
                 threads,
                 split_groups,
                 ..Default::default()
             };
+            (name, opts)
+        });
+        for (name, opts) in &cases {
             let (mut wall, mut cpu, mut same, mut decoded) = (f64::INFINITY, f64::INFINITY, "", 0);
             for _ in 0..3 {
                 let (t, c) = (Instant::now(), cpu_seconds());
-                let v = Video::from_file(&path, &opts).expect("decode bench video");
+                let v = Video::from_file(&path, opts).expect("decode bench video");
                 wall = wall.min(t.elapsed().as_secs_f64());
                 cpu = cpu.min(cpu_seconds() - c);
                 decoded = v.info().frames_decoded;
@@ -179,15 +182,9 @@ mod video {
             .sample_size(10)
             .measurement_time(Duration::from_secs(20))
             .warm_up_time(Duration::from_secs(2));
-        for (name, strategy, threads, split_groups) in CASES {
-            let opts = DecodeOptions {
-                strategy,
-                threads,
-                split_groups,
-                ..Default::default()
-            };
-            group.bench_function(name, |b| {
-                b.iter(|| black_box(Video::from_file(&path, &opts).expect("decode bench video")))
+        for (name, opts) in &cases {
+            group.bench_function(*name, |b| {
+                b.iter(|| black_box(Video::from_file(&path, opts).expect("decode bench video")))
             });
         }
         group.finish();
