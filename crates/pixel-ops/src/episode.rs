@@ -17,7 +17,8 @@ use crate::parse::{ModelTurn, ToolCall, parse_turn, py_bbox};
 use crate::protocol::{IMAGE_ZOOM_IN_TOOL, ToolSet};
 use crate::resize::{PixelLimits, smart_resize_image};
 use crate::tool_error::ToolCallError;
-use crate::video::{Video, select_frames_with_limit};
+use crate::video::Video;
+use crate::video::select::checked_numbers;
 
 /// Limits and options of an episode. Defaults are the official evaluation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -370,14 +371,14 @@ impl Episode {
         let Some(Visual::Video(frames)) = self.visuals.first() else {
             return Err(ToolCallError::SelectFramesOnImage);
         };
-        let picked = select_frames_with_limit(frames, selection, self.config.max_frames_per_call)?;
+        let numbers = checked_numbers(frames.len(), selection, self.config.max_frames_per_call)?;
+        let picked = numbers.iter().map(|&n| &frames[n - 1]);
+        // Resized frames are made from the video's frames directly, without copying them first.
         let shown = match self.config.frame_resize {
             Some(limits) => picked
-                .frames
-                .iter()
                 .map(|f| smart_resize_image(f, limits).map_err(op_error))
                 .collect::<Result<Vec<_>, _>>()?,
-            None => picked.frames,
+            None => picked.cloned().collect(),
         };
         // Official numbering: from the image-list length before the frames are added.
         let first = self.visuals.len();

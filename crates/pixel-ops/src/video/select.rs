@@ -90,6 +90,27 @@ pub fn select_frames_with_limit(
     target_frames: &[i64],
     max_frames: usize,
 ) -> Result<SelectedFrames, ToolCallError> {
+    let numbers = checked_numbers(frames.len(), target_frames, max_frames)?;
+    let picked: Vec<RgbImage> = numbers.iter().map(|&n| frames[n - 1].clone()).collect();
+    let (width, height) = picked.first().map_or((0, 0), RgbImage::dimensions);
+    Ok(SelectedFrames {
+        frames: picked,
+        numbers,
+        width,
+        height,
+    })
+}
+
+/// The checks of [`select_frames_with_limit`] on a video of `available` frames, without picking
+/// anything: the 1-based numbers, each in `[1, available]`.
+///
+/// # Errors
+/// As [`select_frames`].
+pub(crate) fn checked_numbers(
+    available: usize,
+    target_frames: &[i64],
+    max_frames: usize,
+) -> Result<Vec<usize>, ToolCallError> {
     if target_frames.len() > max_frames {
         return Err(ToolCallError::TooManyFrames {
             count: target_frames.len(),
@@ -99,29 +120,18 @@ pub fn select_frames_with_limit(
     if target_frames.is_empty() {
         return Err(ToolCallError::NoFramesSelected { max: max_frames });
     }
-    let available = frames.len();
-    let numbers: Option<Vec<usize>> = target_frames
+    target_frames
         .iter()
         .map(|&n| {
             usize::try_from(n)
                 .ok()
                 .filter(|&n| (1..=available).contains(&n))
         })
-        .collect();
-    let Some(numbers) = numbers else {
-        return Err(ToolCallError::FramesOutOfRange {
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| ToolCallError::FramesOutOfRange {
             frames: target_frames.to_vec(),
             available,
-        });
-    };
-    let picked: Vec<RgbImage> = numbers.iter().map(|&n| frames[n - 1].clone()).collect();
-    let (width, height) = picked.first().map_or((0, 0), RgbImage::dimensions);
-    Ok(SelectedFrames {
-        frames: picked,
-        numbers,
-        width,
-        height,
-    })
+        })
 }
 
 #[cfg(test)]
