@@ -88,8 +88,9 @@ impl PyValue {
     }
 }
 
-/// Writes `s` as a JSON string literal the way Python's `json` encoder does.
-fn write_py_str(out: &mut String, s: &str, ensure_ascii: bool) {
+/// Writes `s` as a JSON string literal the way Python's `json` encoder does (also used by `pixel-vlm`'s
+/// chat-template `tojson`).
+pub fn write_py_str(out: &mut String, s: &str, ensure_ascii: bool) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -17,7 +17,7 @@ use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, ErrorKind, syntax::SyntaxConfig};
 use serde::Serialize;
 
-use crate::error::{Result, VlmError};
+use crate::error::{Result, VlmError, read_text};
 
 /// Name of the compiled template inside the environment.
 const TEMPLATE_NAME: &str = "chat";
@@ -94,10 +94,7 @@ impl ChatTemplate {
         let tokenizer_config = read_json_if_exists(&dir.join("tokenizer_config.json"))?;
         let jinja = dir.join("chat_template.jinja");
         let source = if jinja.is_file() {
-            std::fs::read_to_string(&jinja).map_err(|source| VlmError::Io {
-                path: jinja.clone(),
-                source,
-            })?
+            read_text(&jinja)?
         } else if let Some(json) = read_json_if_exists(&dir.join("chat_template.json"))?
             && let Some(s) = template_field(&json)
         {
@@ -184,10 +181,7 @@ fn read_json_if_exists(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| VlmError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| VlmError::Json {
@@ -331,7 +325,7 @@ impl JsonStyle {
             ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
             ValueKind::Number => write_number(value, out),
             ValueKind::String => {
-                write_string(value.as_str().unwrap_or_default(), self.ensure_ascii, out)
+                write_py_str(out, value.as_str().unwrap_or_default(), self.ensure_ascii)
             }
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = value.try_iter()?.collect();
@@ -345,7 +339,7 @@ impl JsonStyle {
                     keys.sort_by_key(json_key);
                 }
                 self.write_container('{', '}', keys.len(), level, out, |i, out| {
-                    write_string(&json_key(&keys[i]), self.ensure_ascii, out);
+                    write_py_str(out, &json_key(&keys[i]), self.ensure_ascii);
                     out.push_str(&self.key_sep);
                     self.write(&value.get_item(&keys[i])?, level + 1, out)
                 })?;
@@ -413,32 +407,7 @@ fn write_number(value: &Value, out: &mut String) {
 
 /// Python's `repr(float)` as `json.dumps` writes it; one implementation, shared with the tool prompt.
 pub use pixel_ops::pyjson::py_float_repr;
-
-/// Python's `json` string escaping: `"`, `\`, `\n`, `\r`, `\t`, `\b`, `\f`, other controls as `\u00XX`;
-/// with `ensure_ascii` every non-ASCII character as `\uXXXX` (surrogate pairs above the BMP).
-fn write_string(s: &str, ensure_ascii: bool, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c if ensure_ascii && !c.is_ascii() => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+use pixel_ops::pyjson::write_py_str;
 
 #[cfg(test)]
 mod tests {
@@ -490,6 +459,10 @@ mod tests {
         assert_eq!(got, "{\"s\": \"ünï <&'> \\\"q\\\" \\\\ \\n\\t\\u0001 🙂\"}");
         let ascii = tojson(r#"["é🙂"]"#, &[("ensure_ascii", Value::from(true))]);
         assert_eq!(ascii, r#"["\u00e9\ud83d\ude42"]"#);
+        // Python's ASCII encoder escapes DEL too; the default one keeps it.
+        let del = tojson("[\"\u{7f}\"]", &[("ensure_ascii", Value::from(true))]);
+        assert_eq!(del, r#"["\u007f"]"#);
+        assert_eq!(tojson("[\"\u{7f}\"]", &[]), "[\"\u{7f}\"]");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use burn::tensor::FloatDType;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{Result, VlmError};
+use crate::error::{Result, VlmError, read_text};
 
 /// Vision tower hyper-parameters (`vision_config`).
 #[derive(Debug, Clone, PartialEq)]
@@ -237,10 +237,7 @@ impl Qwen25VlConfig {
     /// [`VlmError::Config`] naming the first invalid or missing field.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| VlmError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::from_json_str(&text).map_err(|err| match err {
             VlmError::Json { message, .. } => VlmError::Json {
                 path: path.to_path_buf(),
@@ -501,7 +498,9 @@ impl Qwen25VlConfig {
                     } else {
                         "torch_dtype"
                     },
-                    format!("unknown dtype {name:?} (float32, float16 and bfloat16 are known)"),
+                    format!(
+                        "unknown dtype {name:?} (float32, float16, bfloat16 and float64 are known)"
+                    ),
                 )
             })?),
         };

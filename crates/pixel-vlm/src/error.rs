@@ -3,7 +3,7 @@
 //! Variants carry the facts a user needs to fix the input (the file, the field, the counts). Both the
 //! model side (config, loading, forward, generation) and the processor side add variants here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors of `pixel-vlm`.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,19 @@ fn format_weight_problems(
         }
     }
     out
+}
+
+/// Maps an I/O error on `path` to [`VlmError::Io`] (for `map_err`).
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VlmError + '_ {
+    move |source| VlmError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a UTF-8 file, naming it on failure.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(io_err(path))
 }
 
 /// Result alias of this crate.

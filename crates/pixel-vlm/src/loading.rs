@@ -34,7 +34,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::error::{Result, VlmError};
+use crate::error::{Result, VlmError, io_err, read_text};
 
 /// Largest safetensors header accepted (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
@@ -95,13 +95,6 @@ fn st_err(path: &Path, reason: impl Into<String>) -> VlmError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VlmError + '_ {
-    move |source| VlmError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 impl CheckpointIndex {
     /// Indexes the safetensors of a checkpoint folder: `model.safetensors.index.json` (sharded) if present,
     /// else `model.safetensors`, else every `*.safetensors` in the folder.
@@ -119,7 +112,7 @@ impl CheckpointIndex {
         }
         let index_path = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index_path.is_file() {
-            let text = std::fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
+            let text = read_text(&index_path)?;
             let json: Value = serde_json::from_str(&text).map_err(|e| VlmError::Json {
                 path: index_path.clone(),
                 message: e.to_string(),
@@ -249,20 +242,6 @@ pub enum HostTensor {
 }
 
 impl HostTensor {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            Self::F32(v) => v.len(),
-            Self::F16(v) => v.len(),
-            Self::BF16(v) => v.len(),
-        }
-    }
-
-    /// Whether there are no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The elements widened to f32.
     pub fn into_f32(self) -> Vec<f32> {
         match self {
@@ -417,18 +396,14 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
         Self::new(Source::Checkpoint(index), device, dtype)
     }
 
-    pub(crate) fn random(seed: u64, device: &'a B::Device, dtype: FloatDType) -> Self {
+    /// A seeded random source in the device's default float dtype (benchmarks, tests, layer configs' `init`).
+    pub(crate) fn random(seed: u64, device: &'a B::Device) -> Self {
+        let dtype = burn::tensor::get_device_settings::<B>(device).float_dtype;
         Self::new(
             Source::Random(Box::new(ChaCha8Rng::seed_from_u64(seed))),
             device,
             dtype,
         )
-    }
-
-    /// A seeded random source in the device's default float dtype (what layer configs' `init` use).
-    pub(crate) fn random_default(seed: u64, device: &'a B::Device) -> Self {
-        let dtype = burn::tensor::get_device_settings::<B>(device).float_dtype;
-        Self::random(seed, device, dtype)
     }
 
     fn new(source: Source, device: &'a B::Device, dtype: FloatDType) -> Self {

@@ -43,7 +43,7 @@ use pixel_ops::video::Video;
 use serde::{Deserialize, Serialize};
 
 use crate::chat_template::{ChatTemplate, RenderOptions};
-use crate::error::{Result, VlmError};
+use crate::error::{Result, VlmError, read_text};
 use crate::rope_index::{RopeIndex, RopeIndexConfig, get_rope_index};
 use crate::tokenizer::QwenTokenizer;
 
@@ -115,10 +115,7 @@ impl PreprocessorConfig {
     /// for values the processor cannot use.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| VlmError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         let config: PreprocessorConfig =
             serde_json::from_str(&text).map_err(|e| VlmError::Json {
                 path: path.to_path_buf(),

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::error::{Result, VlmError};
+use crate::error::{Result, VlmError, io_err};
 
 /// Ids of the special tokens of Qwen2.5-VL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +54,7 @@ impl QwenTokenizer {
     /// `tokenizer.json`, [`VlmError::MissingSpecialToken`] if a Qwen2.5-VL special token is missing.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| VlmError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| VlmError::Tokenizer {
             path: Some(path.to_path_buf()),
             reason: e.to_string(),

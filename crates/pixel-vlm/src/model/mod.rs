@@ -99,8 +99,9 @@ impl<B: Backend> Qwen25Vl<B> {
     /// As [`Qwen25Vl::from_pretrained`], with every parameter, activation and KV-cache entry in `dtype`.
     ///
     /// `FloatDType::BF16` on a bf16 checkpoint keeps its weights as stored (half the memory of f32, what a GPU
-    /// wants); numerically sensitive steps run in f32 as in transformers (RMSNorm statistics, attention
-    /// softmax, the vision rotary embedding), and logits are read back as f32.
+    /// wants); numerically sensitive steps run in f32 and are rounded once, as in transformers (RMSNorm
+    /// statistics, attention masking and softmax, the vision rotary embedding, SiLU/GELU); logits are read
+    /// back as f32 by generation.
     ///
     /// # Errors
     /// As [`Qwen25Vl::from_pretrained`]; [`VlmError::UnsupportedDtype`] if the backend cannot compute in
@@ -127,8 +128,7 @@ impl<B: Backend> Qwen25Vl<B> {
     /// A model with seeded random weights (normal, std 0.02; norms at 1) in the device's default float
     /// dtype, for tests and benchmarks.
     pub fn random(config: Qwen25VlConfig, seed: u64, device: &B::Device) -> Self {
-        let dtype = get_device_settings::<B>(device).float_dtype;
-        match Self::build(ParamLoader::random(seed, device, dtype), config) {
+        match Self::build(ParamLoader::random(seed, device), config) {
             Ok(model) => model,
             // A random source never reports missing tensors.
             Err(err) => unreachable!("random initialisation cannot fail: {err}"),

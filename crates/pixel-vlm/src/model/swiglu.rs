@@ -43,7 +43,7 @@ impl SwiGluConfig {
             self.hidden_size > 0 && self.intermediate_size > 0,
             "SwiGluConfig: widths must be positive, got {self:?}"
         );
-        self.load(&mut ParamLoader::random_default(0, device), "mlp")
+        self.load(&mut ParamLoader::random(0, device), "mlp")
     }
 
     /// Reads `{prefix}.{gate,up,down}_proj` from the loader.
@@ -80,9 +80,8 @@ mod tests {
 
     type B = crate::backend::CpuBackend;
 
-    fn host(t: Tensor<B, 2>) -> (Vec<f32>, [usize; 2]) {
-        let dims = t.dims();
-        (t.into_data().to_vec::<f32>().unwrap(), dims)
+    fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
     }
 
     /// `x @ W + b` on the host, `W: [d_in, d_out]` row-major.
@@ -104,13 +103,9 @@ mod tests {
         let x = Tensor::<B, 2>::random([1, 8], Distribution::Default, &device);
         let got = mlp.forward(x.clone());
 
-        let (x, _) = host(x);
-        let weight = |l: &Linear<B>| host(l.weight.val()).0;
-        let bias = |l: &Linear<B>| {
-            l.bias
-                .as_ref()
-                .map(|b| b.val().into_data().to_vec::<f32>().unwrap())
-        };
+        let x = host(x);
+        let weight = |l: &Linear<B>| host(l.weight.val());
+        let bias = |l: &Linear<B>| l.bias.as_ref().map(|b| host(b.val()));
         let gate = affine(
             &x,
             &weight(&mlp.gate_proj),

@@ -62,7 +62,7 @@ impl TextAttentionConfig {
                 && q.is_multiple_of(kv),
             "TextAttentionConfig: invalid head layout {self:?}"
         );
-        self.load(&mut ParamLoader::random_default(0, device), "self_attn")
+        self.load(&mut ParamLoader::random(0, device), "self_attn")
     }
 
     /// Reads `{prefix}.{q,k,v,o}_proj` from the loader.

@@ -41,7 +41,7 @@ impl VisionAttentionConfig {
             n > 0 && h.is_multiple_of(n) && (h / n).is_multiple_of(2),
             "VisionAttentionConfig: invalid head layout {self:?}"
         );
-        self.load(&mut ParamLoader::random_default(0, device), "attn")
+        self.load(&mut ParamLoader::random(0, device), "attn")
     }
 
     /// Reads `{prefix}.qkv` and `{prefix}.proj` from the loader.

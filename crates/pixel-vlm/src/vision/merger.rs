@@ -46,7 +46,7 @@ impl PatchMergerConfig {
             self.hidden_size > 0 && self.out_hidden_size > 0 && self.spatial_merge_size > 0,
             "PatchMergerConfig: sizes must be positive, got {self:?}"
         );
-        self.load(&mut ParamLoader::random_default(0, device), "merger")
+        self.load(&mut ParamLoader::random(0, device), "merger")
     }
 
     /// Reads `{prefix}.ln_q`, `{prefix}.mlp.0` and `{prefix}.mlp.2` from the loader.
