@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::normalize::matching_brace;
+
 /// Where an extracted answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,26 +93,8 @@ pub fn last_boxed(text: &str) -> Option<&str> {
 fn box_content(rest: &str) -> Option<&str> {
     let trimmed = rest.trim_start();
     let skipped = rest.len() - trimmed.len();
-    if let Some(inner) = trimmed.strip_prefix('{') {
-        let mut depth = 1usize;
-        let mut chars = inner.char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    // An escaped character (`\{`, `\}`, `\\`) never changes the depth.
-                    chars.next();
-                }
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(&inner[..i]);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
+    if trimmed.starts_with('{') {
+        matching_brace(trimmed).map(|end| &trimmed[1..end])
     } else if skipped > 0 {
         // `\boxed 5`: TeX takes the next token; we take the next run of non-space, non-`$` characters.
         let end = trimmed

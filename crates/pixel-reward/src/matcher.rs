@@ -163,10 +163,17 @@ impl Matcher {
         if self.kind != AnswerKind::Auto {
             return self.kind;
         }
-        let r = normalize_answer(reference);
-        if !self.options.is_empty() || LETTER_ONLY.is_match(&r) {
+        self.resolve_normalized(&normalize_answer(reference))
+    }
+
+    /// [`resolve_kind`](Self::resolve_kind) of an already normalised reference.
+    fn resolve_normalized(&self, r: &str) -> AnswerKind {
+        if self.kind != AnswerKind::Auto {
+            return self.kind;
+        }
+        if !self.options.is_empty() || LETTER_ONLY.is_match(r) {
             AnswerKind::MultipleChoice
-        } else if parse_number(&r).is_some() {
+        } else if parse_number(r).is_some() {
             AnswerKind::Number
         } else if r.contains(',') {
             AnswerKind::MultiSpan
@@ -194,8 +201,9 @@ impl Matcher {
         let pred = normalize_answer(answer);
         let mut best: Option<(f64, AnswerKind)> = None;
         for reference in references {
-            let kind = self.resolve_kind(reference);
-            let score = self.score_one(&pred, &normalize_answer(reference), kind);
+            let reference = normalize_answer(reference);
+            let kind = self.resolve_normalized(&reference);
+            let score = self.score_one(&pred, &reference, kind);
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, kind));
             }

@@ -111,8 +111,9 @@ fn find_command(s: &str, cmd: &str) -> Option<usize> {
     })
 }
 
-/// Given text starting with `{`, the byte index of its matching `}`.
-fn matching_brace(body: &str) -> Option<usize> {
+/// Given text starting with `{`, the byte index of its matching `}` (an escaped `\{`, `\}` or `\\` never
+/// changes the depth); `None` when it is not closed.
+pub(crate) fn matching_brace(body: &str) -> Option<usize> {
     let mut depth = 0usize;
     let mut chars = body.char_indices();
     while let Some((i, c)) = chars.next() {
