@@ -88,7 +88,8 @@ pub struct SynthConfig {
     pub image_mix: ImageMix,
     /// Share of video traces with wrong frames first. Default 0.1.
     pub video_wrong: f64,
-    /// Decimals of box coordinates in calls. Default 3.
+    /// Decimals of box coordinates in calls, 1 to 15 (synthesis refuses others with [`Error::Config`]).
+    /// Default 3.
     pub box_decimals: i32,
     /// `min_pixels` of the resize applied to observations (crops, frames) before the model sees them.
     /// Default 200,704 (256 x 28 x 28, the official evaluation's `resize_cropped`).
@@ -258,7 +259,8 @@ impl<N: Narrator> Synthesizer<N> {
     /// Synthesizes the trace of `sample`, drawing its variant from the mix with the generator of `index`.
     ///
     /// # Errors
-    /// [`Error::InvalidSample`] for unusable samples, narrator errors as they come.
+    /// [`Error::InvalidSample`] for unusable samples, [`Error::Config`] for a `box_decimals` out of range,
+    /// narrator errors as they come.
     pub fn synthesize(&self, sample: &AnnotatedSample, index: u64) -> Result<SynthesizedTrace> {
         let mut rng = self.rng_for(index);
         let variant = self.choose_variant(modality_of(sample), &mut rng);
@@ -287,10 +289,12 @@ impl<N: Narrator> Synthesizer<N> {
         variant: Variant,
         rng: &mut ChaCha8Rng,
     ) -> Result<SynthesizedTrace> {
-        let invalid = |message: String| Error::InvalidSample {
-            id: sample.id.clone(),
-            message,
-        };
+        if !(1..=15).contains(&self.config.box_decimals) {
+            return Err(Error::Config(format!(
+                "box_decimals {} not in 1..=15",
+                self.config.box_decimals
+            )));
+        }
         if sample.id.is_empty()
             || !sample
                 .id
@@ -298,6 +302,7 @@ impl<N: Narrator> Synthesizer<N> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(invalid(
+                sample,
                 "id must be non-empty ASCII letters, digits, '-' or '_'".into(),
             ));
         }
@@ -329,10 +334,10 @@ impl<N: Narrator> Synthesizer<N> {
                 Variant::VideoClean | Variant::VideoWrong,
             ) => self.video_trace(sample, frames, *window, cue, variant, &mut b, rng)?,
             (_, v) => {
-                return Err(invalid(format!(
-                    "variant {} does not suit this sample's input",
-                    v.name()
-                )));
+                return Err(invalid(
+                    sample,
+                    format!("variant {} does not suit this sample's input", v.name()),
+                ));
             }
         };
         let trace = Trace {
@@ -369,12 +374,28 @@ impl<N: Narrator> Synthesizer<N> {
         Ok(self.narrator.narrate(&request, rng)?.trim().to_string())
     }
 
-    fn answer_text(&self, analysis: String, answer: &str, rng: &mut ChaCha8Rng) -> String {
-        if analysis.contains("\\boxed{") {
-            return analysis;
-        }
-        let line = ANSWER_LINES[rng.random_range(0..ANSWER_LINES.len())];
-        format!("{analysis}\n\n{line} \\boxed{{{answer}}}.")
+    /// Narrates the last step and pushes it as the final assistant turn, ending with `\boxed{answer}`
+    /// (unless the narration already holds a box).
+    #[allow(clippy::too_many_arguments)]
+    fn push_answer(
+        &self,
+        b: &mut Builder,
+        sample: &AnnotatedSample,
+        step: NarrationStep,
+        modality: Modality,
+        cue: &str,
+        images: Vec<&RgbImage>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<()> {
+        let analysis = self.narrate(sample, step, modality, cue, images, rng)?;
+        let text = if analysis.contains("\\boxed{") {
+            analysis
+        } else {
+            let line = ANSWER_LINES[rng.random_range(0..ANSWER_LINES.len())];
+            format!("{analysis}\n\n{line} \\boxed{{{}}}.", sample.answer)
+        };
+        b.push(Role::Assistant, vec![TracePart::trained(text)]);
+        Ok(())
     }
 
     fn text_only(
@@ -387,23 +408,15 @@ impl<N: Narrator> Synthesizer<N> {
             Role::User,
             vec![TracePart::text(protocol_text::user_text(&sample.question))],
         );
-        let analysis = self.narrate(
+        self.push_answer(
+            b,
             sample,
             NarrationStep::TextOnly,
             Modality::Text,
             "",
             Vec::new(),
             rng,
-        )?;
-        b.push(
-            Role::Assistant,
-            vec![TracePart::trained(self.answer_text(
-                analysis,
-                &sample.answer,
-                rng,
-            ))],
-        );
-        Ok(())
+        )
     }
 
     /// Resizes an observation as the model would receive it (smart_resize to the observation limits).
@@ -426,14 +439,10 @@ impl<N: Narrator> Synthesizer<N> {
         b: &mut Builder,
         rng: &mut ChaCha8Rng,
     ) -> Result<Variant> {
-        let invalid = |message: String| Error::InvalidSample {
-            id: sample.id.clone(),
-            message,
-        };
         let decimals = self.config.box_decimals;
         let target = geometry::round_outward(reference, decimals);
         let (correct_crop, _) = geometry::official_crop(image, target)
-            .map_err(|e| invalid(format!("the reference box cannot be cropped: {e}")))?;
+            .map_err(|e| invalid(sample, format!("the reference box cannot be cropped: {e}")))?;
         // Wrong crops: boxes whose padded crop region misses the reference box entirely.
         let wrong_count = match requested {
             Variant::OneWrong => 1,
@@ -556,7 +565,8 @@ impl<N: Narrator> Synthesizer<N> {
         };
         let seen = self.observe(&final_view)?;
         b.push_crop_observation("crop", &seen);
-        let analysis = self.narrate(
+        self.push_answer(
+            b,
             sample,
             NarrationStep::Final,
             Modality::Image,
@@ -564,14 +574,6 @@ impl<N: Narrator> Synthesizer<N> {
             vec![image, &seen],
             rng,
         )?;
-        b.push(
-            Role::Assistant,
-            vec![TracePart::trained(self.answer_text(
-                analysis,
-                &sample.answer,
-                rng,
-            ))],
-        );
         Ok(variant)
     }
 
@@ -586,18 +588,17 @@ impl<N: Narrator> Synthesizer<N> {
         b: &mut Builder,
         rng: &mut ChaCha8Rng,
     ) -> Result<Variant> {
-        let invalid = |message: String| Error::InvalidSample {
-            id: sample.id.clone(),
-            message,
-        };
         if window.first == 0 || window.is_empty() || window.last > frames.len() || window.len() > 8
         {
-            return Err(invalid(format!(
-                "frame window {}..={} is not 1-based, at most 8 frames, within {} frames",
-                window.first,
-                window.last,
-                frames.len()
-            )));
+            return Err(invalid(
+                sample,
+                format!(
+                    "frame window {}..={} is not 1-based, at most 8 frames, within {} frames",
+                    window.first,
+                    window.last,
+                    frames.len()
+                ),
+            ));
         }
         let wrong = if requested == Variant::VideoWrong {
             wrong_window(window, frames.len(), rng)
@@ -686,7 +687,8 @@ impl<N: Narrator> Synthesizer<N> {
             ],
         );
         let seen = show(b, &selected, "selected")?;
-        let analysis = self.narrate(
+        self.push_answer(
+            b,
             sample,
             NarrationStep::Final,
             Modality::Video,
@@ -694,15 +696,15 @@ impl<N: Narrator> Synthesizer<N> {
             seen.iter().collect(),
             rng,
         )?;
-        b.push(
-            Role::Assistant,
-            vec![TracePart::trained(self.answer_text(
-                analysis,
-                &sample.answer,
-                rng,
-            ))],
-        );
         Ok(variant)
+    }
+}
+
+/// [`Error::InvalidSample`] for `sample`.
+fn invalid(sample: &AnnotatedSample, message: String) -> Error {
+    Error::InvalidSample {
+        id: sample.id.clone(),
+        message,
     }
 }
 

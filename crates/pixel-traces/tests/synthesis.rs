@@ -327,38 +327,42 @@ fn text_only_and_count_traces() {
 #[test]
 fn synthesis_is_deterministic_for_a_seed_and_order_free() {
     let data = small_needle();
-    let a: Vec<String> = (0..4)
-        .map(|i| {
-            serde_json::to_string(
-                &synth(9)
-                    .synthesize(&data.generate(9, i).unwrap().sample, i)
-                    .unwrap()
-                    .trace,
-            )
-            .unwrap()
-        })
-        .collect();
-    let b: Vec<String> = (0..4)
-        .rev()
-        .map(|i| {
-            serde_json::to_string(
-                &synth(9)
-                    .synthesize(&data.generate(9, i).unwrap().sample, i)
-                    .unwrap()
-                    .trace,
-            )
-            .unwrap()
-        })
-        .collect();
+    // The trace of needle sample `i` (data seed 9) synthesized under `seed`, as JSON.
+    let trace_json = |seed: u64, i: u64| {
+        serde_json::to_string(
+            &synth(seed)
+                .synthesize(&data.generate(9, i).unwrap().sample, i)
+                .unwrap()
+                .trace,
+        )
+        .unwrap()
+    };
+    let a: Vec<String> = (0..4).map(|i| trace_json(9, i)).collect();
+    let b: Vec<String> = (0..4).rev().map(|i| trace_json(9, i)).collect();
     assert_eq!(a, b.into_iter().rev().collect::<Vec<_>>());
-    let other = serde_json::to_string(
-        &synth(10)
-            .synthesize(&data.generate(9, 0).unwrap().sample, 0)
-            .unwrap()
-            .trace,
-    )
-    .unwrap();
-    assert_ne!(a[0], other);
+    assert_ne!(a[0], trace_json(10, 0));
+}
+
+#[test]
+fn box_decimals_out_of_range_is_an_error_not_a_panic() {
+    let sample = small_needle().generate(1, 0).unwrap().sample;
+    for box_decimals in [-2, 0, 16] {
+        let s = Synthesizer::new(
+            SynthConfig {
+                box_decimals,
+                ..SynthConfig::default()
+            },
+            TemplateNarrator,
+        );
+        let err = s.synthesize_as(&sample, 0, Variant::Clean).unwrap_err();
+        assert!(
+            matches!(err, pixel_traces::Error::Config(_)),
+            "{box_decimals}: {err}"
+        );
+    }
+    // Below 1 counts as 1 in the geometry helper, which never panics.
+    let b = NormBox::new(0.12, 0.34, 0.56, 0.78).unwrap();
+    assert_eq!(geometry::round_outward(b, 0), geometry::round_outward(b, 1));
 }
 
 proptest! {

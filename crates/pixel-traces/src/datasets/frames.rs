@@ -4,7 +4,6 @@
 //! In the model's video view frames are downscaled and merged in pairs (temporal patch 2), so a digit that
 //! is present in a single frame is faint; `select_frames` returns the frames as full images.
 
-use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +55,8 @@ impl FramesConfig {
                 self.num_frames
             )));
         }
-        if 2 * self.window_radius + 1 > 8 {
+        // 2 * radius + 1 > 8, written so that no radius overflows.
+        if self.window_radius > 3 {
             return Err(Error::Config(format!(
                 "frames window_radius {} gives more than 8 frames",
                 self.window_radius
@@ -67,6 +67,13 @@ impl FramesConfig {
             return Err(Error::Config(format!(
                 "frames {}x{} too small for a {} px sign",
                 self.width, self.height, self.glyph_height
+            )));
+        }
+        // The moving disc (radius height / 12, at least 3) must fit across the frame.
+        if i64::from(self.width) <= 2 * (i64::from(self.height) / 12).max(3) {
+            return Err(Error::Config(format!(
+                "frames {}x{} too narrow for the moving disc",
+                self.width, self.height
             )));
         }
         if !(2..=OPTION_LETTERS.len()).contains(&self.num_options) {
@@ -131,13 +138,7 @@ impl FramesConfig {
             first: sign_frame.saturating_sub(self.window_radius).max(1),
             last: (sign_frame + self.window_radius).min(self.num_frames),
         };
-        let mut options: Vec<u8> = (0..10u8).filter(|d| *d != digit).collect();
-        options.shuffle(rng);
-        options.truncate(self.num_options - 1);
-        options.push(digit);
-        options.shuffle(rng);
-        let answer_pos = options.iter().position(|d| *d == digit).unwrap_or(0);
-        let options: Vec<String> = options.iter().map(|d| d.to_string()).collect();
+        let (options, answer) = super::digit_options(digit, self.num_options, rng);
         Ok(AnnotatedSample {
             id: format!("frames-{seed}-{index}"),
             question: with_options(
@@ -145,7 +146,7 @@ impl FramesConfig {
                 &options,
             ),
             options,
-            answer: OPTION_LETTERS[answer_pos].to_string(),
+            answer,
             visual: Visual::Video {
                 frames,
                 window,

@@ -11,7 +11,8 @@ pub mod frames;
 pub mod needle;
 pub mod text_only;
 
-use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -21,13 +22,31 @@ pub use needle::{NeedleConfig, NeedleSample};
 pub use text_only::TextOnlyConfig;
 
 use crate::Result;
-use crate::sample::AnnotatedSample;
+use crate::sample::{AnnotatedSample, OPTION_LETTERS};
 
 /// The generator of sample `index` of dataset `salt` under `seed`.
 pub(crate) fn sample_rng(seed: u64, index: u64, salt: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     rng.set_stream(index);
     rng
+}
+
+/// Multiple-choice options for a digit question: `digit` and `num_options - 1` other digits, shuffled.
+/// Returns the option texts and the answer letter. `num_options` must be in `2..=OPTION_LETTERS.len()`
+/// (the callers' configs check it).
+pub(crate) fn digit_options<R: Rng + ?Sized>(
+    digit: u8,
+    num_options: usize,
+    rng: &mut R,
+) -> (Vec<String>, String) {
+    let mut options: Vec<u8> = (0..10u8).filter(|d| *d != digit).collect();
+    options.shuffle(rng);
+    options.truncate(num_options - 1);
+    options.push(digit);
+    options.shuffle(rng);
+    let answer_pos = options.iter().position(|d| *d == digit).unwrap_or(0);
+    let options = options.iter().map(|d| d.to_string()).collect();
+    (options, OPTION_LETTERS[answer_pos].to_string())
 }
 
 /// One of the synthetic datasets with its parameters.

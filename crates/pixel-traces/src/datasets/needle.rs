@@ -85,7 +85,7 @@ impl NeedleConfig {
                 self.width, self.height, self.glyph_max
             )));
         }
-        if !(2..=OPTION_LETTERS.len()).contains(&self.num_options) || self.num_options > 10 {
+        if !(2..=OPTION_LETTERS.len()).contains(&self.num_options) {
             return Err(Error::Config(format!(
                 "needle num_options {} not in 2..=8",
                 self.num_options
@@ -148,13 +148,7 @@ impl NeedleConfig {
         let (rect, digit, glyph_height, colour) =
             target.ok_or_else(|| Error::Config("needle: no room for the target tag".into()))?;
 
-        let mut options: Vec<u8> = (0..10u8).filter(|d| *d != digit).collect();
-        options.shuffle(rng);
-        options.truncate(self.num_options - 1);
-        options.push(digit);
-        options.shuffle(rng);
-        let answer_pos = options.iter().position(|d| *d == digit).unwrap_or(0);
-        let options: Vec<String> = options.iter().map(|d| d.to_string()).collect();
+        let (options, answer) = super::digit_options(digit, self.num_options, rng);
         let cue = format!("the small tag with a {colour} border");
         let question = with_options(
             &format!("What digit is written on the small tag with a {colour} border?"),
@@ -172,7 +166,7 @@ impl NeedleConfig {
                 id: format!("needle-{seed}-{index}"),
                 question,
                 options,
-                answer: OPTION_LETTERS[answer_pos].to_string(),
+                answer,
                 visual: Visual::Image {
                     image: img,
                     reference,
