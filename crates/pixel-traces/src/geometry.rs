@@ -174,9 +174,9 @@ pub fn official_crop(image: &RgbImage, bbox: NormBox) -> Result<(RgbImage, NormB
 /// covers the region (what a call writes for a reference box).
 ///
 /// Values stay at most `1 - 10^-decimals`: the official tool reads a box as normalized only when all four
-/// values are below 1.
+/// values are below 1. `decimals` below 1 counts as 1 (no box with 0 decimals is below 1).
 pub fn round_outward(bbox: NormBox, decimals: i32) -> NormBox {
-    let s = 10f64.powi(decimals);
+    let s = 10f64.powi(decimals.max(1));
     let top = 1.0 - 1.0 / s;
     // Snap values within float noise of a grid point before flooring / ceiling.
     let snap = |v: f64| {

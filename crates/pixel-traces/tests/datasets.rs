@@ -213,6 +213,19 @@ fn invalid_configs_are_refused() {
         .generate(0, 0)
         .is_err()
     );
+    for bad in [
+        FramesConfig {
+            window_radius: usize::MAX,
+            ..FramesConfig::default()
+        },
+        // Tall and narrow: the moving disc does not fit across (an error, not a panic).
+        FramesConfig {
+            height: 10_000,
+            ..FramesConfig::default()
+        },
+    ] {
+        assert!(bad.generate(0, 0).is_err(), "{bad:?}");
+    }
     assert!(TextOnlyConfig { max_operand: 1 }.generate(0, 0).is_err());
     assert!(SyntheticDataset::by_name("nope").is_none());
 }
