@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Legibility check of the `needle` dataset (ARCHITECTURE.md §8): can a small classifier, told where the
+"""Legibility check of the `needle` dataset (docs/traces.md, synthetic datasets): can a small classifier, told where the
 tag is, read the digit from the global view, and from the cropped view?
 
 A measurement, not a fixture: it prints accuracies (and optionally writes them as JSON) for docs/traces.md.
