@@ -1,6 +1,8 @@
 //! Throughput of answer matching and of the group reward: `cargo bench -p pixel-reward`.
 //!
-//! A GRPO step scores (queries x 8) responses; matching must stay negligible next to generation.
+//! A GRPO step scores (queries x 8) responses; matching must stay negligible next to generation. The
+//! `adversarial_1mb` group times whole judgements of 1 MB hostile responses (unclosed boxes and tags, deep
+//! nesting, a mix), which must stay linear (`cargo bench -p pixel-reward -- adversarial`).
 
 use std::hint::black_box;
 
@@ -58,5 +60,37 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// One megabyte (at least) of `unit` repeated.
+fn repeat_to_1mb(unit: &str) -> String {
+    unit.repeat((1usize << 20).div_ceil(unit.len()))
+}
+
+fn adversarial(c: &mut Criterion) {
+    let half = 1 << 19;
+    let cases = [
+        ("unclosed_boxed", repeat_to_1mb(r"\boxed{")),
+        ("unclosed_answer_tags", repeat_to_1mb("<answer>")),
+        (
+            "nested_braces",
+            format!(r"\boxed{{{}7{}}}", "{".repeat(half), "}".repeat(half)),
+        ),
+        // The worst case of the normaliser's 64 unwrapping passes: every one finds an unclosed wrapper.
+        ("unclosed_text", repeat_to_1mb(r"\text{")),
+        (
+            "mixed",
+            repeat_to_1mb(r"\boxed{<answer>\text{{\fbox{\{ \mbox {x}}"),
+        ),
+    ];
+    let matcher = Matcher::default();
+    let mut group = c.benchmark_group("adversarial_1mb");
+    group.sample_size(10);
+    for (name, text) in &cases {
+        group.bench_function(format!("judge/{name}"), |b| {
+            b.iter(|| matcher.judge(black_box(text), &["B"]))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, adversarial);
 criterion_main!(benches);

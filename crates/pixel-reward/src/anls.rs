@@ -43,15 +43,30 @@ fn anls_normalize(s: &str) -> String {
 /// Normalized Levenshtein distance in `[0, 1]` after the scorer's normalisation (0 for two empty strings).
 pub fn normalized_levenshtein(prediction: &str, reference: &str) -> f64 {
     let (p, r) = (anls_normalize(prediction), anls_normalize(reference));
-    let len = p.chars().count().max(r.chars().count());
+    normalized_distance(&p, &r, None)
+}
+
+/// `lev(p, r) / max(|p|, |r|)` of already normalised strings (0 when both are empty). With `cutoff`, a
+/// pair whose length difference alone gives a distance of at least `cutoff` returns that lower bound
+/// without running the quadratic distance (`lev >= ||p| - |r||`, and f64 division is monotone).
+fn normalized_distance(p: &str, r: &str, cutoff: Option<f64>) -> f64 {
+    let (lp, lr) = (p.chars().count(), r.chars().count());
+    let len = lp.max(lr);
     if len == 0 {
         return 0.0;
     }
-    levenshtein(&p, &r) as f64 / len as f64
+    let bound = lp.abs_diff(lr) as f64 / len as f64;
+    if cutoff.is_some_and(|c| bound >= c) {
+        return bound;
+    }
+    levenshtein(p, r) as f64 / len as f64
 }
 
 /// The ANLS score of one prediction against its references: the best `1 - NL` with `NL < threshold`, else 0.
 /// No references score 0.
+///
+/// A prediction much longer than every reference (a runaway response) scores 0 after counting its
+/// characters, without the `O(|prediction| x |reference|)` distance.
 ///
 /// ```
 /// use pixel_reward::{anls, ANLS_THRESHOLD};
@@ -60,10 +75,11 @@ pub fn normalized_levenshtein(prediction: &str, reference: &str) -> f64 {
 /// assert_eq!(anls("yes", &["no"], ANLS_THRESHOLD), 0.0);
 /// ```
 pub fn anls<S: AsRef<str>>(prediction: &str, references: &[S], threshold: f64) -> f64 {
+    let prediction = anls_normalize(prediction);
     references
         .iter()
         .map(|r| {
-            let nl = normalized_levenshtein(prediction, r.as_ref());
+            let nl = normalized_distance(&prediction, &anls_normalize(r.as_ref()), Some(threshold));
             if nl < threshold { 1.0 - nl } else { 0.0 }
         })
         .fold(0.0, f64::max)

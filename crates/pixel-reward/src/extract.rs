@@ -6,8 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::normalize::matching_brace;
-
 /// Where an extracted answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,60 +64,148 @@ fn strip_special_tokens(s: &str) -> String {
 
 /// The content of the last complete `\boxed{...}` or `\fbox{...}` (braces balanced, `\{`/`\}` escaped), or of
 /// a brace-less `\boxed 5`. A box truncated by the end of the response is skipped in favour of an earlier one.
+///
+/// Linear in the length of `text`: every `\{`/`\}`-aware brace is matched in one pass (however many
+/// unclosed boxes the text holds), and the boxes are then tried from the last one back.
 pub fn last_boxed(text: &str) -> Option<&str> {
-    let mut best: Option<(usize, &str)> = None;
-    for keyword in [r"\boxed", r"\fbox"] {
-        for (start, _) in text.match_indices(keyword) {
-            let after = start + keyword.len();
-            // `\boxedx` is another command, not a box.
-            if text[after..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic())
-            {
-                continue;
+    let boxes = box_openings(text);
+    let braces: Vec<usize> = boxes
+        .iter()
+        .filter_map(|b| match *b {
+            BoxBody::Brace(open) => Some(open),
+            BoxBody::Token(_) | BoxBody::Nothing => None,
+        })
+        .collect();
+    let closes = closing_braces(text, &braces);
+    // `closes[k]` belongs to the k-th braced box; walk both from the end.
+    let mut k = braces.len();
+    for b in boxes.iter().rev() {
+        match *b {
+            BoxBody::Brace(open) => {
+                k -= 1;
+                if let Some(close) = closes[k] {
+                    return Some(&text[open + 1..close]);
+                }
             }
-            if let Some(content) = box_content(&text[after..])
-                && best.is_none_or(|(s, _)| start > s)
-            {
-                best = Some((start, content));
+            BoxBody::Token(start) => {
+                // `\boxed 5`: TeX takes the next token; we take the next run of non-space, non-`$` characters.
+                let rest = &text[start..];
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || c == '$')
+                    .unwrap_or(rest.len());
+                if end > 0 {
+                    return Some(&rest[..end]);
+                }
             }
+            BoxBody::Nothing => {}
         }
     }
-    best.map(|(_, c)| c)
+    None
 }
 
-/// Parses what follows `\boxed`: optional whitespace then a balanced `{...}`, or a space then one token.
-fn box_content(rest: &str) -> Option<&str> {
-    let trimmed = rest.trim_start();
-    let skipped = rest.len() - trimmed.len();
-    if trimmed.starts_with('{') {
-        matching_brace(trimmed).map(|end| &trimmed[1..end])
-    } else if skipped > 0 {
-        // `\boxed 5`: TeX takes the next token; we take the next run of non-space, non-`$` characters.
-        let end = trimmed
-            .find(|c: char| c.is_whitespace() || c == '$')
-            .unwrap_or(trimmed.len());
-        (end > 0).then(|| &trimmed[..end])
-    } else {
-        None
+/// What follows a `\boxed` / `\fbox` keyword.
+#[derive(Debug, Clone, Copy)]
+enum BoxBody {
+    /// Optional whitespace then `{` at this byte offset.
+    Brace(usize),
+    /// Whitespace then something else, starting at this byte offset: a brace-less box (`\boxed 5`).
+    Token(usize),
+    /// Neither (`\boxed` at the end, or directly followed by a non-letter other than `{`).
+    Nothing,
+}
+
+/// What follows each `\boxed` / `\fbox` keyword of `text` (not the prefix of a longer command), in order
+/// of position.
+///
+/// Each keyword looks only at the whitespace right after it, and those runs do not overlap, so this is linear.
+fn box_openings(text: &str) -> Vec<BoxBody> {
+    let mut starts: Vec<(usize, usize)> = [r"\boxed", r"\fbox"]
+        .iter()
+        .flat_map(|keyword| {
+            text.match_indices(keyword)
+                .map(|(start, _)| (start, start + keyword.len()))
+        })
+        .collect();
+    // The two keywords never overlap (each holds one `\`, at its start), so positions are distinct.
+    starts.sort_unstable();
+    starts
+        .into_iter()
+        .filter_map(|(_, after)| {
+            let rest = &text[after..];
+            // `\boxedx` is another command, not a box.
+            if rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                return None;
+            }
+            let trimmed = rest.trim_start();
+            let skipped = rest.len() - trimmed.len();
+            Some(if trimmed.starts_with('{') {
+                BoxBody::Brace(after + skipped)
+            } else if skipped > 0 {
+                BoxBody::Token(after + skipped)
+            } else {
+                BoxBody::Nothing
+            })
+        })
+        .collect()
+}
+
+/// For each `{` at the byte offsets `opens` (ascending), the offset of its matching `}`: what
+/// [`matching_brace`](crate::normalize::matching_brace) finds from there, for all of them in one pass.
+///
+/// A `\` escapes the next character (`\{`, `\}`, `\\` never change the depth). Scanning the whole text once
+/// tokenises every position the way a scan starting at one of `opens` does, because no opening is preceded
+/// by a `\` (it follows a keyword's last letter or whitespace), so each one starts a token in both scans.
+/// The matching `}` of an opening at depth `d` is then the first `}` after it that brings the depth back
+/// to `d`; a `}` at depth 0 closes nothing and leaves the depth at 0, which no pending opening can be at
+/// (they all sit at depth >= 0 with a `{` above them). Memory: one entry per opening still open.
+fn closing_braces(text: &str, opens: &[usize]) -> Vec<Option<usize>> {
+    let bytes = text.as_bytes();
+    let mut closes = vec![None; opens.len()];
+    // (index into `opens`, depth before its `{`) of the openings not yet closed, innermost last.
+    let mut pending: Vec<(usize, usize)> = Vec::new();
+    let mut next = 0;
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            // The escaped byte is skipped; for a multi-byte character the rest are continuation bytes,
+            // which are never `\`, `{` or `}`.
+            b'\\' => i += 1,
+            b'{' => {
+                if opens.get(next) == Some(&i) {
+                    pending.push((next, depth));
+                    next += 1;
+                }
+                depth += 1;
+            }
+            b'}' if depth > 0 => {
+                depth -= 1;
+                if let Some(&(k, d)) = pending.last()
+                    && d == depth
+                {
+                    closes[k] = Some(i);
+                    pending.pop();
+                }
+            }
+            _ => {}
+        }
+        i += 1;
     }
+    closes
 }
 
-/// The content of the last complete `<answer>...</answer>` pair (may span lines).
+/// The content of the last complete `<answer>...</answer>` pair (may span lines): the last opening tag
+/// that is closed later, up to the first closing tag after it. Linear: the last closing tag bounds the
+/// search for that opening tag.
 fn last_answer_tag(text: &str) -> Option<&str> {
     const OPEN: &str = "<answer>";
     const CLOSE: &str = "</answer>";
-    let mut search_end = text.len();
-    // The last opening tag that is closed later; its content ends at the first closing tag after it.
-    while let Some(open) = text[..search_end].rfind(OPEN) {
-        let body = &text[open + OPEN.len()..];
-        if let Some(close) = body.find(CLOSE) {
-            return Some(&body[..close]);
-        }
-        search_end = open;
-    }
-    None
+    // An opening tag is closed iff some closing tag starts after it ends; the last closing tag is the one
+    // to test against. (The tags cannot overlap: neither holds a `<` after its first byte.)
+    let last_close = text.rfind(CLOSE)?;
+    let open = text[..last_close].rfind(OPEN)?;
+    let body = &text[open + OPEN.len()..];
+    body.find(CLOSE).map(|close| &body[..close])
 }
 
 /// The first non-empty line after the last `answer:` (ASCII case-insensitive).

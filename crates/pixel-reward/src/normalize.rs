@@ -55,19 +55,22 @@ pub fn normalize_answer(answer: &str) -> String {
             s = s.replace(from, to);
         }
     }
-    let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let collapsed = s.split_whitespace().collect::<Vec<_>>().join(" ");
     // Surrounding quotes / emphasis, then a sentence-final period (but not a decimal like "5.").
+    // Peeled as sub-slices and copied once, so a long run of quotes stays linear.
+    let mut t = collapsed.as_str();
     loop {
-        let before = s.len();
+        let before = t.len();
         for (open, close) in [("\"", "\""), ("'", "'"), ("*", "*"), ("`", "`"), ("“", "”")] {
-            if s.len() >= open.len() + close.len() && s.starts_with(open) && s.ends_with(close) {
-                s = s[open.len()..s.len() - close.len()].trim().to_string();
+            if t.len() >= open.len() + close.len() && t.starts_with(open) && t.ends_with(close) {
+                t = t[open.len()..t.len() - close.len()].trim();
             }
         }
-        if s.len() == before {
+        if t.len() == before {
             break;
         }
     }
+    let mut s = t.to_string();
     if let Some(stripped) = s.strip_suffix('.')
         && !stripped.ends_with(|c: char| c.is_ascii_digit())
     {
@@ -76,16 +79,19 @@ pub fn normalize_answer(answer: &str) -> String {
     s
 }
 
-/// Replaces `\cmd{X}` by `X` for the commands in [`UNWRAP`], with balanced braces; repeats for nesting.
+/// Most commands [`unwrap_commands`] removes from one answer; the rest are left as written.
+const MAX_UNWRAPS: usize = 64;
+
+/// Replaces `\cmd{X}` by `X` for the commands in [`UNWRAP`], with balanced braces, leftmost first and again
+/// after each replacement (for nesting), at most [`MAX_UNWRAPS`] times. A command whose brace is not
+/// closed loses its name only.
+///
+/// At most `MAX_UNWRAPS` passes, each one scan for the leftmost command, one brace match and one splice:
+/// linear in the length of `s`.
 fn unwrap_commands(s: &str) -> String {
     let mut out = s.to_string();
-    // Each pass removes at least one command; a bound keeps adversarial inputs linear-ish.
-    for _ in 0..64 {
-        let Some((start, cmd_len)) = UNWRAP
-            .iter()
-            .filter_map(|cmd| find_command(&out, cmd).map(|p| (p, cmd.len())))
-            .min_by_key(|&(p, _)| p)
-        else {
+    for _ in 0..MAX_UNWRAPS {
+        let Some((start, cmd_len)) = find_first_command(&out) else {
             break;
         };
         let after = &out[start + cmd_len..];
@@ -103,26 +109,35 @@ fn unwrap_commands(s: &str) -> String {
     out
 }
 
-/// The position of `cmd` in `s` when it is a whole command (not a prefix of a longer one) followed by `{`.
-fn find_command(s: &str, cmd: &str) -> Option<usize> {
-    s.match_indices(cmd).map(|(p, _)| p).find(|&p| {
-        let rest = &s[p + cmd.len()..];
-        !rest.starts_with(|c: char| c.is_ascii_alphabetic()) && rest.trim_start().starts_with('{')
+/// The leftmost position of a command of [`UNWRAP`] in `s` that is a whole command (not a prefix of a
+/// longer one) followed by optional whitespace and `{`, with the command's length.
+///
+/// At most one command can match at a position (`\text` is only a prefix of the others when a letter
+/// follows it), so the leftmost match is the leftmost position of any of them.
+fn find_first_command(s: &str) -> Option<(usize, usize)> {
+    s.match_indices('\\').find_map(|(p, _)| {
+        UNWRAP.iter().find_map(|cmd| {
+            let rest = s[p..].strip_prefix(cmd)?;
+            (!rest.starts_with(|c: char| c.is_ascii_alphabetic())
+                && rest.trim_start().starts_with('{'))
+            .then_some((p, cmd.len()))
+        })
     })
 }
 
 /// Given text starting with `{`, the byte index of its matching `}` (an escaped `\{`, `\}` or `\\` never
-/// changes the depth); `None` when it is not closed.
+/// changes the depth); `None` when it is not closed. One pass over the bytes.
 pub(crate) fn matching_brace(body: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
     let mut depth = 0usize;
-    let mut chars = body.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            '{' => depth += 1,
-            '}' => {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            // Skips the escaped byte; for a multi-byte character the rest are continuation bytes, which are
+            // never `\`, `{` or `}`.
+            b'\\' => i += 1,
+            b'{' => depth += 1,
+            b'}' => {
                 depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     return Some(i);
@@ -130,6 +145,7 @@ pub(crate) fn matching_brace(body: &str) -> Option<usize> {
             }
             _ => {}
         }
+        i += 1;
     }
     None
 }
