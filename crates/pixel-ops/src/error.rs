@@ -45,6 +45,35 @@ pub enum Error {
         /// Limit on the pixel count.
         max_pixels: u64,
     },
+    /// Decoding the image and converting it to RGB would need more bytes than
+    /// `DecodeLimits::max_alloc`: the decoded pixels plus every buffer the conversion makes
+    /// (checked from the header; nothing was allocated for the pixels).
+    #[error(
+        "image {what} is {width}x{height}: decoding it needs {decoded_bytes} bytes and converting it to RGB {conversion_bytes} more, beyond the decode limit of {max_alloc} bytes"
+    )]
+    ImageAllocTooLarge {
+        /// The file path, or `<memory>` for bytes.
+        what: String,
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+        /// Bytes of the decoded pixels in the file's own colour type.
+        decoded_bytes: u64,
+        /// Bytes of the buffers the conversion to 8-bit RGB makes (0 for an 8-bit RGB image).
+        conversion_bytes: u64,
+        /// The limit, `DecodeLimits::max_alloc`.
+        max_alloc: u64,
+    },
+    /// An image file holds more bytes than `DecodeLimits::max_alloc`, the most read from one file;
+    /// reading stopped at the limit.
+    #[error("file {path} holds more than {max_bytes} bytes, the decode limit")]
+    FileTooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The limit, `DecodeLimits::max_alloc`.
+        max_bytes: u64,
+    },
     // ---- images: sizes (resize.rs) ----
     /// qwen-vl-utils `smart_resize`: the aspect ratio is above 200 (message as in qwen-vl-utils).
     #[error("absolute aspect ratio must be smaller than {max}, got {ratio:?}")]
@@ -174,6 +203,34 @@ pub enum Error {
         first_width: u32,
         /// Height of frame 0.
         first_height: u32,
+    },
+    /// Keeping one more frame would bring the video's kept frames (as 8-bit RGB, one buffer per
+    /// kept frame) beyond the byte budget (`DecodeOptions::max_total_bytes` or
+    /// `FrameFilesOptions::max_total_bytes`); nothing was allocated for the frame.
+    #[error(
+        "video {what}: keeping frame {index} ({frame_bytes} bytes as RGB) would bring the kept frames to {total_bytes} bytes, beyond the budget of {max_total_bytes} bytes"
+    )]
+    FrameBudgetExceeded {
+        /// The file path (for frame lists: the frame's file).
+        what: String,
+        /// 0-based index of the frame in the source (for frame lists: in the list).
+        index: u64,
+        /// Bytes the frame adds (all the slots it fills when it is sampled more than once).
+        frame_bytes: u64,
+        /// Bytes of the kept frames with this one.
+        total_bytes: u64,
+        /// The budget.
+        max_total_bytes: u64,
+    },
+    /// A frame list longer than `FrameFilesOptions::max_files`; no file was read.
+    #[error("frame list {what} has {count} files, more than the limit of {max_files}")]
+    TooManyFrameFiles {
+        /// The first file of the list.
+        what: String,
+        /// Files in the list.
+        count: usize,
+        /// The limit.
+        max_files: usize,
     },
     /// FFmpeg could not open, demux or decode the video file (truncated, corrupt, not a video).
     #[error("cannot decode video {what}: {reason}")]

@@ -2,7 +2,10 @@
 //!
 //! Every input goes through [`DecodeLimits`]: the header's size is checked before any pixel buffer is
 //! allocated, so a decompression bomb or a header claiming 100000x100000 is an [`Error::ImageTooLarge`],
-//! not an allocation. Empty, truncated or non-image bytes are [`Error::Decode`] naming the file.
+//! not an allocation. The bytes the decoded pixels and their conversion to RGB need together are checked
+//! against [`DecodeLimits::max_alloc`] from the header too ([`Error::ImageAllocTooLarge`]), and a file is
+//! read only up to that many bytes ([`Error::FileTooLarge`]). Empty, truncated or non-image bytes are
+//! [`Error::Decode`] naming the file.
 //!
 //! Conversion to [`RgbImage`]:
 //! * RGBA is composited on white exactly as qwen-vl-utils (`Image.paste` with the alpha as mask:
@@ -16,10 +19,10 @@
 //! can differ by a few levels on the same file (measured in the crate's tests), so bit-exactness with the
 //! Python pipeline holds from the decoded pixels on, not from the JPEG bytes.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -34,13 +37,18 @@ pub struct DecodeLimits {
     pub max_height: u32,
     /// Largest accepted `width * height`.
     pub max_pixels: u64,
-    /// Largest allocation the decoder may make, in bytes.
+    /// Most bytes decoding may take: the decoded pixels in the file's colour type plus the buffers
+    /// the conversion to 8-bit RGB makes (see [`rgb_conversion_bytes`]), checked from the header
+    /// before anything is decoded. Also the most bytes read from one image file, and the allocation
+    /// limit handed to the `image` decoders for their own buffers.
     pub max_alloc: u64,
 }
 
 impl Default for DecodeLimits {
     /// 32768 per side and Pillow's decompression-bomb error threshold of 178,956,970 pixels
-    /// (`2 * Image.MAX_IMAGE_PIXELS`), with at most 1 GiB allocated by the decoder.
+    /// (`2 * Image.MAX_IMAGE_PIXELS`), with at most 1 GiB for the decoded pixels and their RGB copy
+    /// (an 8-bit RGB image of the full 178,956,970 pixels takes 537 MB and needs no copy; an 8-bit
+    /// RGBA one fits up to 153,391,689 pixels, 7 bytes each).
     fn default() -> Self {
         DecodeLimits {
             max_width: 32768,
@@ -56,7 +64,8 @@ impl Default for DecodeLimits {
 ///
 /// # Errors
 /// [`Error::Decode`] for bytes that are not a readable image, [`Error::ImageTooLarge`] for a size beyond
-/// the limits.
+/// the limits, [`Error::ImageAllocTooLarge`] when the pixels and their RGB copy need more than
+/// [`DecodeLimits::max_alloc`] bytes.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     decode_image_with(bytes, "<memory>", &DecodeLimits::default())
 }
@@ -64,7 +73,8 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
 /// Reads and decodes the image file at `path` with the default [`DecodeLimits`], converted to RGB.
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be read, else as [`decode_image`] (errors name the file).
+/// [`Error::Io`] if the file cannot be read, [`Error::FileTooLarge`] if it holds more than
+/// [`DecodeLimits::max_alloc`] bytes, else as [`decode_image_with`] (errors name the file).
 pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
     load_image_with(path, &DecodeLimits::default())
 }
@@ -74,27 +84,82 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
 /// # Errors
 /// As [`load_image`].
 pub fn load_image_with(path: impl AsRef<Path>, limits: &DecodeLimits) -> Result<RgbImage> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    load_image_checked(path.as_ref(), limits, |_, _| Ok(()))
+}
+
+/// [`load_image_with`] that also hands the header's size to `check` before anything is decoded, so
+/// the caller can refuse the image (e.g. over a budget of its own) before its pixels are allocated.
+pub(crate) fn load_image_checked(
+    path: &Path,
+    limits: &DecodeLimits,
+    check: impl FnOnce(u32, u32) -> Result<()>,
+) -> Result<RgbImage> {
+    let bytes = read_capped(path, limits.max_alloc)?;
+    decode(&bytes, &path.display().to_string(), limits, true, check).map(to_rgb)
+}
+
+/// The file's bytes, or [`Error::FileTooLarge`] after reading `max_bytes + 1` of them (a special
+/// file such as `/dev/zero` never ends, so the size on disk cannot be trusted).
+fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    decode_image_with(&bytes, &path.display().to_string(), limits)
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let hint = file.metadata().map_or(0, |m| m.len()).min(max_bytes);
+    let mut bytes = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::FileTooLarge {
+            path: path.to_path_buf(),
+            max_bytes,
+        });
+    }
+    Ok(bytes)
 }
 
 /// [`decode_image`] with explicit limits; `what` names the source in errors (a path or `<memory>`).
 ///
 /// # Errors
-/// As [`decode_image`].
+/// As [`decode_image`], and [`Error::ImageAllocTooLarge`] when the decoded pixels plus their
+/// conversion to RGB would need more than [`DecodeLimits::max_alloc`] bytes.
 pub fn decode_image_with(bytes: &[u8], what: &str, limits: &DecodeLimits) -> Result<RgbImage> {
-    decode_dynamic(bytes, what, limits).map(to_rgb)
+    decode(bytes, what, limits, true, |_, _| Ok(())).map(to_rgb)
 }
 
-/// Decodes without converting, after checking the header against `limits`.
+/// Decodes without converting, after checking the header against `limits` (the decoded pixels alone
+/// must fit in [`DecodeLimits::max_alloc`]).
 ///
 /// # Errors
-/// As [`decode_image`].
+/// As [`decode_image_with`].
 pub fn decode_dynamic(bytes: &[u8], what: &str, limits: &DecodeLimits) -> Result<DynamicImage> {
+    decode(bytes, what, limits, false, |_, _| Ok(()))
+}
+
+/// Bytes of the buffers [`to_rgb`] makes for an image of `color` and `width x height`, on top of the
+/// decoded image itself: none for 8-bit RGB; one RGB buffer for other types without alpha and for
+/// 8-bit RGBA; an 8-bit RGBA copy plus the RGB buffer for other types with alpha.
+pub fn rgb_conversion_bytes(color: ColorType, width: u32, height: u32) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    match color {
+        ColorType::Rgb8 => 0,
+        ColorType::Rgba8 => 3 * pixels,
+        c if c.has_alpha() => (4 + 3) * pixels,
+        _ => 3 * pixels,
+    }
+}
+
+/// Decodes after checking the header against `limits` (with the RGB conversion's buffers counted
+/// when `rgb`) and against the caller's `check`.
+fn decode(
+    bytes: &[u8],
+    what: &str,
+    limits: &DecodeLimits,
+    rgb: bool,
+    check: impl FnOnce(u32, u32) -> Result<()>,
+) -> Result<DynamicImage> {
     let decode_err = |reason: String| Error::Decode {
         what: what.to_owned(),
         reason,
@@ -134,6 +199,23 @@ pub fn decode_dynamic(bytes: &[u8], what: &str, limits: &DecodeLimits) -> Result
     if pixels == 0 {
         return Err(decode_err(format!("the image is {width}x{height}")));
     }
+    let decoded_bytes = decoder.total_bytes();
+    let conversion_bytes = if rgb {
+        rgb_conversion_bytes(decoder.color_type(), width, height)
+    } else {
+        0
+    };
+    if decoded_bytes.saturating_add(conversion_bytes) > limits.max_alloc {
+        return Err(Error::ImageAllocTooLarge {
+            what: what.to_owned(),
+            width,
+            height,
+            decoded_bytes,
+            conversion_bytes,
+            max_alloc: limits.max_alloc,
+        });
+    }
+    check(width, height)?;
     DynamicImage::from_decoder(decoder).map_err(|e| limit_or_decode(e, what, limits, bytes))
 }
 
@@ -196,6 +278,7 @@ fn over_white(c: u8, a: u8) -> u8 {
 }
 
 /// Converts any decoded image to 8-bit RGB the way the model pipeline expects (see the module docs).
+/// The buffers it makes are the ones [`rgb_conversion_bytes`] counts.
 pub fn to_rgb(image: DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
         return match image {

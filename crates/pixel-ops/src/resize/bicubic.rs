@@ -689,7 +689,7 @@ mod tests {
 
     #[test]
     fn pass_order_matches_pillow_13() {
-        // Measured with Pillow 13.0 (see ARCHITECTURE.md §3).
+        // Measured with Pillow 13.0, which picks the pass order by size (docs/performance.md).
         assert_eq!(pass_order(300, 200, 308, 196), PassOrder::VerticalFirst);
         assert_eq!(pass_order(1000, 750, 644, 476), PassOrder::HorizontalFirst);
         assert_eq!(pass_order(10, 10, 20, 20), PassOrder::HorizontalFirst);

@@ -10,6 +10,9 @@
 //!   qwen-vl-utils index rules ([`sampling`]).
 //!
 //! Frames are kept at their decoded size; [`Video::resized`] applies the model-input size rules.
+//! Decoding is bounded: each frame's real size is checked before it is converted or loaded, and the
+//! kept frames share a byte budget ([`DEFAULT_MAX_TOTAL_FRAME_BYTES`] unless the options say
+//! otherwise); going beyond either is a typed error before the allocation.
 //!
 //! ```
 //! use pixel_ops::image::RgbImage;
@@ -42,7 +45,7 @@ pub use sampling::{
 };
 pub use select::{MAX_SELECTED_FRAMES, SelectedFrames, select_frames, select_frames_with_limit};
 
-use crate::load::{DecodeLimits, load_image_with};
+use crate::load::{DecodeLimits, load_image_checked};
 use crate::resize::{PixelLimits, resize_bicubic, smart_resize};
 use crate::{Error, Result, ToolCallError};
 
@@ -52,6 +55,21 @@ use crate::{Error, Result, ToolCallError};
 /// [`Video::resized`].
 pub const OFFICIAL_FRAME_LIST_LIMITS: PixelLimits =
     PixelLimits::new(4 * 28 * 28, sampling::OFFICIAL_VIDEO_MAX_PIXELS);
+
+/// Default byte budget for the frames a video keeps, as 8-bit RGB at source resolution (frames are
+/// decoded at the source's size and resized later): the official 16 frames of a 4K (3840x2160)
+/// source, `16 * 3840 * 2160 * 3` = 398,131,200 bytes (about 380 MiB); the same budget holds 64
+/// frames of 1080p.
+pub const DEFAULT_MAX_TOTAL_FRAME_BYTES: u64 = 16 * 3840 * 2160 * 3;
+
+/// Default cap on the files of a frame list: qwen-vl-utils' `FPS_MAX_FRAMES` (768), the most frames
+/// it ever samples from a video.
+pub const DEFAULT_MAX_FRAME_FILES: usize = sampling::FPS_MAX_FRAMES as usize;
+
+/// Bytes of one frame as 8-bit RGB.
+pub(crate) fn rgb_bytes(width: u32, height: u32) -> u64 {
+    (u64::from(width) * u64::from(height)).saturating_mul(3)
+}
 
 /// Where a video's frames came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +120,13 @@ pub struct FrameFilesOptions {
     pub sample_fps: f64,
     /// Decode limits for each frame file.
     pub limits: DecodeLimits,
+    /// Most files the list may hold (default [`DEFAULT_MAX_FRAME_FILES`], 768, the most frames
+    /// qwen-vl-utils samples); a longer list is refused before any file is read.
+    pub max_files: usize,
+    /// Most bytes the kept frames may take together as 8-bit RGB, the padding frame included
+    /// (default [`DEFAULT_MAX_TOTAL_FRAME_BYTES`]); each file's size is checked against what is left
+    /// from its header, before its pixels are decoded.
+    pub max_total_bytes: u64,
 }
 
 impl Default for FrameFilesOptions {
@@ -110,6 +135,8 @@ impl Default for FrameFilesOptions {
             pad_to_even: true,
             sample_fps: sampling::FPS,
             limits: DecodeLimits::default(),
+            max_files: DEFAULT_MAX_FRAME_FILES,
+            max_total_bytes: DEFAULT_MAX_TOTAL_FRAME_BYTES,
         }
     }
 }
@@ -184,29 +211,59 @@ impl Video {
     /// older single-resize rule.)
     ///
     /// # Errors
-    /// [`Error::EmptyVideo`] for an empty list; the loader's errors ([`Error::Io`],
-    /// [`Error::Decode`], [`Error::ImageTooLarge`]) naming the file; [`Error::FrameSizeMismatch`]
-    /// when the files differ in size.
+    /// [`Error::EmptyVideo`] for an empty list; [`Error::TooManyFrameFiles`] for more than
+    /// [`FrameFilesOptions::max_files`]; the loader's errors ([`Error::Io`], [`Error::Decode`],
+    /// [`Error::ImageTooLarge`], [`Error::ImageAllocTooLarge`], [`Error::FileTooLarge`]) naming the
+    /// file; [`Error::FrameBudgetExceeded`] when the frames (with the padding frame) would take more
+    /// than [`FrameFilesOptions::max_total_bytes`]; [`Error::FrameSizeMismatch`] when the files
+    /// differ in size.
     pub fn from_frame_files<P: AsRef<Path>>(
         paths: &[P],
         options: &FrameFilesOptions,
     ) -> Result<Self> {
-        let paths: Vec<PathBuf> = paths.iter().map(|p| p.as_ref().to_path_buf()).collect();
         let what = paths.first().map_or_else(
             || "<empty frame list>".to_owned(),
-            |p| p.display().to_string(),
+            |p| p.as_ref().display().to_string(),
         );
         if paths.is_empty() {
             return Err(Error::EmptyVideo { what });
         }
-        let mut frames = paths
-            .iter()
-            .map(|p| load_image_with(p, &options.limits))
-            .collect::<Result<Vec<_>>>()?;
-        let n = frames.len() as u64;
+        if paths.len() > options.max_files {
+            return Err(Error::TooManyFrameFiles {
+                what,
+                count: paths.len(),
+                max_files: options.max_files,
+            });
+        }
+        let paths: Vec<PathBuf> = paths.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let n = paths.len();
+        let pad = options.pad_to_even && n % 2 == 1;
+        let mut total = 0u64;
+        let mut frames = Vec::with_capacity(n + usize::from(pad));
+        for (index, path) in paths.iter().enumerate() {
+            // The last file fills the padding slot too when the list is padded.
+            let copies: u64 = if pad && index + 1 == n { 2 } else { 1 };
+            let frame = load_image_checked(path, &options.limits, |w, h| {
+                let frame_bytes = rgb_bytes(w, h).saturating_mul(copies);
+                let total_bytes = total.saturating_add(frame_bytes);
+                if total_bytes > options.max_total_bytes {
+                    return Err(Error::FrameBudgetExceeded {
+                        what: path.display().to_string(),
+                        index: index as u64,
+                        frame_bytes,
+                        total_bytes,
+                        max_total_bytes: options.max_total_bytes,
+                    });
+                }
+                total = total_bytes;
+                Ok(())
+            })?;
+            frames.push(frame);
+        }
+        let n = n as u64;
         let mut frame_indices: Vec<u64> = (0..n).collect();
         let mut padded = 0;
-        if options.pad_to_even && frames.len() % 2 == 1 {
+        if pad {
             frames.push(frames[frames.len() - 1].clone());
             frame_indices.push(n - 1);
             padded = 1;
@@ -230,10 +287,17 @@ impl Video {
     /// parallel, and only kept frames are converted to RGB; the frames are the ones a
     /// decode-all reader (PyAV, decord, torchcodec) returns for the same indices.
     ///
+    /// Every decoded frame's real size is checked before it is converted (a stream can change size
+    /// after its header), and the kept frames share the byte budget
+    /// [`DecodeOptions::max_total_bytes`]; FFmpeg's own decoders get twice the pixel limit as a
+    /// backstop, so they refuse to allocate frames far beyond it.
+    ///
     /// # Errors
     /// [`Error::VideoDecode`] when FFmpeg cannot open or decode the file (zero bytes, truncated,
-    /// not a video), [`Error::NoVideoStream`], [`Error::ImageTooLarge`] for frames beyond
-    /// `options.max_frame_pixels`, and [`smart_nframes`]' errors (e.g. a 1-frame video).
+    /// not a video, or frames the decoder refused as larger than the limit),
+    /// [`Error::NoVideoStream`], [`Error::ImageTooLarge`] for a header or a decoded frame beyond
+    /// `options.max_frame_pixels`, [`Error::FrameBudgetExceeded`] when the kept frames would take
+    /// more than `options.max_total_bytes`, and [`smart_nframes`]' errors (e.g. a 1-frame video).
     #[cfg(feature = "ffmpeg")]
     pub fn from_file(path: impl AsRef<Path>, options: &DecodeOptions) -> Result<Self> {
         ffmpeg::decode_file(path.as_ref(), options)

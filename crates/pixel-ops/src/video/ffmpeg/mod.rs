@@ -11,6 +11,16 @@
 //! with PyAV's default bilinear flags; equal to PyAV's `to_ndarray(format="rgb24")` on the
 //! fixtures).
 //!
+//! Memory is bounded by the options, not by the file: the header's frame size is checked when the
+//! file is opened; every decoded frame's real size is checked again before it is converted (a stream
+//! may change size after its header); and the kept RGB frames share the byte budget
+//! [`DecodeOptions::max_total_bytes`] across all parallel decoders. Breaking a limit stops every
+//! decoder and is a typed error; nothing is allocated for the offending RGB frame. FFmpeg allocates
+//! each decoded frame itself, so its decoders get a backstop through their `max_pixels` option:
+//! twice the pixel limit (FFmpeg counts the width padded to its stride alignment, up to 64, so the
+//! exact limit would refuse narrow frames this crate accepts). Frames beyond the backstop are refused
+//! by FFmpeg before allocation and end as [`Error::VideoDecode`] naming the frame.
+//!
 //! Frame `i` means the `i`-th frame in presentation order, as decode-all readers (PyAV, decord,
 //! torchcodec) count. The fast path needs every packet to carry a unique timestamp and closed
 //! groups of pictures (no frame shown before its group's keyframe); otherwise, or when the fast path
@@ -18,20 +28,22 @@
 //! fail to decode are skipped as the `ffmpeg` CLI does; a wanted frame that never comes out is an
 //! [`Error::VideoDecode`].
 
+mod output;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use ff::Discard;
-use ff::format::Pixel;
-use ff::software::scaling;
+use ff::error::EAGAIN;
 use ffmpeg_next as ff;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::sampling::{FrameCount, FrameSampling};
-use super::{Video, VideoInfo, VideoSource};
+use super::{DEFAULT_MAX_TOTAL_FRAME_BYTES, Video, VideoInfo, VideoSource};
 use crate::{Error, Result};
+use output::{FrameLimits, Output, Tally};
 
 /// How to find the wanted frames in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -58,8 +70,14 @@ pub struct DecodeOptions {
     /// split the groups across up to `threads` decoders running in parallel (default `true`);
     /// otherwise one decoder uses FFmpeg frame threading. Frames are the same either way.
     pub split_groups: bool,
-    /// Largest accepted `width * height` of a frame (default 178,956,970, the image limit).
+    /// Largest accepted `width * height` of a frame (default 178,956,970, the image limit), checked
+    /// on the header and on every decoded frame; twice it is FFmpeg's own backstop (module docs).
     pub max_frame_pixels: u64,
+    /// Most bytes the kept frames may take together as 8-bit RGB at source resolution, one buffer
+    /// per kept frame (a frame sampled twice counts twice). Default
+    /// [`DEFAULT_MAX_TOTAL_FRAME_BYTES`]: the official 16 frames of a 4K source. Each frame is
+    /// checked against what is left before it is converted.
+    pub max_total_bytes: u64,
 }
 
 impl Default for DecodeOptions {
@@ -70,6 +88,7 @@ impl Default for DecodeOptions {
             threads: 0,
             split_groups: true,
             max_frame_pixels: crate::load::DecodeLimits::default().max_pixels,
+            max_total_bytes: DEFAULT_MAX_TOTAL_FRAME_BYTES,
         }
     }
 }
@@ -130,8 +149,11 @@ fn open(path: &Path, threads: usize, max_frame_pixels: u64) -> Result<Demuxed> {
         .find(|r| r.numerator() > 0 && r.denominator() > 0)
         .map_or(0.0, f64::from);
     let parameters = stream.parameters().clone();
-    let decoder = open_decoder(&parameters, threads).map_err(|e| err("open decoder", e))?;
-    let (width, height) = (decoder.width(), decoder.height());
+    // The header's size, read by a decoder without the backstop (FFmpeg refuses to open one whose
+    // header is beyond its `max_pixels`, which would hide the size from the error).
+    let header = open_decoder(&parameters, 1, u64::MAX).map_err(|e| err("open decoder", e))?;
+    let (width, height) = (header.width(), header.height());
+    drop(header);
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_frame_pixels {
         return Err(Error::ImageTooLarge {
@@ -144,6 +166,8 @@ fn open(path: &Path, threads: usize, max_frame_pixels: u64) -> Result<Demuxed> {
             max_pixels: max_frame_pixels,
         });
     }
+    let decoder =
+        open_decoder(&parameters, threads, max_frame_pixels).map_err(|e| err("open decoder", e))?;
     let meta: Vec<PacketMeta> = input
         .packets()
         .filter(|(s, p)| s.index() == index && p.size() > 0)
@@ -176,10 +200,13 @@ fn open(path: &Path, threads: usize, max_frame_pixels: u64) -> Result<Demuxed> {
     })
 }
 
-/// A decoder for `parameters` with `threads` frame threads (0: FFmpeg picks).
+/// A decoder for `parameters` with `threads` frame threads (0: FFmpeg picks) that refuses to
+/// allocate frames of more than `2 * max_pixels` pixels, counting the padded width (FFmpeg's
+/// `max_pixels` option, at most `i32::MAX`, its default); see the module docs.
 fn open_decoder(
     parameters: &ff::codec::Parameters,
     threads: usize,
+    max_pixels: u64,
 ) -> std::result::Result<ff::decoder::Video, ff::Error> {
     let mut context = ff::codec::Context::from_parameters(parameters.clone())?;
     context.set_threading(ff::threading::Config {
@@ -187,7 +214,14 @@ fn open_decoder(
         count: threads,
         ..Default::default()
     });
-    context.decoder().video()
+    let codec = ff::decoder::find(parameters.id()).ok_or(ff::Error::DecoderNotFound)?;
+    let mut options = ff::Dictionary::new();
+    let max_pixels = max_pixels
+        .saturating_mul(2)
+        .min(i32::MAX as u64)
+        .to_string();
+    options.set("max_pixels", &max_pixels);
+    context.decoder().open_as_with(codec, options)?.video()
 }
 
 /// Frames (packets) in the file's video stream and its frame rate, without decoding.
@@ -201,6 +235,7 @@ pub fn probe_frame_count(path: impl AsRef<Path>) -> Result<(u64, f64)> {
 
 pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video> {
     let what = path.display().to_string();
+    let limits = FrameLimits::new(&what, options);
     let Demuxed {
         parameters,
         mut decoder,
@@ -209,7 +244,7 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
         fps,
     } = open(path, options.threads, options.max_frame_pixels)?;
     let plan = FrameSampling::plan(options.count, meta.len() as u64, fps)?;
-    let mut out = Output::new(&plan.indices);
+    let mut out = Output::new(&plan.indices, &limits);
     if options.strategy == DecodeStrategy::SkipToKeyframes
         && let Some(gops) = Gops::new(&meta)
     {
@@ -236,8 +271,7 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
                 &job,
                 &parameters,
                 &groups,
-                workers,
-                threads / workers,
+                (workers, threads / workers),
                 &mut out,
             );
         } else {
@@ -249,10 +283,17 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
         decoder.flush();
         decode_all(&mut decoder, path, stream, &mut out)?;
     }
-    let decoded = out.decoded;
+    if let Some(e) = limits.take_error() {
+        return Err(e);
+    }
+    let decoded = out.tally.decoded;
+    let failures = out.tally.describe();
     let frames = out.finish().map_err(|index| Error::VideoDecode {
         what: what.clone(),
-        reason: format!("frame {index} of {} could not be decoded", meta.len()),
+        reason: format!(
+            "frame {index} of {} could not be decoded{failures}",
+            meta.len()
+        ),
     })?;
     let info = VideoInfo {
         source: VideoSource::File(path.to_path_buf()),
@@ -264,111 +305,6 @@ pub(super) fn decode_file(path: &Path, options: &DecodeOptions) -> Result<Video>
         frames_decoded: decoded,
     };
     Video::with_info(frames, info, &what)
-}
-
-/// Output slots: wanted frame index → the positions it fills (an index can repeat).
-struct Output {
-    slots: Vec<Option<RgbImage>>,
-    by_index: HashMap<u64, Vec<usize>>,
-    missing: usize,
-    decoded: u64,
-    scaler: Option<(scaling::Context, Pixel, u32, u32)>,
-    rgb: ff::frame::Video,
-}
-
-impl Output {
-    fn new(indices: &[u64]) -> Self {
-        let mut by_index: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (slot, &i) in indices.iter().enumerate() {
-            by_index.entry(i).or_default().push(slot);
-        }
-        Self {
-            slots: vec![None; indices.len()],
-            by_index,
-            missing: indices.len(),
-            decoded: 0,
-            scaler: None,
-            rgb: ff::frame::Video::empty(),
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.missing == 0
-    }
-
-    fn wants(&self, index: u64) -> bool {
-        self.by_index
-            .get(&index)
-            .is_some_and(|s| s.iter().any(|&k| self.slots[k].is_none()))
-    }
-
-    /// Converts `frame` to RGB and stores it as frame `index` (if wanted and not yet stored).
-    fn store(&mut self, index: u64, frame: &ff::frame::Video) {
-        if !self.wants(index) {
-            return;
-        }
-        let Some(image) = self.convert(frame) else {
-            return;
-        };
-        for &k in &self.by_index[&index] {
-            if self.slots[k].is_none() {
-                self.slots[k] = Some(image.clone());
-                self.missing -= 1;
-            }
-        }
-    }
-
-    fn convert(&mut self, frame: &ff::frame::Video) -> Option<RgbImage> {
-        let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
-        if w == 0 || h == 0 || fmt == Pixel::None {
-            return None;
-        }
-        if self
-            .scaler
-            .as_ref()
-            .is_none_or(|(_, f, sw, sh)| (*f, *sw, *sh) != (fmt, w, h))
-        {
-            let ctx =
-                scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
-                    .ok()?;
-            self.scaler = Some((ctx, fmt, w, h));
-        }
-        let (scaler, ..) = self.scaler.as_mut()?;
-        scaler.run(frame, &mut self.rgb).ok()?;
-        let stride = self.rgb.stride(0);
-        let data = self.rgb.data(0);
-        let row = w as usize * 3;
-        let mut buf = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            buf.extend_from_slice(data.get(y * stride..y * stride + row)?);
-        }
-        RgbImage::from_raw(w, h, buf)
-    }
-
-    /// Takes the frames another decoder filled in (`slots` as in [`Output::new`] for the same
-    /// indices) and adds its count of decoded frames.
-    fn absorb(&mut self, slots: Vec<Option<RgbImage>>, decoded: u64) {
-        for (mine, theirs) in self.slots.iter_mut().zip(slots) {
-            if mine.is_none() && theirs.is_some() {
-                *mine = theirs;
-                self.missing -= 1;
-            }
-        }
-        self.decoded += decoded;
-    }
-
-    /// The frames, or the first wanted index that was never decoded.
-    fn finish(self) -> std::result::Result<Vec<RgbImage>, u64> {
-        let missing = self
-            .by_index
-            .iter()
-            .find(|(_, s)| s.iter().any(|&k| self.slots[k].is_none()))
-            .map(|(&i, _)| i);
-        match missing {
-            Some(i) => Err(i),
-            None => Ok(self.slots.into_iter().flatten().collect()),
-        }
-    }
 }
 
 /// Groups of pictures: where each starts in decode order, and each packet's presentation index.
@@ -419,14 +355,23 @@ impl Gops {
 /// frame to its presentation index.
 fn receive(
     decoder: &mut ff::decoder::Video,
-    out: &mut Output,
+    out: &mut Output<'_>,
     frame: &mut ff::frame::Video,
     mut index_of: impl FnMut(&ff::frame::Video) -> Option<u64>,
 ) {
-    while decoder.receive_frame(frame).is_ok() {
-        out.decoded += 1;
-        if let Some(i) = index_of(frame) {
-            out.store(i, frame);
+    loop {
+        match decoder.receive_frame(frame) {
+            Ok(()) => {
+                out.tally.decoded += 1;
+                if let Some(i) = index_of(frame) {
+                    out.store(i, frame);
+                }
+            }
+            Err(ff::Error::Eof | ff::Error::Other { errno: EAGAIN }) => break,
+            Err(e) => {
+                out.tally.error(&e);
+                break;
+            }
         }
     }
 }
@@ -434,25 +379,28 @@ fn receive(
 fn send(
     decoder: &mut ff::decoder::Video,
     packet: &ff::Packet,
-    out: &mut Output,
+    out: &mut Output<'_>,
     frame: &mut ff::frame::Video,
     index_of: &mut impl FnMut(&ff::frame::Video) -> Option<u64>,
 ) {
     // Decode errors on one packet are skipped, as the ffmpeg CLI does; a frame that never comes
     // out is reported at the end.
-    if let Err(ff::Error::Other {
-        errno: ff::error::EAGAIN,
-    }) = decoder.send_packet(packet)
-    {
-        receive(decoder, out, frame, &mut *index_of);
-        let _ = decoder.send_packet(packet);
+    let sent = match decoder.send_packet(packet) {
+        Err(ff::Error::Other { errno: EAGAIN }) => {
+            receive(decoder, out, frame, &mut *index_of);
+            decoder.send_packet(packet)
+        }
+        other => other,
+    };
+    if let Err(e) = sent {
+        out.tally.error(&e);
     }
     receive(decoder, out, frame, &mut *index_of);
 }
 
 fn drain(
     decoder: &mut ff::decoder::Video,
-    out: &mut Output,
+    out: &mut Output<'_>,
     frame: &mut ff::frame::Video,
     index_of: &mut impl FnMut(&ff::frame::Video) -> Option<u64>,
 ) {
@@ -495,15 +443,14 @@ struct Job<'a> {
 }
 
 /// Splits `groups` (with costs) across `workers` decoders of `threads_each` threads, balancing the
-/// cost, and stores what they decode in `out`. A worker that fails leaves its frames missing (the
-/// caller falls back to decoding everything).
+/// cost, and stores what they decode in `out` (the workers share `out`'s limits). A worker that
+/// fails leaves its frames missing (the caller falls back to decoding everything).
 fn decode_groups_in_parallel(
     job: &Job<'_>,
     parameters: &ff::codec::Parameters,
     groups: &[(usize, usize)],
-    workers: usize,
-    threads_each: usize,
-    out: &mut Output,
+    (workers, threads_each): (usize, usize),
+    out: &mut Output<'_>,
 ) {
     let mut by_cost = groups.to_vec();
     by_cost.sort_unstable_by_key(|b| std::cmp::Reverse(b.1));
@@ -514,7 +461,9 @@ fn decode_groups_in_parallel(
             bin.1.push(g);
         }
     }
-    let results: Vec<(Vec<Option<RgbImage>>, u64)> = std::thread::scope(|scope| {
+    let limits = out.limits;
+    let max_pixels = limits.max_frame_pixels;
+    let results: Vec<(Vec<Option<RgbImage>>, Tally)> = std::thread::scope(|scope| {
         let handles: Vec<_> = bins
             .into_iter()
             .filter(|b| !b.1.is_empty())
@@ -523,10 +472,11 @@ fn decode_groups_in_parallel(
                 // An owned copy per worker: FFmpeg objects are not shared between threads.
                 let parameters = parameters.clone();
                 scope.spawn(move || {
-                    let mut decoder = open_decoder(&parameters, threads_each.max(1)).ok()?;
-                    let mut part = Output::new(job.indices);
+                    let mut decoder =
+                        open_decoder(&parameters, threads_each.max(1), max_pixels).ok()?;
+                    let mut part = Output::new(job.indices, limits);
                     skip_to_keyframes(&mut decoder, job, &ids, &mut part);
-                    Some((part.slots, part.decoded))
+                    Some((part.slots, part.tally))
                 })
             })
             .collect();
@@ -535,8 +485,8 @@ fn decode_groups_in_parallel(
             .filter_map(|h| h.join().ok().flatten())
             .collect()
     });
-    for (slots, decoded) in results {
-        out.absorb(slots, decoded);
+    for (slots, tally) in results {
+        out.absorb(slots, tally);
     }
 }
 
@@ -546,7 +496,7 @@ fn skip_to_keyframes(
     decoder: &mut ff::decoder::Video,
     job: &Job<'_>,
     ids: &[usize],
-    out: &mut Output,
+    out: &mut Output<'_>,
 ) {
     let Job {
         packets,
@@ -574,7 +524,7 @@ fn skip_to_keyframes(
             drain(decoder, out, &mut frame, &mut index_of);
         }
         let end = gops.starts.get(g + 1).copied().unwrap_or(meta.len());
-        let group_done = |out: &Output| (start..end).all(|p| !out.wants(gops.shown[p]));
+        let group_done = |out: &Output<'_>| (start..end).all(|p| !out.wants(gops.shown[p]));
         for p in start..end {
             let Some(packet) = packets.get(p).and_then(Option::as_ref) else {
                 continue;
@@ -634,7 +584,7 @@ fn decode_all(
     decoder: &mut ff::decoder::Video,
     path: &Path,
     stream: usize,
-    out: &mut Output,
+    out: &mut Output<'_>,
 ) -> Result<()> {
     let mut input = reopen(path)?;
     let mut frame = ff::frame::Video::empty();
