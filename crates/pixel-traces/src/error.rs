@@ -33,6 +33,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file is larger than the cap it is read under (checked before reading and enforced while reading).
+    #[error("{path} is over the limit of {limit} bytes")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// A whole data file is not valid JSON / JSONL at the top level.
     #[error("{path} is not a JSON array or JSONL file: {message}")]
     FileFormat {
@@ -51,7 +59,8 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
-    /// A media path in a record is absolute, climbs out of the dataset root, or passes through a symlink.
+    /// A media path in a record is absolute, climbs out of the dataset root, passes through a symlink, or
+    /// (when opened) does not name a regular file or changed while it was being opened.
     #[error("path {path:?} is not allowed under the dataset root: {reason}")]
     UnsafePath {
         /// The path as written in the record.

@@ -3,7 +3,8 @@
 //!
 //! - [`official`]: SFT `message_list` records and RL / eval records (`qid`, `question`, `image`,
 //!   `is_video`, `answer` / `gt_answer`), read by [`load::load_records`] with per-record errors
-//!   ([`OnError::Skip`] or [`OnError::Fail`]); media paths stay under a [`DatasetRoot`].
+//!   ([`OnError::Skip`] or [`OnError::Fail`]) and a file size cap; media paths stay under a
+//!   [`DatasetRoot`], which also opens them ([`DatasetRoot::open`]) checking the file it opens.
 //! - [`trace`]: the project's JSONL trajectory format, each text span marked trained or not.
 //! - [`synth`]: traces from annotated samples (paper template, 30/20/20/30 image self-correction mix,
 //!   90/10 video mix, text-only), analysis text from a [`Narrator`]: [`TemplateNarrator`] or a teacher
@@ -42,10 +43,13 @@ pub mod trace;
 pub use datasets::SyntheticDataset;
 pub use error::{Error, Location, Result};
 pub use geometry::{FrameWindow, NormBox};
-pub use load::{FromRecord, Loaded, OnError, load_records};
+pub use load::{
+    DEFAULT_MAX_RECORD_FILE_BYTES, FromRecord, Loaded, OnError, load_records,
+    load_records_with_limit,
+};
 pub use narrator::{Modality, NarrationRequest, NarrationStep, Narrator, TemplateNarrator};
 pub use official::{RlRecord, SftRecord};
-pub use paths::DatasetRoot;
+pub use paths::{DatasetRoot, MediaFile};
 pub use sample::{AnnotatedSample, Visual};
 pub use synth::{SynthConfig, SynthesizedTrace, Synthesizer, Variant};
 pub use teacher::{TeacherConfig, TeacherNarrator};

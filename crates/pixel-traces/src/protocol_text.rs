@@ -1,5 +1,5 @@
 //! The protocol texts a trace contains, taken from `pixel-ops` so traces and rollouts speak alike:
-//! the user-turn text, tool-call blocks and observation texts (ARCHITECTURE.md §2).
+//! the user-turn text, tool-call blocks and observation texts (`docs/protocol.md`, sections 1-3).
 
 use pixel_ops::observation::{crop_text, frames_text};
 use pixel_ops::{ToolCall, ToolSet};

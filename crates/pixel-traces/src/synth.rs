@@ -2,10 +2,10 @@
 //!
 //! Template (paper §3.1, appendix E): whole-input analysis → "Now I will zoom in to look clearer at
 //! '`<cue>`'." (or select frames) → the operation → analysis of its result → `\boxed{answer}`.
-//! Self-correction mix (paper §5 / ARCHITECTURE.md §5): images 30 % clean, 20 % one wrong crop (disjoint
-//! from the cue), 20 % two wrong crops, 30 % an over-large crop then a refined crop; videos 90 % clean,
-//! 10 % wrong frames (disjoint from the reference window) first. The loss mask trains assistant text,
-//! never observations, and never the deliberately wrong operation calls.
+//! Self-correction mix (paper §5; the table in `docs/traces.md`, "Self-correction mix"): images 30 % clean,
+//! 20 % one wrong crop (disjoint from the cue), 20 % two wrong crops, 30 % an over-large crop then a refined
+//! crop; videos 90 % clean, 10 % wrong frames (disjoint from the reference window) first. The loss mask
+//! trains assistant text, never observations, and never the deliberately wrong operation calls.
 
 use image::RgbImage;
 use rand::{Rng, RngCore, SeedableRng};
