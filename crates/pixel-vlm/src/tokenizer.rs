@@ -135,11 +135,15 @@ impl QwenTokenizer {
     /// # Errors
     /// [`VlmError::Tokenizer`] for an id outside the vocabulary.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        let vocab = self.vocab_size();
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        // Looked up, not compared with `vocab_size()`: a vocabulary may have holes (the reduced real-vocabulary
+        // fixture has), and `tokenizers` silently drops an id it lacks.
+        if let Some(&bad) = ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
             return Err(VlmError::Tokenizer {
                 path: None,
-                reason: format!("id {bad} is outside the vocabulary of {vocab}"),
+                reason: format!(
+                    "id {bad} is outside the vocabulary of {}",
+                    self.vocab_size()
+                ),
             });
         }
         self.inner
