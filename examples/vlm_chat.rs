@@ -20,6 +20,7 @@ use pixel_ops::Video;
 use pixel_vlm::backend::CpuBackend as Backend;
 #[cfg(feature = "cuda")]
 use pixel_vlm::backend::CudaBackend as Backend;
+use pixel_vlm::cache::DEFAULT_KV_CACHE_BUDGET;
 use pixel_vlm::chat_template::RenderOptions;
 use pixel_vlm::generation::{GenerationConfig, SegmentInput, Session};
 use pixel_vlm::processor::Processor;
@@ -42,9 +43,16 @@ struct Args {
     /// The question.
     #[arg(long)]
     question: String,
-    /// Most new tokens.
+    /// Most new tokens. Clamped (with a note) to what the model's context (`max_position_embeddings`)
+    /// and the KV-cache budget leave after the prompt.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
+    /// KV-cache budget in MiB (keys and values of every layer).
+    #[arg(long, default_value_t = DEFAULT_KV_CACHE_BUDGET >> 20)]
+    kv_cache_mib: u64,
+    /// Most frame files read from a `--video` folder (default: pixel-ops' cap, qwen-vl-utils' 768).
+    #[arg(long, default_value_t = pixel_ops::video::DEFAULT_MAX_FRAME_FILES)]
+    max_frames: usize,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -96,7 +104,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         content.push(serde_json::json!({"type": "image"}));
     }
     if let Some(path) = &args.video {
-        videos.push(load_video(path)?);
+        videos.push(load_video(path, args.max_frames)?);
         content.push(serde_json::json!({"type": "video"}));
     }
     content.push(serde_json::json!({"type": "text", "text": args.question}));
@@ -117,7 +125,36 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             grid_thw: out.videos.grid_thw.clone(),
         }),
     };
-    let mut session = Session::new(&model, 1, out.input_ids.len() + args.max_new_tokens + 1);
+    // The cache holds the prompt, the new tokens and one spare slot; it must fit the model's context and
+    // the budget (the same check `Session::with_budget` makes), so the token limit is clamped to them.
+    let budget = args.kv_cache_mib.saturating_mul(1 << 20);
+    let room = model
+        .max_cache_capacity(1, budget)
+        .checked_sub(out.input_ids.len() + 1)
+        .filter(|&room| room > 0)
+        .ok_or_else(|| {
+            format!(
+                "the prompt of {} tokens leaves no room for an answer: the model's context is {} tokens \
+                 and a {} MiB KV cache holds {} (raise --kv-cache-mib)",
+                out.input_ids.len(),
+                model.config.text.max_position_embeddings,
+                args.kv_cache_mib,
+                model.max_cache_capacity(1, budget),
+            )
+        })?;
+    let max_new_tokens = if args.max_new_tokens > room {
+        eprintln!(
+            "note: --max-new-tokens {} clamped to {room}, what the context and the KV-cache budget leave \
+             after the {}-token prompt",
+            args.max_new_tokens,
+            out.input_ids.len()
+        );
+        room
+    } else {
+        args.max_new_tokens
+    };
+    let mut session =
+        Session::with_budget(&model, 1, out.input_ids.len() + max_new_tokens + 1, budget)?;
     let t = Instant::now();
     session.append(std::slice::from_ref(&segment))?;
     eprintln!(
@@ -133,7 +170,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut samplers = vec![Sampler::new(params, args.seed)?];
     let config = GenerationConfig {
-        max_new_tokens: args.max_new_tokens,
+        max_new_tokens,
         stop_token_ids: processor.tokenizer.special().stop_tokens().to_vec(),
         stop_strings: Vec::new(),
     };
@@ -164,19 +201,38 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// A video from a folder of frames (sorted by file name) or, with the `ffmpeg` feature, a video file.
-fn load_video(path: &Path) -> Result<Video, Box<dyn std::error::Error>> {
+/// A video from a folder of frames (sorted by file name; at most `max_frames` files, each decoded under
+/// the image limits) or, with the `ffmpeg` feature, a video file.
+fn load_video(path: &Path, max_frames: usize) -> Result<Video, Box<dyn std::error::Error>> {
     if path.is_dir() {
-        let mut frames: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
+        // Listing stops one past the cap: a folder of millions of files is refused without reading them
+        // all.
+        let mut frames = Vec::new();
+        for entry in
+            std::fs::read_dir(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        {
+            let Ok(entry) = entry else { continue };
+            let file = entry.path();
+            if !file.is_file() {
+                continue;
+            }
+            if frames.len() == max_frames {
+                return Err(format!(
+                    "{} holds more than {max_frames} frame files (raise --max-frames)",
+                    path.display()
+                )
+                .into());
+            }
+            frames.push(file);
+        }
         frames.sort();
-        return Ok(Video::from_frame_files(
-            &frames,
-            &pixel_ops::video::FrameFilesOptions::default(),
-        )?);
+        // Each file is decoded under `DecodeLimits::default()`, the limits `load_image` applies, and
+        // pixel-ops refuses a longer list too.
+        let options = pixel_ops::video::FrameFilesOptions {
+            max_files: max_frames,
+            ..Default::default()
+        };
+        return Ok(Video::from_frame_files(&frames, &options)?);
     }
     #[cfg(feature = "ffmpeg")]
     {

@@ -56,7 +56,11 @@ fn main() {
     };
     let device = Default::default();
     let t0 = Instant::now();
-    let model = Qwen25Vl::<CpuBackend>::random(config(text_layers, vision_depth), 0, &device);
+    let model = match Qwen25Vl::<CpuBackend>::random(config(text_layers, vision_depth), 0, &device)
+    {
+        Ok(model) => model,
+        Err(e) => panic!("benchmark model: {e}"),
+    };
     eprintln!("init {:.1} s", t0.elapsed().as_secs_f64());
 
     // 448x448 image: 32x32 patches -> 256 merged tokens, plus 64 text tokens = 320 tokens.
@@ -104,7 +108,10 @@ fn main() {
     let vision_s = t.elapsed().as_secs_f64();
     let mut prefill_s = f64::MAX;
     for _ in 0..2 {
-        let mut session = Session::new(&model, 1, seq + 4);
+        let mut session = match Session::new(&model, 1, seq + 4) {
+            Ok(session) => session,
+            Err(e) => panic!("session: {e}"),
+        };
         let t = Instant::now();
         if let Err(e) = session.append(std::slice::from_ref(&prompt)) {
             panic!("prefill: {e}");
@@ -165,7 +172,10 @@ fn bench_decode(model: &Qwen25Vl<CpuBackend>, backend: &str, batch: usize, decod
     let rows: Vec<SegmentInput> = (0..batch)
         .map(|r| SegmentInput::text((0..16).map(|i| 3000 + i + r as u32).collect()))
         .collect();
-    let mut session = Session::new(model, batch, 16 + decode + 1);
+    let mut session = match Session::new(model, batch, 16 + decode + 1) {
+        Ok(session) => session,
+        Err(e) => panic!("session: {e}"),
+    };
     if let Err(e) = session.append(&rows) {
         panic!("decode prompt: {e}");
     }

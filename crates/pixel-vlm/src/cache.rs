@@ -1,7 +1,7 @@
 //! A preallocated key/value cache for batched decoding, with per-slot validity (left padding, finished rows).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Tensor, TensorCreationOptions, TensorData, get_device_settings};
 
 use crate::error::{Result, VlmError};
 
@@ -21,18 +21,65 @@ pub struct KvCache<B: Backend> {
     next_position: Vec<i64>,
 }
 
+/// Default memory budget of a KV cache, in bytes (8 GiB): keys and values of every layer, all rows. A
+/// Qwen2.5-VL-7B cache in f32 takes 112 KiB per token (28 layers x 2 x 4 KV heads x 128 x 4 bytes), so
+/// this holds 8 rows of 9k tokens, or one row of the 3B's whole 128k context in bf16; anything beyond it is
+/// a typed error instead of an allocation that kills the process. Raise it with
+/// [`crate::generation::Session::with_budget`] or [`crate::Qwen25Vl::new_cache_with_budget`].
+pub const DEFAULT_KV_CACHE_BUDGET: u64 = 8 << 30;
+
+/// Bytes of the keys and values of a cache: `2 x num_layers x batch x kv_heads x capacity x head_dim`
+/// elements of `elem_bytes` (`DType::size`). `None` if that does not fit in a `u64`.
+pub fn kv_cache_bytes(
+    num_layers: usize,
+    batch: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    elem_bytes: usize,
+) -> Option<u64> {
+    [num_layers, batch, kv_heads, capacity, head_dim, elem_bytes]
+        .into_iter()
+        .try_fold(2u64, |acc, x| acc.checked_mul(u64::try_from(x).ok()?))
+}
+
 impl<B: Backend> KvCache<B> {
     /// Allocates a cache for `batch` rows of up to `capacity` tokens, on a device and (optionally) in a dtype
-    /// (`&device` or `(&device, dtype)`; the model's own cache comes from [`crate::Qwen25Vl::new_cache`]).
+    /// (`&device` or `(&device, dtype)`; the model's own cache comes from [`crate::Qwen25Vl::new_cache`]),
+    /// after checking it fits in `budget` bytes ([`kv_cache_bytes`]; [`DEFAULT_KV_CACHE_BUDGET`] is the
+    /// usual budget).
+    ///
+    /// # Errors
+    /// [`VlmError::CacheOverBudget`] if the keys and values would need more than `budget` bytes.
     pub fn new(
         num_layers: usize,
         batch: usize,
         kv_heads: usize,
         head_dim: usize,
         capacity: usize,
+        budget: u64,
         options: impl Into<TensorCreationOptions<B>>,
-    ) -> Self {
+    ) -> Result<Self> {
         let options = options.into();
+        let dtype = options
+            .dtype
+            .unwrap_or_else(|| get_device_settings::<B>(&options.device).float_dtype.into());
+        let bytes = kv_cache_bytes(
+            num_layers,
+            batch,
+            kv_heads,
+            head_dim,
+            capacity,
+            dtype.size(),
+        );
+        if bytes.is_none_or(|b| b > budget) {
+            return Err(VlmError::CacheOverBudget {
+                batch,
+                capacity,
+                bytes,
+                budget,
+            });
+        }
         let layers = (0..num_layers)
             .map(|_| {
                 let zeros =
@@ -40,14 +87,15 @@ impl<B: Backend> KvCache<B> {
                 Some((zeros(), zeros()))
             })
             .collect();
-        Self {
+        Ok(Self {
             layers,
             batch,
             capacity,
             len: 0,
+            // Within the budget, so `batch * capacity` is far from overflowing.
             valid: vec![false; batch * capacity],
             next_position: vec![0; batch],
-        }
+        })
     }
 
     /// Rows.

@@ -50,19 +50,26 @@ pub struct VisionConfig {
 }
 
 impl VisionConfig {
-    /// Dimension of one attention head.
+    /// Dimension of one attention head (0 for a config with no heads; [`Qwen25VlConfig::validate`]
+    /// rejects those).
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_heads
+        self.hidden_size.checked_div(self.num_heads).unwrap_or(0)
     }
 
     /// Values in one flattened patch: `in_channels * temporal_patch_size * patch_size^2` (1176).
+    /// Saturates instead of overflowing; [`Qwen25VlConfig::validate`] rejects configs where it would.
     pub fn patch_dim(&self) -> usize {
-        self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+        self.in_channels
+            .saturating_mul(self.temporal_patch_size)
+            .saturating_mul(self.patch_size)
+            .saturating_mul(self.patch_size)
     }
 
-    /// Patches merged into one token: `spatial_merge_size^2` (4).
+    /// Patches merged into one token: `spatial_merge_size^2` (4). Saturates like
+    /// [`VisionConfig::patch_dim`].
     pub fn merge_unit(&self) -> usize {
-        self.spatial_merge_size * self.spatial_merge_size
+        self.spatial_merge_size
+            .saturating_mul(self.spatial_merge_size)
     }
 }
 
@@ -92,9 +99,12 @@ pub struct TextConfig {
 }
 
 impl TextConfig {
-    /// Dimension of one attention head.
+    /// Dimension of one attention head (0 for a config with no heads; [`Qwen25VlConfig::validate`]
+    /// rejects those).
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.hidden_size
+            .checked_div(self.num_attention_heads)
+            .unwrap_or(0)
     }
 }
 
@@ -119,6 +129,18 @@ pub struct Qwen25VlConfig {
     pub eos_token_ids: Vec<u32>,
     /// The dtype the checkpoint was saved in (`torch_dtype`, or transformers 5's `dtype`), when declared.
     pub torch_dtype: Option<FloatDType>,
+    /// How the text fields were spelled in the file, so that [`Qwen25VlConfig::validate`] names a field
+    /// as the user wrote it.
+    names: FieldNames,
+}
+
+/// Spelling of the layout-dependent field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FieldNames {
+    /// `""` (original layout) or `"text_config."`.
+    text: &'static str,
+    /// `"rope_scaling"` or `"rope_parameters"`.
+    rope: &'static str,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +278,15 @@ impl Qwen25VlConfig {
             path: Default::default(),
             message: e.to_string(),
         })?;
+        let config = Self::from_raw(raw)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Maps the parsed file onto the config: picks the layout, applies transformers' defaults, rejects
+    /// missing fields and features the model does not implement. Values are checked by
+    /// [`Qwen25VlConfig::validate`].
+    fn from_raw(raw: RawConfig) -> Result<Self> {
         let nested = raw.text_config.is_some();
         let text_raw = raw.text_config.unwrap_or_default();
         let top = raw.top;
@@ -268,41 +299,6 @@ impl Qwen25VlConfig {
         }
         let f = |name: &str| format!("{prefix}{name}");
 
-        let hidden_size = positive(
-            required(text_field!(hidden_size), &f("hidden_size"))?,
-            &f("hidden_size"),
-        )?;
-        let num_attention_heads = positive(
-            required(text_field!(num_attention_heads), &f("num_attention_heads"))?,
-            &f("num_attention_heads"),
-        )?;
-        let num_key_value_heads = positive(
-            text_field!(num_key_value_heads).unwrap_or(num_attention_heads),
-            &f("num_key_value_heads"),
-        )?;
-        if hidden_size % num_attention_heads != 0 {
-            return Err(invalid(
-                f("hidden_size"),
-                format!(
-                    "{hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
-                ),
-            ));
-        }
-        if num_attention_heads % num_key_value_heads != 0 {
-            return Err(invalid(
-                f("num_key_value_heads"),
-                format!(
-                    "num_attention_heads {num_attention_heads} is not a multiple of {num_key_value_heads}"
-                ),
-            ));
-        }
-        let head_dim = hidden_size / num_attention_heads;
-        if head_dim % 2 != 0 {
-            return Err(invalid(
-                f("hidden_size"),
-                format!("head dimension {head_dim} must be even for RoPE"),
-            ));
-        }
         if let Some(act) = text_field!(hidden_act)
             && act != "silu"
         {
@@ -323,12 +319,16 @@ impl Qwen25VlConfig {
             .or(text_raw.rope_scaling.as_ref())
             .or(top.rope_parameters.as_ref())
             .or(top.rope_scaling.as_ref());
-        let rope_field = if text_raw.rope_parameters.is_some() || top.rope_parameters.is_some() {
+        let rope_name = if text_raw.rope_parameters.is_some() || top.rope_parameters.is_some() {
             "rope_parameters"
         } else {
             "rope_scaling"
         };
-        let rope_field = f(rope_field);
+        let names = FieldNames {
+            text: prefix,
+            rope: rope_name,
+        };
+        let rope_field = f(rope_name);
         for kind in rope
             .iter()
             .flat_map(|r| [r.rope_type.as_deref(), r.legacy_type.as_deref()])
@@ -350,50 +350,21 @@ impl Qwen25VlConfig {
                 format!("expected 3 entries, found {section:?}"),
             )
         })?;
-        if mrope_section.iter().sum::<usize>() != head_dim / 2 {
-            return Err(invalid(
-                format!("{rope_field}.mrope_section"),
-                format!(
-                    "{mrope_section:?} must sum to head_dim / 2 = {}",
-                    head_dim / 2
-                ),
-            ));
-        }
-        let rope_theta = rope
-            .and_then(|r| r.rope_theta)
-            .or_else(|| text_field!(rope_theta))
-            .unwrap_or(1_000_000.0);
-        if rope_theta.is_nan() || rope_theta <= 0.0 {
-            return Err(invalid(
-                f("rope_theta"),
-                format!("must be positive, found {rope_theta}"),
-            ));
-        }
-        let rms_norm_eps = text_field!(rms_norm_eps).unwrap_or(1e-6);
-        if rms_norm_eps.is_nan() || rms_norm_eps <= 0.0 {
-            return Err(invalid(
-                f("rms_norm_eps"),
-                format!("must be positive, found {rms_norm_eps}"),
-            ));
-        }
+        let hidden_size = required(text_field!(hidden_size), &f("hidden_size"))?;
+        let num_attention_heads =
+            required(text_field!(num_attention_heads), &f("num_attention_heads"))?;
         let text = TextConfig {
-            vocab_size: positive(
-                required(text_field!(vocab_size), &f("vocab_size"))?,
-                &f("vocab_size"),
-            )?,
+            vocab_size: required(text_field!(vocab_size), &f("vocab_size"))?,
             hidden_size,
-            intermediate_size: positive(
-                required(text_field!(intermediate_size), &f("intermediate_size"))?,
-                &f("intermediate_size"),
-            )?,
-            num_hidden_layers: positive(
-                required(text_field!(num_hidden_layers), &f("num_hidden_layers"))?,
-                &f("num_hidden_layers"),
-            )?,
+            intermediate_size: required(text_field!(intermediate_size), &f("intermediate_size"))?,
+            num_hidden_layers: required(text_field!(num_hidden_layers), &f("num_hidden_layers"))?,
             num_attention_heads,
-            num_key_value_heads,
-            rms_norm_eps,
-            rope_theta,
+            num_key_value_heads: text_field!(num_key_value_heads).unwrap_or(num_attention_heads),
+            rms_norm_eps: text_field!(rms_norm_eps).unwrap_or(1e-6),
+            rope_theta: rope
+                .and_then(|r| r.rope_theta)
+                .or_else(|| text_field!(rope_theta))
+                .unwrap_or(1_000_000.0),
             mrope_section,
             max_position_embeddings: text_field!(max_position_embeddings).unwrap_or(128_000),
         };
@@ -402,19 +373,6 @@ impl Qwen25VlConfig {
             .vision_config
             .ok_or_else(|| invalid("vision_config", "missing"))?;
         let vf = |name: &str| format!("vision_config.{name}");
-        let vision_hidden = positive(
-            required(v.hidden_size, &vf("hidden_size"))?,
-            &vf("hidden_size"),
-        )?;
-        let num_heads = positive(required(v.num_heads, &vf("num_heads"))?, &vf("num_heads"))?;
-        if vision_hidden % num_heads != 0 || (vision_hidden / num_heads) % 4 != 0 {
-            return Err(invalid(
-                vf("num_heads"),
-                format!(
-                    "hidden_size {vision_hidden} / num_heads {num_heads} must be a multiple of 4 (2-D RoPE)"
-                ),
-            ));
-        }
         if let Some(act) = &v.hidden_act
             && act != "silu"
         {
@@ -423,48 +381,17 @@ impl Qwen25VlConfig {
                 format!("only \"silu\" is supported, found {act:?}"),
             ));
         }
-        let depth = positive(required(v.depth, &vf("depth"))?, &vf("depth"))?;
-        let fullatt_block_indexes = v.fullatt_block_indexes.unwrap_or_default();
-        if let Some(bad) = fullatt_block_indexes.iter().find(|&&i| i >= depth) {
-            return Err(invalid(
-                vf("fullatt_block_indexes"),
-                format!("block {bad} >= depth {depth}"),
-            ));
-        }
-        let patch_size = positive(v.patch_size.unwrap_or(14), &vf("patch_size"))?;
-        let spatial_merge_size =
-            positive(v.spatial_merge_size.unwrap_or(2), &vf("spatial_merge_size"))?;
-        let window_size = v.window_size.unwrap_or(112);
-        if window_size < patch_size * spatial_merge_size
-            || window_size % (patch_size * spatial_merge_size) != 0
-        {
-            return Err(invalid(
-                vf("window_size"),
-                format!(
-                    "{window_size} must be a positive multiple of patch_size * spatial_merge_size"
-                ),
-            ));
-        }
         let vision = VisionConfig {
-            depth,
-            hidden_size: vision_hidden,
-            intermediate_size: positive(
-                required(v.intermediate_size, &vf("intermediate_size"))?,
-                &vf("intermediate_size"),
-            )?,
-            num_heads,
-            in_channels: positive(
-                v.in_channels.or(v.in_chans).unwrap_or(3),
-                &vf("in_channels"),
-            )?,
-            patch_size,
-            temporal_patch_size: positive(
-                v.temporal_patch_size.unwrap_or(2),
-                &vf("temporal_patch_size"),
-            )?,
-            spatial_merge_size,
-            window_size,
-            fullatt_block_indexes,
+            depth: required(v.depth, &vf("depth"))?,
+            hidden_size: required(v.hidden_size, &vf("hidden_size"))?,
+            intermediate_size: required(v.intermediate_size, &vf("intermediate_size"))?,
+            num_heads: required(v.num_heads, &vf("num_heads"))?,
+            in_channels: v.in_channels.or(v.in_chans).unwrap_or(3),
+            patch_size: v.patch_size.unwrap_or(14),
+            temporal_patch_size: v.temporal_patch_size.unwrap_or(2),
+            spatial_merge_size: v.spatial_merge_size.unwrap_or(2),
+            window_size: v.window_size.unwrap_or(112),
+            fullatt_block_indexes: v.fullatt_block_indexes.unwrap_or_default(),
             out_hidden_size: v.out_hidden_size.unwrap_or(hidden_size),
             tokens_per_second: v.tokens_per_second.unwrap_or(2.0),
             rope_theta: v
@@ -472,15 +399,6 @@ impl Qwen25VlConfig {
                 .and_then(|r| r.rope_theta)
                 .unwrap_or(10_000.0),
         };
-        if vision.out_hidden_size != hidden_size {
-            return Err(invalid(
-                vf("out_hidden_size"),
-                format!(
-                    "{} must equal the text hidden_size {hidden_size}",
-                    vision.out_hidden_size
-                ),
-            ));
-        }
 
         let tie_word_embeddings = top.tie_word_embeddings.unwrap_or(false)
             || text_raw.tie_word_embeddings.unwrap_or(false);
@@ -504,7 +422,7 @@ impl Qwen25VlConfig {
                 )
             })?),
         };
-        let config = Self {
+        Ok(Self {
             image_token_id: required(raw.image_token_id, "image_token_id")?,
             video_token_id: required(raw.video_token_id, "video_token_id")?,
             vision_start_token_id: required(raw.vision_start_token_id, "vision_start_token_id")?,
@@ -514,21 +432,233 @@ impl Qwen25VlConfig {
             tie_word_embeddings,
             eos_token_ids: eos,
             torch_dtype,
-        };
-        for (name, id) in [
-            ("image_token_id", config.image_token_id),
-            ("video_token_id", config.video_token_id),
-            ("vision_start_token_id", config.vision_start_token_id),
+            names,
+        })
+    }
+
+    /// Checks every value: sizes positive and consistent (heads divide widths, M-RoPE sections sum to half
+    /// a head, windows hold whole merge blocks), floats finite and positive, token ids inside the
+    /// vocabulary, and every size product the model computes (patch length, merged width, each parameter's
+    /// element count) representable, so that no later arithmetic on the config can overflow.
+    /// [`Qwen25VlConfig::from_json_str`] calls it; building a model calls it again, so a config edited in
+    /// code is checked too.
+    ///
+    /// # Errors
+    /// [`VlmError::Config`] naming the first offending field as the file spells it.
+    pub fn validate(&self) -> Result<()> {
+        let f = |name: &str| format!("{}{name}", self.names.text);
+        let vf = |name: &str| format!("vision_config.{name}");
+        let t = &self.text;
+        for (value, name) in [
+            (t.vocab_size, "vocab_size"),
+            (t.hidden_size, "hidden_size"),
+            (t.intermediate_size, "intermediate_size"),
+            (t.num_hidden_layers, "num_hidden_layers"),
+            (t.num_attention_heads, "num_attention_heads"),
+            (t.num_key_value_heads, "num_key_value_heads"),
+            (t.max_position_embeddings, "max_position_embeddings"),
         ] {
-            if id as usize >= config.text.vocab_size {
+            positive(value, &f(name))?;
+        }
+        if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
+            return Err(invalid(
+                f("hidden_size"),
+                format!(
+                    "{} is not divisible by num_attention_heads {}",
+                    t.hidden_size, t.num_attention_heads
+                ),
+            ));
+        }
+        if !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
+            return Err(invalid(
+                f("num_key_value_heads"),
+                format!(
+                    "num_attention_heads {} is not a multiple of {}",
+                    t.num_attention_heads, t.num_key_value_heads
+                ),
+            ));
+        }
+        let head_dim = t.head_dim();
+        if !head_dim.is_multiple_of(2) {
+            return Err(invalid(
+                f("hidden_size"),
+                format!("head dimension {head_dim} must be even for RoPE"),
+            ));
+        }
+        let section_field = format!("{}{}.mrope_section", self.names.text, self.names.rope);
+        let section_sum = t
+            .mrope_section
+            .iter()
+            .try_fold(0usize, |acc, &x| acc.checked_add(x));
+        if section_sum != Some(head_dim / 2) {
+            return Err(invalid(
+                section_field,
+                format!(
+                    "{:?} must sum to head_dim / 2 = {}",
+                    t.mrope_section,
+                    head_dim / 2
+                ),
+            ));
+        }
+        finite_positive(t.rope_theta, &f("rope_theta"))?;
+        finite_positive(t.rms_norm_eps, &f("rms_norm_eps"))?;
+
+        let v = &self.vision;
+        for (value, name) in [
+            (v.depth, "depth"),
+            (v.hidden_size, "hidden_size"),
+            (v.intermediate_size, "intermediate_size"),
+            (v.num_heads, "num_heads"),
+            (v.in_channels, "in_channels"),
+            (v.patch_size, "patch_size"),
+            (v.temporal_patch_size, "temporal_patch_size"),
+            (v.spatial_merge_size, "spatial_merge_size"),
+        ] {
+            positive(value, &vf(name))?;
+        }
+        if !v.hidden_size.is_multiple_of(v.num_heads) || !v.head_dim().is_multiple_of(4) {
+            return Err(invalid(
+                vf("num_heads"),
+                format!(
+                    "hidden_size {} / num_heads {} must be a multiple of 4 (2-D RoPE)",
+                    v.hidden_size, v.num_heads
+                ),
+            ));
+        }
+        if let Some(bad) = v.fullatt_block_indexes.iter().find(|&&i| i >= v.depth) {
+            return Err(invalid(
+                vf("fullatt_block_indexes"),
+                format!("block {bad} >= depth {}", v.depth),
+            ));
+        }
+        let block = checked(
+            v.patch_size,
+            v.spatial_merge_size,
+            &vf("spatial_merge_size"),
+            "patch_size * spatial_merge_size",
+        )?;
+        if v.window_size < block || !v.window_size.is_multiple_of(block) {
+            return Err(invalid(
+                vf("window_size"),
+                format!(
+                    "{} must be a positive multiple of patch_size * spatial_merge_size",
+                    v.window_size
+                ),
+            ));
+        }
+        if v.out_hidden_size != t.hidden_size {
+            return Err(invalid(
+                vf("out_hidden_size"),
+                format!(
+                    "{} must equal the text hidden_size {}",
+                    v.out_hidden_size, t.hidden_size
+                ),
+            ));
+        }
+        finite_positive(v.tokens_per_second, &vf("tokens_per_second"))?;
+        finite_positive(v.rope_theta, &vf("rope_parameters.rope_theta"))?;
+        // Products the model computes: patch length, merged width, and the element count of the largest
+        // parameter of each kind (the others are smaller factors of these).
+        let patch_dim = [v.temporal_patch_size, v.patch_size, v.patch_size]
+            .into_iter()
+            .try_fold(v.in_channels, |acc, x| acc.checked_mul(x))
+            .ok_or_else(|| {
+                overflow(
+                    &vf("patch_size"),
+                    "in_channels * temporal_patch_size * patch_size^2",
+                )
+            })?;
+        let merge_unit = checked(
+            v.spatial_merge_size,
+            v.spatial_merge_size,
+            &vf("spatial_merge_size"),
+            "spatial_merge_size^2",
+        )?;
+        let merged = checked(
+            v.hidden_size,
+            merge_unit,
+            &vf("hidden_size"),
+            "hidden_size * spatial_merge_size^2",
+        )?;
+        checked(merged, merged, &vf("hidden_size"), "the merger's weight")?;
+        checked(
+            merged,
+            v.out_hidden_size,
+            &vf("out_hidden_size"),
+            "the merger's output weight",
+        )?;
+        checked(
+            patch_dim,
+            v.hidden_size,
+            &vf("hidden_size"),
+            "the patch embedding's weight",
+        )?;
+        let qkv = checked(3, v.hidden_size, &vf("hidden_size"), "3 * hidden_size")?;
+        checked(
+            qkv,
+            v.hidden_size,
+            &vf("hidden_size"),
+            "the attention's qkv weight",
+        )?;
+        checked(
+            v.intermediate_size,
+            v.hidden_size,
+            &vf("intermediate_size"),
+            "the MLP weight",
+        )?;
+        checked(
+            t.vocab_size,
+            t.hidden_size,
+            &f("vocab_size"),
+            "the token embedding",
+        )?;
+        checked(
+            t.intermediate_size,
+            t.hidden_size,
+            &f("intermediate_size"),
+            "the MLP weight",
+        )?;
+        checked(
+            t.hidden_size,
+            t.hidden_size,
+            &f("hidden_size"),
+            "the attention weights",
+        )?;
+
+        for (name, id) in [
+            ("image_token_id", self.image_token_id),
+            ("video_token_id", self.video_token_id),
+            ("vision_start_token_id", self.vision_start_token_id),
+        ] {
+            if id as usize >= t.vocab_size {
                 return Err(invalid(
                     name,
-                    format!("{id} >= vocab_size {}", config.text.vocab_size),
+                    format!("{id} >= vocab_size {}", t.vocab_size),
                 ));
             }
         }
-        Ok(config)
+        Ok(())
     }
+}
+
+fn finite_positive(value: f64, field: &str) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be finite and positive, found {value}"),
+        ))
+    }
+}
+
+fn overflow(field: &str, what: &str) -> VlmError {
+    invalid(field, format!("{what} overflows the address space"))
+}
+
+/// `a * b`, or an error naming `field` and the product.
+fn checked(a: usize, b: usize, field: &str, what: &str) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| overflow(field, what))
 }
 
 #[cfg(test)]
@@ -645,5 +775,79 @@ mod tests {
             Qwen25VlConfig::from_json_str("{"),
             Err(VlmError::Json { .. })
         ));
+    }
+
+    #[test]
+    fn tokens_per_second_must_be_finite_and_positive() {
+        for bad in ["0", "-2", "0.0"] {
+            assert_eq!(
+                field_of(&FLAT.replace(
+                    "\"tokens_per_second\": 2",
+                    &format!("\"tokens_per_second\": {bad}")
+                )),
+                "vision_config.tokens_per_second",
+                "{bad}"
+            );
+        }
+        // The vision RoPE base is checked the same way.
+        assert_eq!(
+            field_of(&NESTED.replace(
+                "\"num_heads\": 2,",
+                "\"num_heads\": 2, \"rope_parameters\": {\"rope_theta\": -1.0},"
+            )),
+            "vision_config.rope_parameters.rope_theta"
+        );
+    }
+
+    #[test]
+    fn overflowing_size_products_name_the_field() {
+        // patch_size^2 * in_channels * temporal_patch_size overflows; the window is a multiple of the
+        // merge block, so the product check is what rejects it.
+        let huge_patch = FLAT.replace(
+            "\"window_size\": 56",
+            "\"window_size\": 8589934592, \"patch_size\": 4294967296",
+        );
+        let err = Qwen25VlConfig::from_json_str(&huge_patch).unwrap_err();
+        assert!(
+            matches!(&err, VlmError::Config { field, reason }
+                if field == "vision_config.patch_size" && reason.contains("overflows")),
+            "{err}"
+        );
+        // The embedding table's element count overflows.
+        let huge_vocab = FLAT.replace("\"vocab_size\": 500", "\"vocab_size\": 4611686018427387904");
+        let err = Qwen25VlConfig::from_json_str(&huge_vocab).unwrap_err();
+        assert!(
+            matches!(&err, VlmError::Config { field, .. } if field == "vocab_size"),
+            "{err}"
+        );
+        // patch_size * spatial_merge_size overflows in the window check.
+        let huge_merge = NESTED.replace(
+            "\"num_heads\": 2,",
+            "\"num_heads\": 2, \"patch_size\": 4294967296, \"spatial_merge_size\": 4294967296,",
+        );
+        let err = Qwen25VlConfig::from_json_str(&huge_merge).unwrap_err();
+        assert!(
+            matches!(&err, VlmError::Config { field, .. } if field == "vision_config.spatial_merge_size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_config_edited_in_code_is_validated_again() {
+        let mut config = Qwen25VlConfig::from_json_str(NESTED).unwrap();
+        config.vision.tokens_per_second = f64::NAN;
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(&err, VlmError::Config { field, .. } if field == "vision_config.tokens_per_second"),
+            "{err}"
+        );
+        config.vision.tokens_per_second = 2.0;
+        config.text.num_attention_heads = 0;
+        assert_eq!(config.text.head_dim(), 0, "no division by zero");
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(&err, VlmError::Config { field, .. } if field == "text_config.num_attention_heads"),
+            "{err}"
+        );
     }
 }

@@ -59,18 +59,61 @@ pub enum VlmError {
         /// The backend's name.
         backend: String,
     },
-    /// The checkpoint's tensors do not match the model the config describes.
+    /// The checkpoint's tensors do not match the model the config describes. Checked from the safetensors
+    /// headers alone, before any tensor is read or allocated.
     #[error(
-        "checkpoint does not match the config: {} missing, {} unexpected, {} with a wrong shape\n{}",
-        missing.len(), unexpected.len(), mismatched.len(), format_weight_problems(missing, unexpected, mismatched)
+        "checkpoint does not match the config: {} missing, {} unexpected, {} with a wrong shape, {} with an unsupported dtype\n{}",
+        missing.len(), unexpected.len(), mismatched.len(), unsupported_dtype.len(),
+        format_weight_problems(&[missing, unexpected, mismatched, unsupported_dtype])
     )]
     Weights {
-        /// Tensors the model needs that no file provides (canonical names).
+        /// Tensors the model needs that no file provides (canonical names; whole missing layers are one
+        /// `prefix.{a..=b}.* (n tensors)` entry).
         missing: Vec<String>,
         /// Tensors the files provide that the model does not use.
         unexpected: Vec<String>,
         /// `name: expected [..], found [..]` for tensors with a wrong shape.
         mismatched: Vec<String>,
+        /// `name: DTYPE` for tensors stored in an element type other than F32, F16 or BF16.
+        unsupported_dtype: Vec<String>,
+    },
+    /// `model.safetensors.index.json` names a shard file outside the checkpoint folder (an absolute path,
+    /// a `..` component, a drive prefix or a backslash).
+    #[error(
+        "`{index}`: weight_map[{key:?}] names shard `{file}`, which is not a file name inside the checkpoint folder"
+    )]
+    ShardPath {
+        /// The index file.
+        index: PathBuf,
+        /// The tensor whose entry names the shard.
+        key: String,
+        /// The shard name as written.
+        file: String,
+    },
+    /// A KV cache longer than the model's context (`max_position_embeddings` of `config.json`).
+    #[error(
+        "KV cache capacity {capacity} exceeds the model's context: config field `max_position_embeddings` is {max_position_embeddings}"
+    )]
+    CacheBeyondContext {
+        /// Tokens per row asked for.
+        capacity: usize,
+        /// The config's `max_position_embeddings`.
+        max_position_embeddings: usize,
+    },
+    /// A KV cache whose keys and values would need more memory than its budget.
+    #[error(
+        "KV cache of {batch} rows x {capacity} tokens needs {} bytes, over its budget of {budget} bytes (the budget is configurable: `Session::with_budget`, `Qwen25Vl::new_cache_with_budget`)",
+        bytes.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string())
+    )]
+    CacheOverBudget {
+        /// Rows.
+        batch: usize,
+        /// Tokens per row.
+        capacity: usize,
+        /// Bytes the cache needs (`None`: more than `u64` can count).
+        bytes: Option<u64>,
+        /// The budget in bytes.
+        budget: u64,
     },
     /// The number of `<|image_pad|>` / `<|video_pad|>` tokens differs from what `grid_thw` implies.
     #[error(
@@ -125,6 +168,17 @@ pub enum VlmError {
         /// minijinja's message, with the template line where it has one.
         reason: String,
     },
+    /// Rendering the chat template hit one of its limits (fuel: instructions and bytes allocated; recursion
+    /// depth), so a template that loops, recurses or allocates without end stops with this error.
+    #[error("chat template exceeded its {limit} limit of {value}: {reason}")]
+    ChatTemplateLimit {
+        /// `"fuel"` or `"recursion"`.
+        limit: &'static str,
+        /// The limit in force.
+        value: u64,
+        /// minijinja's message.
+        reason: String,
+    },
     /// The prompt text holds a different number of image/video placeholders than images/videos given.
     #[error("the prompt has {placeholders} `{token}` placeholders but {items} {kind}s were given")]
     PlaceholderCount {
@@ -142,17 +196,12 @@ pub enum VlmError {
     Image(#[from] pixel_ops::Error),
 }
 
-fn format_weight_problems(
-    missing: &[String],
-    unexpected: &[String],
-    mismatched: &[String],
-) -> String {
+fn format_weight_problems(lists: &[&Vec<String>; 4]) -> String {
     let mut out = String::new();
-    for (title, list) in [
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("wrong shape", mismatched),
-    ] {
+    for (title, list) in ["missing", "unexpected", "wrong shape", "unsupported dtype"]
+        .into_iter()
+        .zip(lists)
+    {
         if !list.is_empty() {
             out.push_str(&format!("  {title}: {}\n", list.join(", ")));
         }

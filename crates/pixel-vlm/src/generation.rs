@@ -6,6 +6,11 @@
 //! limit, streaming every token through a callback. Each sampled token is fed to the model lazily (at the
 //! next step, or at the start of the next `append`), so a finished turn leaves nothing half-done.
 //!
+//! Sampled tokens are text: whatever the model samples (`<|image_pad|>`, `<|vision_start|>`, ...) is fed
+//! back with its ordinary embedding row, as transformers does, and never ends generation with an error.
+//! Placeholders are counted, and must match the images and videos, only in the input given to
+//! [`Session::append`].
+//!
 //! Positions: new tokens of a row continue at that row's largest M-RoPE position + 1 (the `rope_deltas`
 //! rule of transformers) unless the caller passes explicit positions (needed for segments with images or
 //! videos, computed with `rope_index` over the whole sequence).
@@ -92,15 +97,39 @@ pub struct Session<'m, B: Backend> {
 }
 
 impl<'m, B: Backend> Session<'m, B> {
-    /// A session of `batch` rows holding up to `capacity` tokens each.
-    pub fn new(model: &'m Qwen25Vl<B>, batch: usize, capacity: usize) -> Self {
-        Self {
+    /// A session of `batch` rows holding up to `capacity` tokens each, its KV cache within
+    /// [`crate::cache::DEFAULT_KV_CACHE_BUDGET`] bytes.
+    ///
+    /// # Errors
+    /// As [`Session::with_budget`].
+    pub fn new(model: &'m Qwen25Vl<B>, batch: usize, capacity: usize) -> Result<Self> {
+        Self::with_budget(
             model,
-            cache: model.new_cache(batch, capacity),
+            batch,
+            capacity,
+            crate::cache::DEFAULT_KV_CACHE_BUDGET,
+        )
+    }
+
+    /// A session of `batch` rows holding up to `capacity` tokens each, its KV cache within `budget` bytes
+    /// ([`Qwen25Vl::kv_cache_bytes`]; [`Qwen25Vl::max_cache_capacity`] gives the largest capacity allowed).
+    ///
+    /// # Errors
+    /// [`VlmError::CacheBeyondContext`] if `capacity` exceeds the model's `max_position_embeddings`,
+    /// [`VlmError::CacheOverBudget`] if the cache would need more than `budget` bytes.
+    pub fn with_budget(
+        model: &'m Qwen25Vl<B>,
+        batch: usize,
+        capacity: usize,
+        budget: u64,
+    ) -> Result<Self> {
+        Ok(Self {
+            model,
+            cache: model.new_cache_with_budget(batch, capacity, budget)?,
             next_logits: vec![None; batch],
             pending: vec![None; batch],
             tokens: vec![Vec::new(); batch],
-        }
+        })
     }
 
     /// Rows.
@@ -141,13 +170,16 @@ impl<'m, B: Backend> Session<'m, B> {
                 reason: format!("{} segments for a session of {batch} rows", inputs.len()),
             });
         }
-        // Per row: ids and positions of everything new (pending token first).
+        // Per row: ids and positions of everything new (pending token first), and whether a pending
+        // token leads it.
         let mut rows: Vec<(Vec<u32>, [Vec<i64>; 3])> = Vec::with_capacity(batch);
+        let mut leads_pending = vec![false; batch];
         for (row, input) in inputs.iter().enumerate() {
             let mut ids = Vec::new();
             let mut pos: [Vec<i64>; 3] = Default::default();
             let mut next = self.cache.next_position(row);
             if let Some(token) = self.pending[row] {
+                leads_pending[row] = true;
                 ids.push(token);
                 pos.iter_mut().for_each(|p| p.push(next));
                 next += 1;
@@ -181,9 +213,14 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         let mut ids = vec![0u32; batch * seq];
         let mut valid = vec![false; batch * seq];
+        let mut generated = vec![false; batch * seq];
         let mut positions = vec![0i64; 3 * batch * seq];
         for (row, (row_ids, row_pos)) in rows.iter().enumerate() {
             let pad = seq - row_ids.len();
+            if leads_pending[row] {
+                // The model's own token is text whatever it is (a sampled `<|image_pad|>` included).
+                generated[row * seq + pad] = true;
+            }
             for (i, &id) in row_ids.iter().enumerate() {
                 ids[row * seq + pad + i] = id;
                 valid[row * seq + pad + i] = true;
@@ -204,6 +241,7 @@ impl<'m, B: Backend> Session<'m, B> {
             batch,
             positions: &positions,
             valid: Some(&valid),
+            generated: Some(&generated),
             images: images.as_ref(),
             videos: videos.as_ref(),
         };
@@ -343,6 +381,8 @@ impl<'m, B: Backend> Session<'m, B> {
             batch,
             positions: &positions,
             valid: Some(&valid),
+            // Only sampled tokens here: embedded as ordinary tokens, whatever their id.
+            generated: Some(&valid),
             images: None,
             videos: None,
         };

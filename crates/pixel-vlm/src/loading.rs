@@ -34,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+use crate::config::Qwen25VlConfig;
 use crate::error::{Result, VlmError, io_err, read_text};
 
 /// Largest safetensors header accepted (the format's own limit is 100 MB).
@@ -63,7 +64,9 @@ impl DiskDtype {
 #[derive(Debug, Clone)]
 struct Entry {
     file: usize,
-    dtype: DiskDtype,
+    /// The element type, or the safetensors name of one this loader cannot read (`I64`, `F64`, ...), which
+    /// [`CheckpointIndex::check`] reports for every tensor the model needs.
+    dtype: std::result::Result<DiskDtype, String>,
     shape: Vec<usize>,
     /// Absolute byte offset in the file.
     offset: u64,
@@ -130,6 +133,13 @@ impl CheckpointIndex {
                     path: index_path.clone(),
                     message: format!("weight_map[{key:?}] is not a file name"),
                 })?;
+                if !is_inside_name(file) {
+                    return Err(VlmError::ShardPath {
+                        index: index_path.clone(),
+                        key: key.clone(),
+                        file: file.to_string(),
+                    });
+                }
                 names.insert(file.to_string());
             }
             names.into_iter().map(|n| dir.join(n)).collect()
@@ -184,6 +194,89 @@ impl CheckpointIndex {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
+    /// Checks the tensors against the model `config` describes, from the headers alone (nothing is read
+    /// or allocated): every parameter present, with the shape the config implies and a readable element
+    /// type (F32, F16, BF16), and no tensor the model would not use. Every problem is reported at once.
+    /// [`crate::Qwen25Vl::from_pretrained`] runs this before it builds anything, so a config describing a
+    /// bigger model than the weights (a 7B `config.json` beside a tiny checkpoint) is an error, not a
+    /// multi-gigabyte allocation.
+    ///
+    /// The work is bounded by the checkpoint, not by the config: layers the config has beyond the last one
+    /// the files hold are reported as one entry (`model.layers.{a..=b}.* (n tensors)`).
+    ///
+    /// # Errors
+    /// [`VlmError::Config`] if the config is invalid ([`crate::Qwen25VlConfig::validate`]);
+    /// [`VlmError::Weights`] listing every missing, unexpected, mis-shaped and unreadable tensor.
+    pub fn check(&self, config: &Qwen25VlConfig) -> Result<()> {
+        let plan = TensorPlan::new(config)?;
+        let mut missing = Vec::new();
+        let mut mismatched = Vec::new();
+        let mut unsupported_dtype = Vec::new();
+        let mut check_one = |name: &str, shape: &[usize]| match self.entries.get(name) {
+            None => missing.push(name.to_string()),
+            Some(entry) => {
+                if entry.shape != shape {
+                    mismatched.push(format!(
+                        "{name}: expected {shape:?}, found {:?}",
+                        entry.shape
+                    ));
+                }
+                if let Err(dtype) = &entry.dtype {
+                    unsupported_dtype.push(format!("{name}: {dtype}"));
+                }
+            }
+        };
+        // Layers beyond the files' last one, one entry per kind (listed after the single tensors).
+        let mut summaries = Vec::new();
+        for (name, shape) in &plan.fixed {
+            check_one(name, shape);
+        }
+        for block in &plan.blocks {
+            // Only as many repeats as the files can hold are listed one by one.
+            let present = self
+                .entries
+                .keys()
+                .filter_map(|name| block.split(name).map(|(i, _)| i))
+                .max()
+                .map_or(0, |i| i.saturating_add(1));
+            let listed = block.count.min(present);
+            for i in 0..listed {
+                for (suffix, shape) in &block.items {
+                    check_one(&format!("{}.{i}.{suffix}", block.prefix), shape);
+                }
+            }
+            if listed < block.count {
+                summaries.push(format!(
+                    "{}.{{{listed}..={}}}.* ({} tensors)",
+                    block.prefix,
+                    block.count - 1,
+                    (block.count - listed).saturating_mul(block.items.len())
+                ));
+            }
+        }
+        missing.extend(summaries);
+        let unexpected: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|name| !plan.expects(name))
+            .cloned()
+            .collect();
+        if missing.is_empty()
+            && unexpected.is_empty()
+            && mismatched.is_empty()
+            && unsupported_dtype.is_empty()
+        {
+            Ok(())
+        } else {
+            Err(VlmError::Weights {
+                missing,
+                unexpected,
+                mismatched,
+                unsupported_dtype,
+            })
+        }
+    }
+
     /// Reads one tensor as f32 (converting bf16/f16), by canonical name. `None` if absent.
     ///
     /// # Errors
@@ -201,12 +294,18 @@ impl CheckpointIndex {
             return Ok(None);
         };
         let path = &self.files[entry.file];
+        let dtype = entry.dtype.clone().map_err(|dtype| {
+            st_err(
+                path,
+                format!("tensor `{name}`: unsupported dtype {dtype} (F32, F16 and BF16 are)"),
+            )
+        })?;
         let mut file = File::open(path).map_err(io_err(path))?;
         file.seek(SeekFrom::Start(entry.offset))
             .map_err(io_err(path))?;
         let mut bytes = vec![0u8; entry.len];
         file.read_exact(&mut bytes).map_err(io_err(path))?;
-        Ok(Some(match entry.dtype {
+        Ok(Some(match dtype {
             DiskDtype::F32 => HostTensor::F32(
                 bytes
                     .chunks_exact(4)
@@ -307,21 +406,21 @@ fn read_header(path: &Path, file_idx: usize) -> Result<Vec<(String, Entry)>> {
         }
         let bad = |what: &str| st_err(path, format!("tensor `{name}`: {what}"));
         let dtype = match info.get("dtype").and_then(Value::as_str) {
-            Some("F32") => DiskDtype::F32,
-            Some("F16") => DiskDtype::F16,
-            Some("BF16") => DiskDtype::BF16,
-            Some(other) => {
-                return Err(bad(&format!(
-                    "unsupported dtype {other} (F32, F16 and BF16 are)"
-                )));
-            }
+            Some("F32") => Ok(DiskDtype::F32),
+            Some("F16") => Ok(DiskDtype::F16),
+            Some("BF16") => Ok(DiskDtype::BF16),
+            Some(other) => Err(other.to_string()),
             None => return Err(bad("no dtype")),
         };
         let shape: Vec<usize> = info
             .get("shape")
             .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .ok_or_else(|| bad("no shape"))?;
+            .and_then(|a| {
+                a.iter()
+                    .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect()
+            })
+            .ok_or_else(|| bad("no shape (a list of sizes)"))?;
         let offsets: Vec<u64> = info
             .get("data_offsets")
             .and_then(Value::as_array)
@@ -330,18 +429,41 @@ fn read_header(path: &Path, file_idx: usize) -> Result<Vec<(String, Entry)>> {
         let [begin, end] = offsets[..] else {
             return Err(bad("data_offsets must have two entries"));
         };
-        let numel: usize = shape.iter().product();
-        if end < begin || (end - begin) as usize != numel * dtype.size() {
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "shape {shape:?} has more elements than fit in memory"
+                ))
+            })?;
+        // The element size of a dtype this loader cannot read is known for the standard ones; an unknown
+        // name is only checked to lie inside the file.
+        let elem_size = match &dtype {
+            Ok(d) => Some(d.size()),
+            Err(name) => safetensors_dtype_size(name),
+        };
+        let bytes = elem_size.map(|size| numel.checked_mul(size));
+        if end < begin
+            || bytes.is_some_and(|b| b.and_then(|b| u64::try_from(b).ok()) != Some(end - begin))
+        {
             return Err(bad(&format!(
-                "data_offsets {begin}..{end} do not hold {numel} elements of {dtype:?}"
+                "data_offsets {begin}..{end} do not hold {numel} elements of {}",
+                match &dtype {
+                    Ok(d) => format!("{d:?}"),
+                    Err(name) => name.clone(),
+                }
             )));
         }
-        if data_start + end > file_len {
+        let data_end = data_start.checked_add(end);
+        if data_end.is_none_or(|e| e > file_len) {
             return Err(bad(&format!(
                 "data ends at byte {} but the file has {file_len} bytes (truncated?)",
-                data_start + end
+                data_end.map_or_else(|| "beyond 2^64".to_string(), |e| e.to_string())
             )));
         }
+        let len =
+            usize::try_from(end - begin).map_err(|_| bad("data larger than the address space"))?;
         out.push((
             name,
             Entry {
@@ -349,11 +471,204 @@ fn read_header(path: &Path, file_idx: usize) -> Result<Vec<(String, Entry)>> {
                 dtype,
                 shape,
                 offset: data_start + begin,
-                len: (end - begin) as usize,
+                len,
             },
         ));
     }
     Ok(out)
+}
+
+/// Bytes per element of the safetensors dtypes (`None` for a name the format does not define).
+fn safetensors_dtype_size(name: &str) -> Option<usize> {
+    Some(match name {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Whether a shard name from `model.safetensors.index.json` stays inside the checkpoint folder: relative,
+/// only plain components (a sub-folder is fine), no `..`, no root or drive prefix, no backslash (a
+/// separator on Windows). Checked on the text alone: symbolic links inside the folder (the Hugging Face
+/// cache links every file into `blobs/`) are followed as usual.
+fn is_inside_name(file: &str) -> bool {
+    let path = Path::new(file);
+    !file.is_empty()
+        && !file.contains('\\')
+        && !file.contains(':')
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Every parameter a config implies, with its shape (in the checkpoint's layout: `[out, in]` linear
+/// weights, the 5-D patch convolution), grouped so that repeated layers are described once. It mirrors the
+/// layers' `load` functions; a unit test checks the two agree.
+#[derive(Debug)]
+pub(crate) struct TensorPlan {
+    /// Parameters outside the repeated blocks.
+    fixed: Vec<(String, Vec<usize>)>,
+    /// Vision blocks and decoder layers.
+    blocks: Vec<RepeatedBlock>,
+    /// Names that may be present without being used (`lm_head.weight` of a tied model).
+    tolerated: Vec<&'static str>,
+}
+
+/// `count` repeats of the same parameters, named `{prefix}.{i}.{suffix}`.
+#[derive(Debug)]
+struct RepeatedBlock {
+    prefix: &'static str,
+    count: usize,
+    items: Vec<(String, Vec<usize>)>,
+}
+
+impl RepeatedBlock {
+    /// `(i, suffix)` if `name` is `{prefix}.{i}.{suffix}`.
+    fn split<'n>(&self, name: &'n str) -> Option<(usize, &'n str)> {
+        let rest = name.strip_prefix(self.prefix)?.strip_prefix('.')?;
+        let (index, suffix) = rest.split_once('.')?;
+        Some((index.parse().ok()?, suffix))
+    }
+}
+
+impl TensorPlan {
+    /// The parameters of the model `config` describes.
+    ///
+    /// # Errors
+    /// [`VlmError::Config`] if the config is invalid (every size product below is then representable).
+    pub(crate) fn new(config: &Qwen25VlConfig) -> Result<Self> {
+        config.validate()?;
+        let (v, t) = (&config.vision, &config.text);
+        let linear = |items: &mut Vec<(String, Vec<usize>)>, name: &str, d_in, d_out, bias| {
+            items.push((format!("{name}.weight"), vec![d_out, d_in]));
+            if bias {
+                items.push((format!("{name}.bias"), vec![d_out]));
+            }
+        };
+        let mut fixed = vec![(
+            "visual.patch_embed.proj.weight".to_string(),
+            vec![
+                v.hidden_size,
+                v.in_channels,
+                v.temporal_patch_size,
+                v.patch_size,
+                v.patch_size,
+            ],
+        )];
+        let wide = v.hidden_size * v.merge_unit();
+        fixed.push(("visual.merger.ln_q.weight".into(), vec![v.hidden_size]));
+        linear(&mut fixed, "visual.merger.mlp.0", wide, wide, true);
+        linear(
+            &mut fixed,
+            "visual.merger.mlp.2",
+            wide,
+            v.out_hidden_size,
+            true,
+        );
+        fixed.push((
+            "model.embed_tokens.weight".into(),
+            vec![t.vocab_size, t.hidden_size],
+        ));
+        fixed.push(("model.norm.weight".into(), vec![t.hidden_size]));
+        let mut tolerated = Vec::new();
+        if config.tie_word_embeddings {
+            tolerated.push("lm_head.weight");
+        } else {
+            linear(&mut fixed, "lm_head", t.hidden_size, t.vocab_size, false);
+        }
+
+        let mut vision_block = Vec::new();
+        for norm in ["norm1", "norm2"] {
+            vision_block.push((format!("{norm}.weight"), vec![v.hidden_size]));
+        }
+        linear(
+            &mut vision_block,
+            "attn.qkv",
+            v.hidden_size,
+            3 * v.hidden_size,
+            true,
+        );
+        linear(
+            &mut vision_block,
+            "attn.proj",
+            v.hidden_size,
+            v.hidden_size,
+            true,
+        );
+        let swiglu = |items: &mut Vec<(String, Vec<usize>)>, hidden, inter, bias| {
+            linear(items, "mlp.gate_proj", hidden, inter, bias);
+            linear(items, "mlp.up_proj", hidden, inter, bias);
+            linear(items, "mlp.down_proj", inter, hidden, bias);
+        };
+        swiglu(&mut vision_block, v.hidden_size, v.intermediate_size, true);
+
+        let mut layer = Vec::new();
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            layer.push((format!("{norm}.weight"), vec![t.hidden_size]));
+        }
+        let kv = t.num_key_value_heads * t.head_dim();
+        linear(
+            &mut layer,
+            "self_attn.q_proj",
+            t.hidden_size,
+            t.hidden_size,
+            true,
+        );
+        linear(&mut layer, "self_attn.k_proj", t.hidden_size, kv, true);
+        linear(&mut layer, "self_attn.v_proj", t.hidden_size, kv, true);
+        linear(
+            &mut layer,
+            "self_attn.o_proj",
+            t.hidden_size,
+            t.hidden_size,
+            false,
+        );
+        swiglu(&mut layer, t.hidden_size, t.intermediate_size, false);
+
+        Ok(Self {
+            fixed,
+            blocks: vec![
+                RepeatedBlock {
+                    prefix: "visual.blocks",
+                    count: v.depth,
+                    items: vision_block,
+                },
+                RepeatedBlock {
+                    prefix: "model.layers",
+                    count: t.num_hidden_layers,
+                    items: layer,
+                },
+            ],
+            tolerated,
+        })
+    }
+
+    /// Whether the model uses (or tolerates) a tensor of this canonical name.
+    fn expects(&self, name: &str) -> bool {
+        self.tolerated.contains(&name)
+            || self.fixed.iter().any(|(n, _)| n == name)
+            || self.blocks.iter().any(|b| {
+                b.split(name).is_some_and(|(i, suffix)| {
+                    i < b.count && b.items.iter().any(|(s, _)| s == suffix)
+                })
+            })
+    }
+
+    /// Every parameter, repeats expanded (tests).
+    #[cfg(test)]
+    pub(crate) fn flatten(&self) -> Vec<(String, Vec<usize>)> {
+        let mut all = self.fixed.clone();
+        for b in &self.blocks {
+            for i in 0..b.count {
+                for (suffix, shape) in &b.items {
+                    all.push((format!("{}.{i}.{suffix}", b.prefix), shape.clone()));
+                }
+            }
+        }
+        all
+    }
 }
 
 /// How a parameter is initialised when it is not loaded from a checkpoint.
@@ -385,6 +700,9 @@ pub(crate) struct ParamLoader<'a, B: Backend> {
     /// Names the model may leave unused without an error (a saved `lm_head` of a tied model).
     tolerated: BTreeSet<String>,
     io_error: Option<VlmError>,
+    /// Every parameter asked for, with its shape (tests compare it with [`TensorPlan`]).
+    #[cfg(test)]
+    pub(crate) requested: Vec<(String, Vec<usize>)>,
 }
 
 impl<'a, B: Backend> ParamLoader<'a, B> {
@@ -416,6 +734,8 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
             mismatched: Vec::new(),
             tolerated: BTreeSet::new(),
             io_error: None,
+            #[cfg(test)]
+            requested: Vec::new(),
         }
     }
 
@@ -426,6 +746,10 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
 
     /// Host data of parameter `name` with the given shape (row-major), in the checkpoint's element type.
     pub(crate) fn host(&mut self, name: &str, shape: &[usize], init: Init) -> HostTensor {
+        #[cfg(test)]
+        self.requested.push((name.to_string(), shape.to_vec()));
+        // Representable: the config was validated (`Qwen25VlConfig::validate` checks every parameter's
+        // element count) before any layer asks for its parameters.
         let numel: usize = shape.iter().product();
         let zeros = || HostTensor::F32(vec![0.0; numel]);
         match &mut self.source {
@@ -567,6 +891,8 @@ impl<'a, B: Backend> ParamLoader<'a, B> {
                 missing: self.missing,
                 unexpected,
                 mismatched: self.mismatched,
+                // Unreadable dtypes are reported by `CheckpointIndex::check` before loading.
+                unsupported_dtype: Vec::new(),
             })
         }
     }

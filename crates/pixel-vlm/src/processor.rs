@@ -4,11 +4,11 @@
 //!
 //! The pixel path is the official one, exactly: qwen-vl-utils' `smart_resize` and Pillow's bicubic resize
 //! (both from `pixel-ops`, bit-exact with Pillow 13), then `transformers`' `Qwen2VLImageProcessor` on an
-//! image that already has its final size (its own resize is then a no-op, see ARCHITECTURE.md §3). That
-//! processor rescales and normalises in one fused `f32` step, `(x - mean * 255) / (std * 255)`, which
-//! [`ImageProcessor`] reproduces bit for bit, then cuts patches of `temporal x 14 x 14` in the element
-//! order of `patchify`: rows ordered by (time, merge block row, merge block column, row in block, column
-//! in block), columns by (channel, time, y, x). A still image is repeated to fill the temporal patch.
+//! image that already has its final size (its own resize is then a no-op). That processor rescales and
+//! normalises in one fused `f32` step, `(x - mean * 255) / (std * 255)`, which [`ImageProcessor`]
+//! reproduces bit for bit, then cuts patches of `temporal x 14 x 14` in the element order of `patchify`:
+//! rows ordered by (time, merge block row, merge block column, row in block, column in block), columns by
+//! (channel, time, y, x). A still image is repeated to fill the temporal patch.
 //!
 //! Video frames are taken at the size they come in when that size is already what `smart_resize` gives
 //! (frames prepared by `pixel_ops::Video::resized`, as qwen-vl-utils prepares them); otherwise they are

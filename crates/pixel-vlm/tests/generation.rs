@@ -49,10 +49,11 @@ fn full_logprobs(model: &Qwen25Vl<B>, p: &SegmentInput, generated: &[u32]) -> Ve
         batch: 1,
         positions: &positions,
         valid: None,
+        generated: None,
         images: p.images.as_ref(),
         videos: p.videos.as_ref(),
     };
-    let mut cache = model.new_cache(1, ids.len());
+    let mut cache = model.new_cache(1, ids.len()).unwrap();
     let logits = model.forward(&input, &mut cache).unwrap(); // [1, seq, vocab]
     let lp = log_softmax(logits, 2).into_data().to_vec::<f32>().unwrap();
     let vocab = model.config.text.vocab_size;
@@ -74,7 +75,7 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 fn kv_cache_decoding_equals_full_recomputation() {
     let model = model();
     let p = prompt("multi_image");
-    let mut session = Session::new(&model, 1, 128);
+    let mut session = Session::new(&model, 1, 128).unwrap();
     session.append(std::slice::from_ref(&p)).unwrap();
     let out = session
         .generate(&greedy(10), &mut greedy_samplers(1), None, |_, _, _| {})
@@ -93,13 +94,13 @@ fn batched_generation_equals_unbatched() {
     let model = model();
     let text = SegmentInput::text(vec![641, 100, 200, 300, 642, 198, 641, 400]);
     let rows = [prompt("multi_image"), prompt("video"), text];
-    let mut batched = Session::new(&model, 3, 128);
+    let mut batched = Session::new(&model, 3, 128).unwrap();
     batched.append(&rows).unwrap();
     let together = batched
         .generate(&greedy(8), &mut greedy_samplers(3), None, |_, _, _| {})
         .unwrap();
     for (i, row) in rows.iter().enumerate() {
-        let mut alone = Session::new(&model, 1, 128);
+        let mut alone = Session::new(&model, 1, 128).unwrap();
         alone.append(std::slice::from_ref(row)).unwrap();
         let single = alone
             .generate(&greedy(8), &mut greedy_samplers(1), None, |_, _, _| {})
@@ -113,7 +114,7 @@ fn batched_generation_equals_unbatched() {
 fn multi_turn_continuation_equals_fresh_prefill() {
     let model = model();
     let p = prompt("video");
-    let mut session = Session::new(&model, 1, 160);
+    let mut session = Session::new(&model, 1, 160).unwrap();
     session.append(std::slice::from_ref(&p)).unwrap();
     let turn1 = session
         .generate(&greedy(5), &mut greedy_samplers(1), None, |_, _, _| {})
@@ -180,7 +181,7 @@ fn multi_turn_continuation_equals_fresh_prefill() {
         videos: p.videos.clone(),
     };
     // Images and videos are matched to their own pad tokens in order, so one of each is unambiguous.
-    let mut fresh_session = Session::new(&model, 1, 160);
+    let mut fresh_session = Session::new(&model, 1, 160).unwrap();
     fresh_session.append(std::slice::from_ref(&fresh)).unwrap();
     let again = fresh_session
         .generate(&greedy(4), &mut greedy_samplers(1), None, |_, _, _| {})
@@ -198,7 +199,7 @@ fn multi_turn_continuation_equals_fresh_prefill() {
 fn stop_tokens_strings_and_streaming() {
     let model = model();
     let p = prompt("video");
-    let mut reference = Session::new(&model, 1, 96);
+    let mut reference = Session::new(&model, 1, 96).unwrap();
     reference.append(std::slice::from_ref(&p)).unwrap();
     let free = reference
         .generate(&greedy(8), &mut greedy_samplers(1), None, |_, _, _| {})
@@ -206,7 +207,7 @@ fn stop_tokens_strings_and_streaming() {
     let stop = free[0].tokens[2];
     let first = free[0].tokens.iter().position(|&t| t == stop).unwrap();
 
-    let mut session = Session::new(&model, 1, 96);
+    let mut session = Session::new(&model, 1, 96).unwrap();
     session.append(std::slice::from_ref(&p)).unwrap();
     let mut streamed = Vec::new();
     let config = GenerationConfig {
@@ -232,7 +233,7 @@ fn stop_tokens_strings_and_streaming() {
 
     let detok = |ids: &[u32]| ids.iter().map(|t| format!("<{t}>")).collect::<String>();
     let stop_string = format!("<{}><{}>", free[0].tokens[3], free[0].tokens[4]);
-    let mut session = Session::new(&model, 1, 96);
+    let mut session = Session::new(&model, 1, 96).unwrap();
     session.append(std::slice::from_ref(&p)).unwrap();
     let config = GenerationConfig {
         max_new_tokens: 8,
@@ -257,7 +258,7 @@ fn seeded_sampling_is_reproducible_and_errors_are_typed() {
     let model = model();
     let p = prompt("video");
     let run = |seed| {
-        let mut s = Session::new(&model, 1, 96);
+        let mut s = Session::new(&model, 1, 96).unwrap();
         s.append(std::slice::from_ref(&p)).unwrap();
         let mut samplers =
             vec![Sampler::new(SamplingParams::with_temperature(1.0).top_p(0.95), seed).unwrap()];
@@ -273,7 +274,7 @@ fn seeded_sampling_is_reproducible_and_errors_are_typed() {
     let mut bad = p.clone();
     let first_pad = bad.input_ids.iter().position(|&t| t == 653).unwrap();
     bad.input_ids[first_pad] = 300;
-    let mut s = Session::new(&model, 1, 96);
+    let mut s = Session::new(&model, 1, 96).unwrap();
     assert!(matches!(
         s.append(std::slice::from_ref(&bad)),
         Err(pixel_vlm::VlmError::PlaceholderMismatch { .. })
@@ -282,7 +283,7 @@ fn seeded_sampling_is_reproducible_and_errors_are_typed() {
         s.generate(&greedy(2), &mut greedy_samplers(1), None, |_, _, _| {})
             .is_err()
     );
-    let mut small = Session::new(&model, 1, 10);
+    let mut small = Session::new(&model, 1, 10).unwrap();
     assert!(matches!(
         small.append(std::slice::from_ref(&p)),
         Err(pixel_vlm::VlmError::Generation(_))

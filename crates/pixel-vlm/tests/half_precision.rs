@@ -53,7 +53,7 @@ fn check_case(model: &Qwen25Vl<B>, case: &str) {
     }
 
     let input = prompt_input(&prompt);
-    let mut cache = model.new_cache(1, ids.len() + 20);
+    let mut cache = model.new_cache(1, ids.len() + 20).unwrap();
     let hidden = model.forward_hidden(&input, &mut cache).unwrap();
     let logits = model.logits(hidden.clone());
     assert_eq!(logits.dtype(), DType::BF16);
@@ -171,7 +171,7 @@ fn f16_is_closer_to_f32_than_bf16() {
     let inputs = Fixture::load(MODEL, "multi_image");
     let expected = Fixture::load(MODEL, "multi_image_bf16");
     let prompt = inputs.prompt();
-    let mut cache = model.new_cache(1, prompt.input_ids.len());
+    let mut cache = model.new_cache(1, prompt.input_ids.len()).unwrap();
     let got = to_f32(model.forward(&prompt_input(&prompt), &mut cache).unwrap());
     let (hf_f32, _) = expected.f32s("logits_f32");
     let (hf_bf16, _) = expected.f32s("logits");
@@ -196,7 +196,7 @@ fn bf16_session_generates_transformers_greedy_tokens() {
     .unwrap();
     let prompt = Fixture::load(MODEL, "multi_image").prompt();
     let (want, _) = Fixture::load(MODEL, "multi_image_bf16").i64s("greedy");
-    let mut session = Session::new(&model, 1, prompt.input_ids.len() + want.len() + 1);
+    let mut session = Session::new(&model, 1, prompt.input_ids.len() + want.len() + 1).unwrap();
     session.append(std::slice::from_ref(&prompt)).unwrap();
     let config = GenerationConfig {
         max_new_tokens: want.len(),

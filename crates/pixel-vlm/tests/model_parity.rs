@@ -29,7 +29,7 @@ fn check_case(model: &Qwen25Vl<B>, name: &str, case: &str) {
     }
 
     let input = prompt_input(&prompt);
-    let mut cache = model.new_cache(1, ids.len() + 20);
+    let mut cache = model.new_cache(1, ids.len() + 20).unwrap();
     let hidden = model.forward_hidden(&input, &mut cache).unwrap();
     let logits = model.logits(hidden.clone());
     let (want, shape) = exp.f32s("logits");

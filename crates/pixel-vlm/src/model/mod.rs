@@ -12,7 +12,7 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor, TensorData, get_device_settings};
 
-use crate::cache::KvCache;
+use crate::cache::{DEFAULT_KV_CACHE_BUDGET, KvCache, kv_cache_bytes};
 use crate::config::Qwen25VlConfig;
 use crate::error::{Result, VlmError};
 use crate::loading::{CheckpointIndex, ParamLoader};
@@ -42,12 +42,29 @@ pub struct VisualInput {
 
 impl VisualInput {
     /// Merged tokens these inputs produce: `Σ t·h·w / merge_unit`.
-    pub fn merged_tokens(&self, merge_unit: usize) -> usize {
-        self.grid_thw
-            .iter()
-            .map(|&[t, h, w]| t * h * w)
-            .sum::<usize>()
-            / merge_unit
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] naming `grid_thw` if the patch count overflows, or for a zero `merge_unit`.
+    pub fn merged_tokens(&self, merge_unit: usize) -> Result<usize> {
+        let mut total = 0usize;
+        for (i, &[t, h, w]) in self.grid_thw.iter().enumerate() {
+            total = t
+                .checked_mul(h)
+                .and_then(|th| th.checked_mul(w))
+                .and_then(|thw| total.checked_add(thw))
+                .ok_or_else(|| VlmError::Input {
+                    input: "grid_thw",
+                    reason: format!(
+                        "entry {i} = [{t}, {h}, {w}]: the patch count overflows the address space"
+                    ),
+                })?;
+        }
+        total
+            .checked_div(merge_unit)
+            .ok_or_else(|| VlmError::Input {
+                input: "merge_unit",
+                reason: "must be positive".into(),
+            })
     }
 
     /// Appends the items of `other`.
@@ -68,6 +85,11 @@ pub struct ForwardInput<'a> {
     pub positions: &'a [i64],
     /// Which tokens are real `[batch, seq]`; `None` means all (left padding is marked `false`).
     pub valid: Option<&'a [bool]>,
+    /// Which tokens `[batch, seq]` the model sampled itself; `None` means none. They are embedded as
+    /// ordinary tokens whatever their id, so a sampled `<|image_pad|>` is text, not a placeholder (as in
+    /// transformers, which scatters visual features only over the prompt that comes with pixel values).
+    /// Placeholders are counted among the other tokens only.
+    pub generated: Option<&'a [bool]>,
     /// Images whose `<|image_pad|>` tokens appear in `input_ids`.
     pub images: Option<&'a VisualInput>,
     /// Videos whose `<|video_pad|>` tokens appear in `input_ids`.
@@ -122,22 +144,32 @@ impl<B: Backend> Qwen25Vl<B> {
         }
         let config = Qwen25VlConfig::from_file(&config_path)?;
         let index = CheckpointIndex::open_dir(dir)?;
+        // Shapes and dtypes from the headers, before anything is allocated.
+        index.check(&config)?;
         Self::build(ParamLoader::from_checkpoint(index, device, dtype), config)
     }
 
     /// A model with seeded random weights (normal, std 0.02; norms at 1) in the device's default float
-    /// dtype, for tests and benchmarks.
-    pub fn random(config: Qwen25VlConfig, seed: u64, device: &B::Device) -> Self {
-        match Self::build(ParamLoader::random(seed, device), config) {
-            Ok(model) => model,
-            // A random source never reports missing tensors.
-            Err(err) => unreachable!("random initialisation cannot fail: {err}"),
-        }
+    /// dtype, for tests and benchmarks. It allocates every parameter the config describes.
+    ///
+    /// # Errors
+    /// [`VlmError::Config`] if the config is invalid ([`Qwen25VlConfig::validate`]).
+    pub fn random(config: Qwen25VlConfig, seed: u64, device: &B::Device) -> Result<Self> {
+        Self::build(ParamLoader::random(seed, device), config)
     }
 
     fn build(mut p: ParamLoader<'_, B>, config: Qwen25VlConfig) -> Result<Self> {
-        let visual = VisionTower::load(&mut p, &config.vision);
-        let text = TextModel::load(&mut p, &config.text);
+        // Again here: the public fields may have been edited since parsing.
+        config.validate()?;
+        let model = Self::load_parameters(&mut p, &config);
+        p.finish()?;
+        Ok(Self { model, config })
+    }
+
+    /// Asks the loader for every parameter (the order and names [`crate::loading::TensorPlan`] mirrors).
+    fn load_parameters(p: &mut ParamLoader<'_, B>, config: &Qwen25VlConfig) -> Qwen25VlModel<B> {
+        let visual = VisionTower::load(p, &config.vision);
+        let text = TextModel::load(p, &config.text);
         let lm_head = if config.tie_word_embeddings {
             p.tolerate("lm_head.weight");
             None
@@ -150,15 +182,11 @@ impl<B: Backend> Qwen25Vl<B> {
                 0.02,
             ))
         };
-        p.finish()?;
-        Ok(Self {
-            model: Qwen25VlModel {
-                visual,
-                text,
-                lm_head,
-            },
-            config,
-        })
+        Qwen25VlModel {
+            visual,
+            text,
+            lm_head,
+        }
     }
 
     /// The device the parameters live on.
@@ -171,17 +199,65 @@ impl<B: Backend> Qwen25Vl<B> {
         self.model.text.embed_tokens.weight.val().dtype()
     }
 
-    /// An empty KV cache for `batch` rows of up to `capacity` tokens.
-    pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+    /// An empty KV cache for `batch` rows of up to `capacity` tokens, within
+    /// [`DEFAULT_KV_CACHE_BUDGET`] bytes.
+    ///
+    /// # Errors
+    /// As [`Qwen25Vl::new_cache_with_budget`].
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache<B>> {
+        self.new_cache_with_budget(batch, capacity, DEFAULT_KV_CACHE_BUDGET)
+    }
+
+    /// An empty KV cache for `batch` rows of up to `capacity` tokens whose keys and values take at most
+    /// `budget` bytes ([`Qwen25Vl::kv_cache_bytes`]).
+    ///
+    /// # Errors
+    /// [`VlmError::CacheBeyondContext`] if `capacity` exceeds the config's `max_position_embeddings`,
+    /// [`VlmError::CacheOverBudget`] if the cache needs more than `budget` bytes.
+    pub fn new_cache_with_budget(
+        &self,
+        batch: usize,
+        capacity: usize,
+        budget: u64,
+    ) -> Result<KvCache<B>> {
         let c = &self.config.text;
+        if capacity > c.max_position_embeddings {
+            return Err(VlmError::CacheBeyondContext {
+                capacity,
+                max_position_embeddings: c.max_position_embeddings,
+            });
+        }
         KvCache::new(
             c.num_hidden_layers,
             batch,
             c.num_key_value_heads,
             c.head_dim(),
             capacity,
+            budget,
             (&self.device(), self.dtype()),
         )
+    }
+
+    /// Bytes the keys and values of a `batch x capacity` cache take in this model's dtype (`None` if more
+    /// than a `u64` counts).
+    pub fn kv_cache_bytes(&self, batch: usize, capacity: usize) -> Option<u64> {
+        let c = &self.config.text;
+        kv_cache_bytes(
+            c.num_hidden_layers,
+            batch,
+            c.num_key_value_heads,
+            c.head_dim(),
+            capacity,
+            self.dtype().size(),
+        )
+    }
+
+    /// The largest cache capacity (tokens per row) for `batch` rows that both the context
+    /// (`max_position_embeddings`) and `budget` bytes allow: what a caller can clamp a token limit to.
+    pub fn max_cache_capacity(&self, batch: usize, budget: u64) -> usize {
+        let per_token = self.kv_cache_bytes(batch, 1).unwrap_or(u64::MAX).max(1);
+        let by_budget = usize::try_from(budget / per_token).unwrap_or(usize::MAX);
+        by_budget.min(self.config.text.max_position_embeddings)
     }
 
     /// Encodes images or videos into merged visual tokens.
@@ -250,10 +326,13 @@ impl<B: Backend> Qwen25Vl<B> {
                 .input_ids
                 .iter()
                 .enumerate()
-                .filter(|(_, id)| **id == token)
+                .filter(|&(i, id)| *id == token && !input.generated.is_some_and(|g| g[i]))
                 .map(|(i, _)| i)
                 .collect();
-            let expected = visual.map_or(0, |v| v.merged_tokens(unit));
+            let expected = match visual {
+                Some(v) => v.merged_tokens(unit)?,
+                None => 0,
+            };
             if slots.len() != expected {
                 return Err(VlmError::PlaceholderMismatch {
                     kind,
@@ -301,13 +380,15 @@ impl<B: Backend> Qwen25Vl<B> {
                 ),
             });
         }
-        if let Some(valid) = input.valid
-            && valid.len() != b * s
-        {
-            return Err(VlmError::Input {
-                input: "valid",
-                reason: format!("expected {} flags, found {}", b * s, valid.len()),
-            });
+        for (name, flags) in [("valid", input.valid), ("generated", input.generated)] {
+            if let Some(flags) = flags
+                && flags.len() != b * s
+            {
+                return Err(VlmError::Input {
+                    input: name,
+                    reason: format!("expected {} flags, found {}", b * s, flags.len()),
+                });
+            }
         }
         Ok((b, s))
     }
@@ -405,5 +486,34 @@ fn check_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> Result<()> 
             dtype: format!("{dtype:?}"),
             backend: B::name(device),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::loading::TensorPlan;
+
+    /// The header check's list of parameters is exactly what the layers load, in both layouts, tied and
+    /// untied.
+    #[test]
+    fn tensor_plan_matches_what_the_layers_load() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/models");
+        for name in ["tiny_flat", "tiny_nested"] {
+            let mut config =
+                Qwen25VlConfig::from_file(format!("{fixtures}/{name}/config.json")).unwrap();
+            for tie in [false, true] {
+                config.tie_word_embeddings = tie;
+                let device = Default::default();
+                let mut loader = ParamLoader::<CpuBackend>::random(0, &device);
+                Qwen25Vl::load_parameters(&mut loader, &config);
+                let mut loaded = loader.requested;
+                let mut planned = TensorPlan::new(&config).unwrap().flatten();
+                loaded.sort();
+                planned.sort();
+                assert_eq!(loaded, planned, "{name}, tied: {tie}");
+            }
+        }
     }
 }

@@ -187,7 +187,16 @@ mod tests {
         let head_dim = hidden / heads;
         let x = Tensor::<B, 3>::random([1, 1, hidden], Distribution::Default, &device);
         let angles = Tensor::<B, 4>::random([1, 1, 1, head_dim], Distribution::Default, &device);
-        let mut cache = KvCache::<B>::new(1, 1, kv_heads, head_dim, 4, &device);
+        let mut cache = KvCache::<B>::new(
+            1,
+            1,
+            kv_heads,
+            head_dim,
+            4,
+            crate::cache::DEFAULT_KV_CACHE_BUDGET,
+            &device,
+        )
+        .unwrap();
         cache.begin(1, &[true]).unwrap();
         let mask = cache.attention_mask(1, &device);
         let got = attn.forward(

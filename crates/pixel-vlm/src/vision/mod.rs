@@ -80,7 +80,16 @@ impl<B: Backend> VisionTower<B> {
                     ),
                 });
             }
-            total += t * h * w;
+            total = t
+                .checked_mul(h)
+                .and_then(|th| th.checked_mul(w))
+                .and_then(|thw| total.checked_add(thw))
+                .ok_or_else(|| VlmError::Input {
+                    input: "grid_thw",
+                    reason: format!(
+                        "entry {i} = [{t}, {h}, {w}]: the patch count overflows the address space"
+                    ),
+                })?;
         }
         if total != n {
             return Err(VlmError::Input {

@@ -145,6 +145,7 @@ pub fn prompt_input(prompt: &SegmentInput) -> ForwardInput<'_> {
             .as_deref()
             .expect("fixture prompts carry positions"),
         valid: None,
+        generated: None,
         images: prompt.images.as_ref(),
         videos: prompt.videos.as_ref(),
     }
@@ -158,6 +159,7 @@ pub fn step(model: &Qwen25Vl<B>, cache: &mut KvCache<B>, token: u32) -> Tensor<B
         batch: 1,
         positions: &[pos, pos, pos],
         valid: None,
+        generated: None,
         images: None,
         videos: None,
     };
