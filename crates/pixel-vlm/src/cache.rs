@@ -129,6 +129,44 @@ impl<B: Backend> KvCache<B> {
         self.next_position[row] = pos;
     }
 
+    /// A cache of `rows` rows, each a copy of row `row` of this one (a shared prompt prefilled once, then
+    /// continued independently by every row of a group).
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] if `row` is out of range or `rows` is 0.
+    pub fn fork_row(&self, row: usize, rows: usize) -> Result<Self> {
+        if row >= self.batch || rows == 0 {
+            return Err(VlmError::Input {
+                input: "fork",
+                reason: format!("row {row} of {} into {rows} rows", self.batch),
+            });
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                layer.as_ref().map(|(k, v)| {
+                    let pick = |t: &Tensor<B, 4>| {
+                        let [_, h, c, d] = t.dims();
+                        t.clone()
+                            .slice([row..row + 1, 0..h, 0..c, 0..d])
+                            .repeat_dim(0, rows)
+                    };
+                    (pick(k), pick(v))
+                })
+            })
+            .collect();
+        let one = &self.valid[row * self.capacity..(row + 1) * self.capacity];
+        Ok(Self {
+            layers,
+            batch: rows,
+            capacity: self.capacity,
+            len: self.len,
+            valid: one.repeat(rows),
+            next_position: vec![self.next_position[row]; rows],
+        })
+    }
+
     /// Reserves `seq` new slots with the given validity `[batch, seq]`, before the layers run.
     pub(crate) fn begin(&mut self, seq: usize, valid: &[bool]) -> Result<()> {
         if self.len + seq > self.capacity {

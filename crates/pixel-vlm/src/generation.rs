@@ -132,6 +132,43 @@ impl<'m, B: Backend> Session<'m, B> {
         })
     }
 
+    /// A session of `rows` rows that all continue row `row` of this one: its cache, tokens, pending token
+    /// and next logits are copied, so a shared prompt is prefilled (and its images encoded) once.
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] if `row` is out of range or `rows` is 0; as [`Session::fork_with_budget`] with
+    /// [`crate::cache::DEFAULT_KV_CACHE_BUDGET`].
+    pub fn fork(&self, row: usize, rows: usize) -> Result<Session<'m, B>> {
+        self.fork_with_budget(row, rows, crate::cache::DEFAULT_KV_CACHE_BUDGET)
+    }
+
+    /// As [`Session::fork`], the new cache within `budget` bytes.
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] if `row` is out of range, `rows` is 0, or `rows` rows of this capacity take
+    /// more than `budget` bytes (checked before anything is copied).
+    pub fn fork_with_budget(&self, row: usize, rows: usize, budget: u64) -> Result<Session<'m, B>> {
+        let capacity = self.cache.capacity();
+        let bytes = self.model.kv_cache_bytes(rows, capacity);
+        if bytes.is_none_or(|b| b > budget) {
+            return Err(VlmError::Input {
+                input: "fork",
+                reason: format!(
+                    "{rows} rows of {capacity} tokens need {} bytes of KV cache, over the budget of {budget}",
+                    bytes.map_or("more than 2^64".to_string(), |b| b.to_string())
+                ),
+            });
+        }
+        let cache = self.cache.fork_row(row, rows)?;
+        Ok(Session {
+            model: self.model,
+            cache,
+            next_logits: vec![self.next_logits[row].clone(); rows],
+            pending: vec![self.pending[row]; rows],
+            tokens: vec![self.tokens[row].clone(); rows],
+        })
+    }
+
     /// Rows.
     pub fn batch(&self) -> usize {
         self.cache.batch()
@@ -163,6 +200,16 @@ impl<'m, B: Backend> Session<'m, B> {
     /// [`VlmError::Input`] for a wrong number of rows or inconsistent positions, the model's errors
     /// (placeholder mismatch, ...), [`VlmError::Generation`] if the cache is full.
     pub fn append(&mut self, inputs: &[SegmentInput]) -> Result<()> {
+        let inputs: Vec<Option<&SegmentInput>> = inputs.iter().map(Some).collect();
+        self.append_rows(&inputs)
+    }
+
+    /// As [`Session::append`], but a `None` row is idle: nothing is fed for it, not even its pending token
+    /// (a row whose rollout ended while others go on).
+    ///
+    /// # Errors
+    /// As [`Session::append`].
+    pub fn append_rows(&mut self, inputs: &[Option<&SegmentInput>]) -> Result<()> {
         let batch = self.batch();
         if inputs.len() != batch {
             return Err(VlmError::Input {
@@ -175,6 +222,10 @@ impl<'m, B: Backend> Session<'m, B> {
         let mut rows: Vec<(Vec<u32>, [Vec<i64>; 3])> = Vec::with_capacity(batch);
         let mut leads_pending = vec![false; batch];
         for (row, input) in inputs.iter().enumerate() {
+            let Some(input) = input else {
+                rows.push(Default::default());
+                continue;
+            };
             let mut ids = Vec::new();
             let mut pos: [Vec<i64>; 3] = Default::default();
             let mut next = self.cache.next_position(row);
@@ -231,7 +282,11 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         let merge = |pick: fn(&SegmentInput) -> Option<&VisualInput>| {
             let mut all = VisualInput::default();
-            inputs.iter().filter_map(pick).for_each(|v| all.extend(v));
+            inputs
+                .iter()
+                .flatten()
+                .filter_map(|s| pick(s))
+                .for_each(|v| all.extend(v));
             (!all.grid_thw.is_empty()).then_some(all)
         };
         let images = merge(|s| s.images.as_ref());
@@ -248,10 +303,10 @@ impl<'m, B: Backend> Session<'m, B> {
         let hidden = self.model.forward_hidden(&input, &mut self.cache)?; // [batch, seq, hidden]
         let last = self.last_logits(hidden.narrow(1, seq - 1, 1))?;
         for (row, (row_ids, _)) in rows.iter().enumerate() {
-            if !row_ids.is_empty() {
+            if let (false, Some(input)) = (row_ids.is_empty(), inputs[row]) {
                 self.next_logits[row] = Some(last[row].clone());
                 self.pending[row] = None;
-                self.tokens[row].extend_from_slice(&inputs[row].input_ids);
+                self.tokens[row].extend_from_slice(&input.input_ids);
             }
         }
         Ok(())
@@ -282,9 +337,33 @@ impl<'m, B: Backend> Session<'m, B> {
         config: &GenerationConfig,
         samplers: &mut [Sampler],
         detokenize: Option<Detokenize<'_>>,
+        on_token: impl FnMut(usize, u32, f32),
+    ) -> Result<Vec<RowOutput>> {
+        let active = vec![true; self.batch()];
+        self.generate_rows(config, &active, samplers, detokenize, on_token)
+    }
+
+    /// As [`Session::generate`] for the rows where `active` is true; the others are neither sampled nor
+    /// fed (their output is empty, finish [`FinishReason::Length`]), and need no logits. Their slots are
+    /// still part of the batched decode step, masked out.
+    ///
+    /// # Errors
+    /// As [`Session::generate`], and [`VlmError::Input`] if `active` does not have one entry per row.
+    pub fn generate_rows(
+        &mut self,
+        config: &GenerationConfig,
+        active: &[bool],
+        samplers: &mut [Sampler],
+        detokenize: Option<Detokenize<'_>>,
         mut on_token: impl FnMut(usize, u32, f32),
     ) -> Result<Vec<RowOutput>> {
         let batch = self.batch();
+        if active.len() != batch {
+            return Err(VlmError::Input {
+                input: "active",
+                reason: format!("{} flags for {batch} rows", active.len()),
+            });
+        }
         if samplers.len() != batch {
             return Err(VlmError::Input {
                 input: "samplers",
@@ -297,7 +376,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 reason: "stop strings need a detokenizer".into(),
             });
         }
-        if let Some(row) = self.next_logits.iter().position(Option::is_none) {
+        if let Some(row) = (0..batch).find(|&r| active[r] && self.next_logits[r].is_none()) {
             return Err(VlmError::Input {
                 input: "session",
                 reason: format!("row {row} has nothing to continue from: append input first"),
@@ -316,7 +395,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 finish: FinishReason::Length,
             })
             .collect();
-        let mut active = vec![true; batch];
+        let mut active = active.to_vec();
         for step in 0..config.max_new_tokens {
             for row in 0..batch {
                 if !active[row] {

@@ -2,8 +2,8 @@
 //!
 //! Modules: [`config`] (`config.json`, both layouts), [`loading`] (safetensors, sharded, bf16),
 //! [`vision`] (vision tower), [`text`] (decoder with M-RoPE), [`model`] (the whole model and its
-//! forward), [`cache`] (preallocated KV cache), [`generation`] (batched generation), [`backend`]
-//! (default CPU backend).
+//! forward), [`cache`] (preallocated KV cache), [`generation`] (batched generation), [`train`] (the
+//! cache-free training forward, target log-probs, freezing), [`backend`] (default CPU backend).
 //!
 //! ```no_run
 //! use pixel_vlm::{backend::CpuBackend, Qwen25Vl};
@@ -30,6 +30,7 @@ pub mod rope_index;
 pub mod sampling;
 pub mod text;
 pub mod tokenizer;
+pub mod train;
 pub mod vision;
 
 /// The float dtypes a model can be built in ([`Qwen25Vl::from_pretrained_with_dtype`]), re-exported from burn.

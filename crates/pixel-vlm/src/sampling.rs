@@ -118,6 +118,8 @@ pub struct Sampler {
     weights: Vec<f64>,
     /// Scratch: candidates `(weight, id)` for top-k/top-p.
     order: Vec<(f64, u32)>,
+    /// Tokens to emit instead of drawing, and how many were emitted ([`Sampler::scripted`]).
+    script: Option<(Vec<u32>, usize)>,
 }
 
 impl Sampler {
@@ -143,7 +145,20 @@ impl Sampler {
             rng,
             weights: Vec::new(),
             order: Vec::new(),
+            script: None,
         })
+    }
+
+    /// A sampler that emits `tokens` in order instead of drawing (teacher forcing: replaying a known
+    /// answer, scripted policies in tests), each with its log-probability under `params` as
+    /// [`Sampler::sample`] reports it. Asking for more tokens than the script holds is an error.
+    ///
+    /// # Errors
+    /// As [`SamplingParams::validate`].
+    pub fn scripted(params: SamplingParams, tokens: Vec<u32>) -> Result<Self> {
+        let mut sampler = Self::new(params, 0)?;
+        sampler.script = Some((tokens, 0));
+        Ok(sampler)
     }
 
     /// The settings.
@@ -157,6 +172,31 @@ impl Sampler {
     /// [`VlmError::Input`] if `logits` is empty, holds a NaN or `+inf`, or is `-inf` everywhere.
     pub fn sample(&mut self, logits: &[f32]) -> Result<Sampled> {
         let max = check_logits(logits)?;
+        if let Some((tokens, next)) = &mut self.script {
+            let token = *tokens.get(*next).ok_or_else(|| VlmError::Input {
+                input: "scripted sampler",
+                reason: format!(
+                    "asked for token {} of a {}-token script",
+                    *next + 1,
+                    tokens.len()
+                ),
+            })?;
+            let logit = logits.get(token as usize).ok_or_else(|| VlmError::Input {
+                input: "scripted sampler",
+                reason: format!("token {token} is outside a vocabulary of {}", logits.len()),
+            })?;
+            *next += 1;
+            let temperature = if self.params.is_greedy() {
+                1.0
+            } else {
+                f64::from(self.params.temperature)
+            };
+            let log_z = log_sum_exp(logits, temperature, max, &mut self.weights);
+            return Ok(Sampled {
+                token,
+                logprob: (f64::from(*logit) / temperature - log_z) as f32,
+            });
+        }
         if self.params.is_greedy() {
             // First maximum, as torch.argmax; the log-prob at temperature 1.
             let id = logits.iter().position(|&l| l == max).unwrap_or(0);

@@ -289,3 +289,94 @@ fn seeded_sampling_is_reproducible_and_errors_are_typed() {
         Err(pixel_vlm::VlmError::Generation(_))
     ));
 }
+
+#[test]
+fn a_forked_prompt_generates_what_a_separate_prefill_generates() {
+    let model = model();
+    let p = prompt("multi_image");
+    let mut one = Session::new(&model, 1, 128).unwrap();
+    one.append(std::slice::from_ref(&p)).unwrap();
+    let mut forked = one.fork(0, 3).unwrap();
+    assert_eq!(forked.batch(), 3);
+    assert_eq!(forked.tokens(2), p.input_ids.as_slice());
+    let out = forked
+        .generate(&greedy(6), &mut greedy_samplers(3), None, |_, _, _| {})
+        .unwrap();
+    let mut alone = Session::new(&model, 1, 128).unwrap();
+    alone.append(std::slice::from_ref(&p)).unwrap();
+    let want = alone
+        .generate(&greedy(6), &mut greedy_samplers(1), None, |_, _, _| {})
+        .unwrap();
+    for row in &out {
+        assert_eq!(row.tokens, want[0].tokens);
+        assert_close(&row.logprobs, &want[0].logprobs, "forked log-probs");
+    }
+    // A fork beyond the memory budget is refused before anything is copied.
+    assert!(one.fork_with_budget(0, 3, 1).is_err());
+    assert!(one.fork(1, 2).is_err(), "row out of range");
+}
+
+#[test]
+fn idle_rows_are_neither_sampled_nor_fed() {
+    let model = model();
+    let p = prompt("multi_image");
+    let mut session = Session::new(&model, 2, 128).unwrap();
+    session.append(&[p.clone(), p.clone()]).unwrap();
+    let first = session
+        .generate(&greedy(3), &mut greedy_samplers(2), None, |_, _, _| {})
+        .unwrap();
+    // Row 1 ends its turn; row 0 gets a new user turn and goes on alone.
+    let more = SegmentInput::text(vec![20, 21, 22]);
+    session.append_rows(&[Some(&more), None]).unwrap();
+    let row1_tokens = session.tokens(1).to_vec();
+    let mut seen = Vec::new();
+    let out = session
+        .generate_rows(
+            &greedy(4),
+            &[true, false],
+            &mut greedy_samplers(2),
+            None,
+            |row, _, _| seen.push(row),
+        )
+        .unwrap();
+    assert!(seen.iter().all(|&r| r == 0), "only row 0 was sampled");
+    assert_eq!(out[0].tokens.len(), 4);
+    assert!(out[1].tokens.is_empty());
+    assert_eq!(session.tokens(1), row1_tokens.as_slice(), "row 1 untouched");
+    assert_eq!(
+        session.pending(1),
+        first[1].tokens.last().copied(),
+        "row 1's last token never fed"
+    );
+
+    // Row 0 continued exactly as a session that never had row 1.
+    let mut alone = Session::new(&model, 1, 128).unwrap();
+    alone.append(std::slice::from_ref(&p)).unwrap();
+    alone
+        .generate(&greedy(3), &mut greedy_samplers(1), None, |_, _, _| {})
+        .unwrap();
+    alone.append(std::slice::from_ref(&more)).unwrap();
+    let want = alone
+        .generate(&greedy(4), &mut greedy_samplers(1), None, |_, _, _| {})
+        .unwrap();
+    assert_eq!(out[0].tokens, want[0].tokens);
+    assert_close(&out[0].logprobs, &want[0].logprobs, "row 0 log-probs");
+}
+
+#[test]
+fn a_scripted_sampler_emits_its_tokens_with_their_logprobs_and_then_refuses() {
+    let logits = [0.0f32, 1.0, 2.0, 3.0];
+    let mut s = Sampler::scripted(SamplingParams::with_temperature(0.5), vec![1, 3]).unwrap();
+    let lz = logits
+        .iter()
+        .map(|l| f64::from(*l / 0.5).exp())
+        .sum::<f64>()
+        .ln();
+    let a = s.sample(&logits).unwrap();
+    assert_eq!(a.token, 1);
+    assert!((f64::from(a.logprob) - (2.0 - lz)).abs() < 1e-6);
+    assert_eq!(s.sample(&logits).unwrap().token, 3);
+    assert!(s.sample(&logits).is_err(), "the script is spent");
+    let mut outside = Sampler::scripted(SamplingParams::greedy(), vec![9]).unwrap();
+    assert!(outside.sample(&logits).is_err(), "id outside the logits");
+}

@@ -130,9 +130,38 @@ impl<B: Backend> TextAttention<B> {
         cache: &mut KvCache<B>,
         layer: usize,
     ) -> Tensor<B, 3> {
+        let (q, k, v) = self.project(x, cos, sin);
+        let (k_all, v_all) = cache.update(layer, k, v); // [b, kvh, total, d]
+        self.attend(q, k_all, v_all, mask)
+    }
+
+    /// Attention of a whole sequence to itself, without a cache (training).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`
+    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
+    /// - `mask`: `[batch, 1, 1, seq, seq]` additive, f32 (causal and padding)
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward_full(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Tensor<B, 5>,
+    ) -> Tensor<B, 3> {
+        let (q, k, v) = self.project(x, cos, sin);
+        self.attend(q, k, v, mask)
+    }
+
+    /// Queries `[b, h, s, d]` and keys/values `[b, kvh, s, d]`, rotated.
+    fn project(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let groups = h / kvh;
         let q = self
             .q_proj
             .forward(x.clone())
@@ -150,11 +179,25 @@ impl<B: Backend> TextAttention<B> {
             .swap_dims(1, 2); // [b, kvh, s, d]
         let q = apply_rotary(q, cos.clone(), sin.clone());
         let k = apply_rotary(k, cos, sin);
-        let (k_all, v_all) = cache.update(layer, k, v); // [b, kvh, total, d]
-        let total = k_all.dims()[2];
+        (q, k, v)
+    }
+
+    /// Scaled dot-product attention of `q` `[b, h, s, d]` over `k`, `v` `[b, kvh, total, d]` with an
+    /// additive f32 `mask` `[b, 1, 1, s, total]`; output `[b, s, hidden]` after `o_proj`.
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: Tensor<B, 5>,
+    ) -> Tensor<B, 3> {
+        let [b, h, s, d] = q.dims();
+        let kvh = self.num_kv_heads;
+        let groups = h / kvh;
+        let total = k.dims()[2];
         // Query head j uses key/value head j / groups: fold the groups into the query length.
         let q = q.reshape([b, kvh, groups * s, d]);
-        let scores = q.matmul(k_all.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
+        let scores = q.matmul(k.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
         // Masking and softmax in f32 whatever the model dtype, as transformers' eager attention does.
         let dtype = scores.dtype();
         let scores = scores.reshape([b, kvh, groups, s, total]).cast(DType::F32) + mask;
@@ -162,7 +205,7 @@ impl<B: Backend> TextAttention<B> {
             .cast(dtype)
             .reshape([b, kvh, groups * s, total]);
         let out = probs
-            .matmul(v_all)
+            .matmul(v)
             .reshape([b, h, s, d])
             .swap_dims(1, 2)
             .reshape([b, s, h * d]);

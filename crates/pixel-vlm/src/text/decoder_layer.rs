@@ -71,7 +71,29 @@ impl<B: Backend> DecoderLayer<B> {
             cache,
             layer,
         );
-        let x = x + attn;
+        self.finish(x + attn)
+    }
+
+    /// Applies the layer to a whole sequence without a cache (training).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`;
+    ///   `mask`: `[batch, 1, 1, seq, seq]`; output `[batch, seq, hidden]`
+    pub fn forward_full(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Tensor<B, 5>,
+    ) -> Tensor<B, 3> {
+        let attn =
+            self.self_attn
+                .forward_full(rms_norm(&self.input_layernorm, x.clone()), cos, sin, mask);
+        self.finish(x + attn)
+    }
+
+    /// The MLP half with its residual.
+    fn finish(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         x.clone()
             + self
                 .mlp

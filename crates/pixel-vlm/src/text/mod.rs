@@ -7,7 +7,7 @@ pub mod rope;
 use burn::module::Module;
 use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Bool, DType, Tensor, TensorData};
 
 use crate::cache::KvCache;
 use crate::config::TextConfig;
@@ -69,6 +69,46 @@ impl<B: Backend> TextModel<B> {
         valid: &[bool],
         cache: &mut KvCache<B>,
     ) -> Result<Tensor<B, 3>> {
+        let [_, s, _] = embeds.dims();
+        let device = embeds.device();
+        let (cos, sin) = self.rotary(&embeds, positions);
+        cache.begin(s, valid)?;
+        let mask = cache.attention_mask(s, &device);
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, cos.clone(), sin.clone(), mask.clone(), cache, i);
+        }
+        cache.commit(s);
+        Ok(rms_norm(&self.norm, x))
+    }
+
+    /// Runs the decoder over whole sequences without a cache (training): each token attends to the
+    /// earlier tokens of its row that are valid. The mask is built on the device from `valid` `[batch, seq]`
+    /// (a `batch x seq` upload), not on the host.
+    ///
+    /// # Shapes
+    /// - `embeds`: `[batch, seq, hidden]`
+    /// - output: `[batch, seq, hidden]` after the final norm
+    pub fn forward_full(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: &[i64],
+        valid: &[bool],
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = embeds.dims();
+        let device = embeds.device();
+        let (cos, sin) = self.rotary(&embeds, positions);
+        let mask = full_attention_mask::<B>(valid, b, s, &device);
+        let mut x = embeds;
+        for layer in &self.layers {
+            x = layer.forward_full(x, cos.clone(), sin.clone(), mask.clone());
+        }
+        rms_norm(&self.norm, x)
+    }
+
+    /// M-RoPE cos/sin tables `[batch, 1, seq, head_dim]` for `positions` `[3, batch, seq]`, computed in f32
+    /// and applied in the model dtype (transformers casts cos/sin to the activations' dtype).
+    fn rotary(&self, embeds: &Tensor<B, 3>, positions: &[i64]) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = embeds.dims();
         let device = embeds.device();
         let (cos, sin) = rope::mrope_tables(
@@ -79,21 +119,34 @@ impl<B: Backend> TextModel<B> {
             self.rope_theta,
             self.mrope_section,
         );
-        // Computed in f32, applied in the model dtype (transformers casts cos/sin to the activations' dtype).
         let table = |v: Vec<f32>| {
             Tensor::<B, 4>::from_data(
                 TensorData::new(v, [b, 1, s, self.head_dim]),
                 (&device, embeds.dtype()),
             )
         };
-        let (cos, sin) = (table(cos), table(sin));
-        cache.begin(s, valid)?;
-        let mask = cache.attention_mask(s, &device);
-        let mut x = embeds;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x, cos.clone(), sin.clone(), mask.clone(), cache, i);
-        }
-        cache.commit(s);
-        Ok(rms_norm(&self.norm, x))
+        (table(cos), table(sin))
     }
+}
+
+/// Additive f32 mask `[batch, 1, 1, seq, seq]`: 0 where key `k <= q` and key `k` is valid, a large negative
+/// number elsewhere. A query whose keys are all masked (a padding query with nothing valid before it)
+/// attends uniformly; its output is never used.
+fn full_attention_mask<B: Backend>(
+    valid: &[bool],
+    b: usize,
+    s: usize,
+    device: &B::Device,
+) -> Tensor<B, 5> {
+    // burn's `tril_mask` is true *outside* the lower triangle: exactly the future keys `k > q`.
+    let future = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, device).reshape([1, 1, 1, s, s]);
+    let invalid_keys = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(valid.iter().map(|v| !v).collect::<Vec<bool>>(), [b, s]),
+        device,
+    )
+    .reshape([b, 1, 1, 1, s]);
+    let blocked = future
+        .expand([b, 1, 1, s, s])
+        .bool_or(invalid_keys.expand([b, 1, 1, s, s]));
+    Tensor::<B, 5>::zeros([b, 1, 1, s, s], (device, DType::F32)).mask_fill(blocked, -1e30)
 }

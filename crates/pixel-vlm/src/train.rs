@@ -1,0 +1,208 @@
+//! The training surface: a cache-free forward over padded batches, log-probs of given target tokens, and
+//! freezing.
+//!
+//! Run the model on an autodiff backend (`burn::backend::Autodiff<B>`) and these are differentiable:
+//!
+//! ```
+//! use burn::backend::Autodiff;
+//! use pixel_vlm::{ForwardInput, Qwen25Vl, Qwen25VlConfig, train::Targets};
+//! type B = Autodiff<pixel_vlm::backend::CpuBackend>;
+//!
+//! let config = Qwen25VlConfig::from_json_str(r#"{
+//!     "model_type": "qwen2_5_vl", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+//!     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+//!     "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+//!     "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]}, "tie_word_embeddings": true,
+//!     "image_token_id": 60, "video_token_id": 61, "vision_start_token_id": 62,
+//!     "vision_config": {"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
+//!         "out_hidden_size": 16, "fullatt_block_indexes": [0], "window_size": 56}}"#)?;
+//! let model = Qwen25Vl::<B>::random(config, 0, &Default::default())?.with_frozen_vision();
+//! let ids = [1u32, 2, 3, 4];
+//! let positions: Vec<i64> = (0..3).flat_map(|_| 0..4).collect();
+//! let input = ForwardInput { input_ids: &ids, batch: 1, positions: &positions, valid: None,
+//!                            generated: None, images: None, videos: None };
+//! let hidden = model.forward_train(&input)?;
+//! // Log-prob of token i+1 at position i (the last position has no target: any id, masked later).
+//! let scores = model.target_logprobs(hidden, &Targets::new(&[2, 3, 4, 0]))?;
+//! let grads = scores.logprobs.sum().backward();
+//! # Ok::<(), pixel_vlm::VlmError>(())
+//! ```
+//!
+//! Log-probs are computed chunk by chunk along the sequence ([`Targets::chunk`] positions at a time), so
+//! a forward never holds `[batch, seq, vocab]` logits at once (20 GB in f32 at batch 8 x 4,096 tokens of
+//! Qwen's 151,936-token vocabulary). Under autodiff each chunk's softmax is kept for the backward pass;
+//! a fused log-softmax-gather backward that recomputes it is future work.
+
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+use crate::error::{Result, VlmError};
+use crate::model::{ForwardInput, Qwen25Vl};
+
+/// Target tokens to score, one per position `[batch, seq]` (row-major): the token that follows each
+/// position. Positions whose target does not matter (padding, the last token) still need an id in the
+/// vocabulary; mask their scores afterwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    /// Target ids `[batch * seq]`.
+    pub ids: &'a [u32],
+    /// Sampling temperature per position `[batch * seq]` (logits are divided by it before the softmax, as
+    /// the rollout sampled them); `None` means 1.
+    pub temperature: Option<&'a [f32]>,
+    /// Sequence positions scored at once (default 512).
+    pub chunk: usize,
+    /// Also compute the entropy of each position's distribution.
+    pub entropy: bool,
+}
+
+impl<'a> Targets<'a> {
+    /// Targets at temperature 1, chunks of 512 positions, no entropy.
+    pub fn new(ids: &'a [u32]) -> Self {
+        Self {
+            ids,
+            temperature: None,
+            chunk: 512,
+            entropy: false,
+        }
+    }
+}
+
+/// Log-probs (and optionally entropies) of target tokens.
+#[derive(Debug, Clone)]
+pub struct TokenScores<B: Backend> {
+    /// `log_softmax(logits / T)[target]`, `[batch, seq]`, f32.
+    pub logprobs: Tensor<B, 2>,
+    /// Entropy of `softmax(logits / T)`, `[batch, seq]`, f32, when asked for.
+    pub entropy: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Qwen25Vl<B> {
+    /// The forward a trainer uses: whole sequences, no KV cache, every token attending to the earlier
+    /// valid tokens of its row (right or left padding marked `false` in `input.valid`). The attention mask
+    /// is built on the device.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, hidden]` (final-norm hidden states; [`Qwen25Vl::target_logprobs`] or
+    ///   [`Qwen25Vl::logits`] turn them into scores)
+    ///
+    /// # Errors
+    /// As [`Qwen25Vl::embed`].
+    pub fn forward_train(&self, input: &ForwardInput<'_>) -> Result<Tensor<B, 3>> {
+        let embeds = self.embed(input)?;
+        let all_valid;
+        let valid = match input.valid {
+            Some(v) => v,
+            None => {
+                all_valid = vec![true; input.input_ids.len()];
+                &all_valid
+            }
+        };
+        Ok(self.model.text.forward_full(embeds, input.positions, valid))
+    }
+
+    /// Log-probs of `targets` under the head applied to `hidden`, chunk by chunk along the sequence.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`
+    /// - output tensors: `[batch, seq]`, f32
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] for a wrong number of targets or temperatures, an id outside the vocabulary, a
+    /// temperature that is not finite and positive, or a chunk of 0.
+    pub fn target_logprobs(
+        &self,
+        hidden: Tensor<B, 3>,
+        targets: &Targets<'_>,
+    ) -> Result<TokenScores<B>> {
+        let [b, s, _] = hidden.dims();
+        let vocab = self.config.text.vocab_size;
+        let input = |reason: String| VlmError::Input {
+            input: "targets",
+            reason,
+        };
+        if targets.ids.len() != b * s {
+            return Err(input(format!(
+                "{} target ids for {b} x {s} positions",
+                targets.ids.len()
+            )));
+        }
+        if let Some(bad) = targets.ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(input(format!("target id {bad} >= vocab size {vocab}")));
+        }
+        if let Some(t) = targets.temperature {
+            if t.len() != b * s {
+                return Err(input(format!(
+                    "{} temperatures for {b} x {s} positions",
+                    t.len()
+                )));
+            }
+            if let Some(bad) = t.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+                return Err(input(format!(
+                    "temperature {bad} is not finite and positive"
+                )));
+            }
+        }
+        if targets.chunk == 0 {
+            return Err(input("chunk must be at least 1".into()));
+        }
+        let device = hidden.device();
+        let mut logprobs = Vec::new();
+        let mut entropies = Vec::new();
+        let mut start = 0;
+        while start < s {
+            let len = targets.chunk.min(s - start);
+            let pick = |v: &[u32]| -> Vec<i64> {
+                (0..b)
+                    .flat_map(|row| v[row * s + start..row * s + start + len].iter())
+                    .map(|&id| i64::from(id))
+                    .collect()
+            };
+            let logits = self
+                .logits(hidden.clone().narrow(1, start, len))
+                .cast(DType::F32); // [b, len, vocab]
+            let logits = match targets.temperature {
+                Some(t) => {
+                    let t: Vec<f32> = (0..b)
+                        .flat_map(|row| t[row * s + start..row * s + start + len].iter().copied())
+                        .collect();
+                    let t = Tensor::<B, 3>::from_data(
+                        TensorData::new(t, [b, len, 1]),
+                        (&device, DType::F32),
+                    );
+                    logits / t
+                }
+                None => logits,
+            };
+            let logp = log_softmax(logits, 2); // [b, len, vocab]
+            let ids = Tensor::<B, 3, Int>::from_data(
+                TensorData::new(pick(targets.ids), [b, len, 1]),
+                &device,
+            );
+            logprobs.push(logp.clone().gather(2, ids).reshape([b, len]));
+            if targets.entropy {
+                let p = logp.clone().exp();
+                entropies.push((p * logp).sum_dim(2).neg().reshape([b, len]));
+            }
+            start += len;
+        }
+        Ok(TokenScores {
+            logprobs: Tensor::cat(logprobs, 1),
+            entropy: targets.entropy.then(|| Tensor::cat(entropies, 1)),
+        })
+    }
+
+    /// This model with the vision tower excluded from gradients (official SFT trains the language model
+    /// only).
+    pub fn with_frozen_vision(mut self) -> Self {
+        self.model.visual = self.model.visual.no_grad();
+        self
+    }
+
+    /// This model with the token embedding excluded from gradients (with a tied head, the head too).
+    pub fn with_frozen_embeddings(mut self) -> Self {
+        self.model.text.embed_tokens = self.model.text.embed_tokens.no_grad();
+        self
+    }
+}
