@@ -1,6 +1,17 @@
-//! Training for Pixel Reasoner (not built yet).
+//! Training for Pixel Reasoner: SFT on traces and curiosity-driven GRPO, on burn.
 //!
-//! This crate will hold the rollout machinery (a policy from `pixel-vlm` or a remote OpenAI-compatible
-//! engine driving a `pixel-ops` episode into a token-in/token-out trajectory), the SFT trainer on
-//! synthesized traces, and the GRPO trainer with the curiosity-driven reward from `pixel-reward`
-//! (group filtering, selective sample replay), with atomic checkpoints and JSONL metrics.
+//! Built so far (the trainers that compose them are next):
+//! - [`optim`]: the recipe's AdamW settings, **global** gradient-norm clipping (burn's
+//!   `GradientClippingConfig::Norm` clips each tensor on its own), and warmup then cosine to a minimum
+//!   learning rate (transformers' `cosine_with_min_lr`).
+//! - [`loss`]: GRPO advantages, the asymmetric clipped surrogate, the loss aggregation modes (token-mean
+//!   over the mini-batch, sequence-mean, the released code's constant normaliser) with the right
+//!   denominators across micro-batches, and the k3 KL estimate.
+//! - [`sft`]: SFT examples from traces, with the paper's loss mask (the model's own spans, observations and
+//!   deliberately wrong calls masked) or the released code's rule (the last two assistant turns, role header
+//!   included), and the SFT loss.
+
+pub mod error;
+pub mod sft;
+
+pub use error::{Result, RlError};
