@@ -12,6 +12,10 @@ use crate::loading::ParamLoader;
 use crate::model::linear::linear;
 use crate::model::rope::apply_rotary;
 
+/// Largest attention mask, in elements once repeated over the heads, that [`TextAttention`] repeats before
+/// adding it to the scores (64 MiB in f32); a larger one is added broadcast.
+const MAX_REPEATED_MASK: usize = 1 << 24;
+
 /// Causal GQA attention (keys `q_proj`, `k_proj`, `v_proj` with biases, `o_proj` without).
 #[derive(Module, Debug)]
 pub struct TextAttention<B: Backend> {
@@ -162,23 +166,27 @@ impl<B: Backend> TextAttention<B> {
     ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(x.clone())
-            .reshape([b, s, h, d])
-            .swap_dims(1, 2); // [b, h, s, d]
-        let k = self
-            .k_proj
-            .forward(x.clone())
-            .reshape([b, s, kvh, d])
-            .swap_dims(1, 2); // [b, kvh, s, d]
+        let q = self.q_proj.forward(x.clone()).reshape([b, s, h, d]);
+        let k = self.k_proj.forward(x.clone()).reshape([b, s, kvh, d]);
         let v = self
             .v_proj
             .forward(x)
             .reshape([b, s, kvh, d])
             .swap_dims(1, 2); // [b, kvh, s, d]
-        let q = apply_rotary(q, cos.clone(), sin.clone());
-        let k = apply_rotary(k, cos, sin);
+        // Heads first in memory, then the rotation with the tables repeated over the heads: every operand is
+        // contiguous and of one shape, forward and backward, which CPU backends multiply in one pass. A
+        // `[b, heads, s, d]` view of the projection times `[b, 1, s, d]` tables broadcast over the heads
+        // cost `Flex` a strided walk per element (~2x slower for the rotation, forward and backward).
+        let q = apply_rotary(
+            contiguous(q.swap_dims(1, 2)),
+            cos.clone().repeat_dim(1, h),
+            sin.clone().repeat_dim(1, h),
+        ); // [b, h, s, d]
+        let k = apply_rotary(
+            contiguous(k.swap_dims(1, 2)),
+            cos.repeat_dim(1, kvh),
+            sin.repeat_dim(1, kvh),
+        ); // [b, kvh, s, d]
         (q, k, v)
     }
 
@@ -200,6 +208,15 @@ impl<B: Backend> TextAttention<B> {
         let scores = q.matmul(k.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
         // Masking and softmax in f32 whatever the model dtype, as transformers' eager attention does.
         let dtype = scores.dtype();
+        // The mask repeated over the heads when that is small: adding a `[b, 1, 1, s, total]` mask broadcast
+        // over two middle dimensions is a strided walk per element on `Flex`, twice as slow as the copy and
+        // a contiguous add together.
+        let [_, mask_kvh, mask_groups, _, _] = mask.dims();
+        let mask = if mask_kvh == 1 && mask_groups == 1 && b * h * s * total <= MAX_REPEATED_MASK {
+            mask.repeat_dim(1, kvh).repeat_dim(2, groups)
+        } else {
+            mask
+        };
         let scores = scores.reshape([b, kvh, groups, s, total]).cast(DType::F32) + mask;
         let probs = softmax(scores, 4)
             .cast(dtype)
@@ -211,6 +228,13 @@ impl<B: Backend> TextAttention<B> {
             .reshape([b, s, h * d]);
         linear(&self.o_proj, out)
     }
+}
+
+/// `t` laid out contiguously in its logical order (a copy of a permuted view, the tensor itself otherwise):
+/// a reshape to one dimension and back.
+fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = t.dims();
+    t.reshape([dims.iter().product::<usize>()]).reshape(dims)
 }
 
 #[cfg(test)]

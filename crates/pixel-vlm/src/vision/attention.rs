@@ -65,7 +65,7 @@ impl<B: Backend> VisionAttention<B> {
     ///
     /// # Shapes
     /// - `x`: `[n, dim]`
-    /// - `cos`, `sin`: `[n, 1, head_dim]`, f32
+    /// - `cos`, `sin`: `[n, heads, head_dim]` (or `[n, 1, head_dim]`, broadcast: slower on CPU), f32
     /// - output: `[n, dim]`
     pub fn forward(
         &self,

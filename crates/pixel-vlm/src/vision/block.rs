@@ -40,7 +40,7 @@ impl<B: Backend> VisionBlock<B> {
     /// Applies the block.
     ///
     /// # Shapes
-    /// - `x`: `[n, dim]`; `cos`, `sin`: `[n, 1, head_dim]`; output `[n, dim]`
+    /// - `x`: `[n, dim]`; `cos`, `sin`: `[n, heads, head_dim]` (or `[n, 1, head_dim]`); output `[n, dim]`
     pub fn forward(
         &self,
         x: Tensor<B, 2>,

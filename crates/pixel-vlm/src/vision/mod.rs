@@ -139,7 +139,13 @@ impl<B: Backend> VisionTower<B> {
                 (&device, DType::F32),
             )
         };
-        let (cos, sin) = (table(cos), table(sin));
+        // Repeated over the heads once for all blocks: the rotation then multiplies contiguous operands of one
+        // shape, where `[n, 1, head_dim]` tables broadcast over the heads cost `Flex` a strided walk per element.
+        let heads = self.blocks.first().map_or(1, |block| block.attn.num_heads);
+        let (cos, sin) = (
+            table(cos).repeat_dim(1, heads),
+            table(sin).repeat_dim(1, heads),
+        );
 
         let mut x = self.patch_embed.forward(patches); // [n, hidden]
         x = x.select(0, index_tensor::<B>(&perm, &device));
