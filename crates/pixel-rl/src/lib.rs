@@ -12,6 +12,8 @@
 //!   included), and the SFT loss.
 
 pub mod error;
+pub mod loss;
+pub mod optim;
 pub mod sft;
 
 pub use error::{Result, RlError};
