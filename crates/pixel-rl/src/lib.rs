@@ -7,11 +7,14 @@
 //! - [`loss`]: GRPO advantages, the asymmetric clipped surrogate, the loss aggregation modes (token-mean
 //!   over the mini-batch, sequence-mean, the released code's constant normaliser) with the right
 //!   denominators across micro-batches, and the k3 KL estimate.
+//! - [`grpo`]: token-exact rollouts of `pixel-agent` turned into the policy's per-token log-probs, the
+//!   rollout's log-probs, advantages and the loss mask, for the surrogate.
 //! - [`sft`]: SFT examples from traces, with the paper's loss mask (the model's own spans, observations and
 //!   deliberately wrong calls masked) or the released code's rule (the last two assistant turns, role header
 //!   included), and the SFT loss.
 
 pub mod error;
+pub mod grpo;
 pub mod loss;
 pub mod optim;
 pub mod sft;
