@@ -17,6 +17,18 @@ pub enum VlmError {
         /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// A file or folder could not be written (saving a checkpoint).
+    #[error("cannot write `{path}`: {source}")]
+    Write {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A model cannot be saved: a dtype a checkpoint cannot hold, parameters that no longer match the config,
+    /// or a tensor the device failed to read back.
+    #[error("cannot save the model: {0}")]
+    Save(String),
     /// A JSON file (config, shard index) is not valid JSON or has the wrong structure.
     #[error("cannot parse `{path}`: {message}")]
     Json {

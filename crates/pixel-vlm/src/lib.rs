@@ -18,6 +18,7 @@
 //! checkpoint in bf16 (see the crate README's *Precision* section).
 
 pub mod backend;
+pub mod builder;
 pub mod cache;
 pub mod chat_template;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod model;
 pub mod processor;
 pub mod rope_index;
 pub mod sampling;
+pub mod saving;
 pub mod text;
 pub mod tokenizer;
 pub mod train;

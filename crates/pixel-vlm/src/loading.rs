@@ -656,8 +656,7 @@ impl TensorPlan {
             })
     }
 
-    /// Every parameter, repeats expanded (tests).
-    #[cfg(test)]
+    /// Every parameter, repeats expanded (saving checks the model against it; tests).
     pub(crate) fn flatten(&self) -> Vec<(String, Vec<usize>)> {
         let mut all = self.fixed.clone();
         for b in &self.blocks {

@@ -10,6 +10,10 @@
 //! rows ordered by (time, merge block row, merge block column, row in block, column in block), columns by
 //! (channel, time, y, x). A still image is repeated to fill the temporal patch.
 //!
+//! One option departs from it and is off by default: [`PreprocessorConfig::standardize_per_image`]
+//! (`"standardize_per_image": true` in `preprocessor_config.json`) standardises each image to zero mean and
+//! unit standard deviation before patchifying, for models trained from scratch on synthetic images.
+//!
 //! Video frames are taken at the size they come in when that size is already what `smart_resize` gives
 //! (frames prepared by `pixel_ops::Video::resized`, as qwen-vl-utils prepares them); otherwise they are
 //! resized with Pillow's bicubic like images. qwen-vl-utils resizes frames decoded from a video *file*
@@ -87,6 +91,13 @@ pub struct PreprocessorConfig {
     pub rescale_factor: f64,
     /// Subtract the mean and divide by the standard deviation.
     pub do_normalize: bool,
+    /// Not a `transformers` option (off by default, where the output is exactly `transformers`'): after
+    /// rescaling and normalising, standardise each image to zero mean and unit standard deviation over
+    /// all its values (every channel and pixel; each video frame on its own), before patchifying. The
+    /// divisor is `max(std, 1 / sqrt(n))` for `n` values, as in TensorFlow's `per_image_standardization`,
+    /// so a uniform image becomes all zeros. A model trained from scratch on mostly-white synthetic images
+    /// needs it: without it, nearly every input value is the same large positive number.
+    pub standardize_per_image: bool,
 }
 
 impl Default for PreprocessorConfig {
@@ -103,6 +114,7 @@ impl Default for PreprocessorConfig {
             do_rescale: true,
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
+            standardize_per_image: false,
         }
     }
 }
@@ -405,8 +417,12 @@ impl ImageProcessor {
                     continue;
                 }
                 plane_of.push(planes.len() / (3 * plane_len));
+                let start = planes.len();
                 for (c, lut) in self.lut.iter().enumerate() {
                     planes.extend(frame.as_raw().chunks_exact(3).map(|px| lut[px[c] as usize]));
+                }
+                if self.config.standardize_per_image {
+                    standardize(&mut planes[start..]);
                 }
             }
             let rows = &mut out[base + t * per_t * dim..base + (t + 1) * per_t * dim];
@@ -428,6 +444,25 @@ impl ImageProcessor {
             }
         }
         Ok([gt, gh, gw])
+    }
+}
+
+/// Standardises values in place to zero mean and unit standard deviation (population statistics in f64),
+/// dividing by `max(std, 1 / sqrt(n))` so that a constant input becomes zeros instead of dividing by zero.
+fn standardize(values: &mut [f32]) {
+    if values.is_empty() {
+        return;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let scale = var.sqrt().max(1.0 / n.sqrt());
+    for v in values.iter_mut() {
+        *v = ((f64::from(*v) - mean) / scale) as f32;
     }
 }
 

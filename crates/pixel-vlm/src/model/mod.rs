@@ -97,11 +97,15 @@ pub struct ForwardInput<'a> {
 }
 
 /// Qwen2.5-VL ready to run: the module plus its configuration.
-#[derive(Debug)]
+///
+/// A burn [`Module`] itself (the config is skipped: not a parameter, not in records), so optimizers,
+/// records, `valid()`, `no_grad()` and `num_params()` apply to the whole model directly.
+#[derive(Module, Debug)]
 pub struct Qwen25Vl<B: Backend> {
     /// The parameters.
     pub model: Qwen25VlModel<B>,
     /// The configuration it was built from.
+    #[module(skip)]
     pub config: Qwen25VlConfig,
 }
 
