@@ -3,7 +3,8 @@
 //! Modules: [`config`] (`config.json`, both layouts), [`loading`] (safetensors, sharded, bf16),
 //! [`vision`] (vision tower), [`text`] (decoder with M-RoPE), [`model`] (the whole model and its
 //! forward), [`cache`] (preallocated KV cache), [`generation`] (batched generation), [`train`] (the
-//! cache-free training forward, target log-probs, freezing), [`backend`] (default CPU backend).
+//! cache-free training forward, target log-probs, freezing), [`saving`] (`save_pretrained` to a Hugging Face
+//! folder), [`builder`] (a complete tiny checkpoint from scratch), [`backend`] (default CPU backend).
 //!
 //! ```no_run
 //! use pixel_vlm::{backend::CpuBackend, Qwen25Vl};
