@@ -1,6 +1,6 @@
 //! The loop on the committed tiny Qwen2.5-VL checkpoint: scripted and sampled groups, checked against an
 //! independent render + tokenization of the final conversation, `get_rope_index` over the whole sequence,
-//! and a cache-free forward of the whole sequence.
+//! the training forward and a full forward of the whole sequence.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,7 @@ use pixel_vlm::backend::CpuBackend as B;
 use pixel_vlm::chat_template::RenderOptions;
 use pixel_vlm::processor::Processor;
 use pixel_vlm::rope_index::get_rope_index;
+use pixel_vlm::train::Targets;
 use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput};
 use serde_json::json;
 
@@ -311,7 +312,7 @@ fn positions_equal_get_rope_index_over_the_whole_sequence() {
 }
 
 #[test]
-fn sampling_logprobs_equal_a_cache_free_forward_of_the_whole_sequence() {
+fn sampling_logprobs_equal_the_training_forward_and_a_full_cached_forward() {
     let (_dir, model, processor) = load();
     let (out, _) = run_scripted(&model, &processor);
     let t = &out[2];
@@ -335,6 +336,19 @@ fn sampling_logprobs_equal_a_cache_free_forward_of_the_whole_sequence() {
         images: Some(&visual),
         videos: None,
     };
+    // (a) The training forward (no cache) with the rollout's greedy temperature (1).
+    let hidden = model.forward_train(&input).expect("training forward");
+    let mut targets: Vec<u32> = record.token_ids[1..].to_vec();
+    targets.push(0);
+    let trained: Vec<f32> = model
+        .target_logprobs(hidden, &Targets::new(&targets))
+        .expect("target log-probs")
+        .logprobs
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32");
+    // (b) One full forward of the whole sequence through the KV-cache path.
     let mut cache = model.new_cache(1, n).expect("cache");
     let logits = model.forward(&input, &mut cache).expect("forward"); // [1, n, vocab]
     let logp = log_softmax(logits, 2);
@@ -344,11 +358,13 @@ fn sampling_logprobs_equal_a_cache_free_forward_of_the_whole_sequence() {
     for i in 1..n {
         if record.loss_mask[i] {
             let full = values[(i - 1) * vocab + record.token_ids[i] as usize];
-            assert!(
-                (full - record.logprobs[i]).abs() < 1e-4,
-                "token {i}: forward {full} vs sampled {}",
-                record.logprobs[i]
-            );
+            for (what, value) in [("full forward", full), ("training forward", trained[i - 1])] {
+                assert!(
+                    (value - record.logprobs[i]).abs() < 1e-4,
+                    "token {i}: {what} {value} vs sampled {}",
+                    record.logprobs[i]
+                );
+            }
             checked += 1;
         }
     }
