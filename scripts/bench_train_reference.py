@@ -3,7 +3,7 @@
 
 Run from the repository root (needs torch + transformers 5.24; builds the Rust benchmark with cargo):
 
-    /work/pyenv/bin/python scripts/bench_train_reference.py [--threads 2] [--configs a,b] [--steps 5]
+    /work/pyenv/bin/python scripts/bench_train_reference.py [--threads 2] [--configs a,b] [--steps 5] [--steps-b 3]
         [--optimizer] [--freeze-vision] [--rollout-tokens 32] [--rust-bin PATH] [--skip-rust]
 
 What is timed, per config, for each implementation (median of the timed steps after a warm-up step):
@@ -145,7 +145,8 @@ def torch_worker(args):
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
         fwd, bwd, step, optim = [], [], [], []
         loss_value = 0.0
-        for i in range(args.warmup + args.steps):
+        steps = args.steps_b if which == "b" else args.steps
+        for i in range(args.warmup + steps):
             t = time.perf_counter()
             logits = model(input_ids=ids, pixel_values=pixel_values, image_grid_thw=grid, position_ids=pos,
                            use_cache=False).logits
@@ -212,7 +213,8 @@ def run_lines(cmd, env=None):
 
 
 def common_args(args, which):
-    out = ["--warmup", str(args.warmup), "--steps", str(args.steps)]
+    steps = args.steps_b if which == "b" else args.steps
+    out = ["--warmup", str(args.warmup), "--steps", str(steps)]
     if args.optimizer:
         out.append("--optimizer")
     if args.freeze_vision:
@@ -223,7 +225,7 @@ def common_args(args, which):
 def run_torch(args, which, rollout):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", which, "--threads", str(args.threads),
            "--batch-b", str(args.batch_b), "--rollout-tokens", str(args.rollout_tokens if rollout else 0)]
-    cmd += common_args(args, which)
+    cmd += common_args(args, which) + ["--steps-b", str(args.steps_b)]
     if args.no_train:
         cmd.append("--no-train")
     return run_lines(cmd)
@@ -251,6 +253,7 @@ def main():
     ap.add_argument("--configs", default="a,b")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps-b", type=int, default=3, help="timed steps of config b")
     ap.add_argument("--batch-b", type=int, default=1)
     ap.add_argument("--optimizer", action="store_true", help="also time an AdamW step")
     ap.add_argument("--freeze-vision", action="store_true", help="vision tower excluded from gradients")
@@ -286,22 +289,27 @@ def main():
                      and r["config"] == which), None)
 
     print()
-    print(f"threads {args.threads}; {args.steps} timed steps after {args.warmup} warm-up; median seconds; "
+    print(f"threads {args.threads}; {args.steps} (a) / {args.steps_b} (b) timed steps after {args.warmup} warm-up; "
+          f"median seconds; "
           f"freeze_vision={args.freeze_vision}; ratio = torch time / burn time (> 1: burn faster)")
     print("| config | impl | params (trainable) | batch x seq | forward | backward | fwd+bwd | AdamW | "
-          "steps/s | ratio fwd+bwd | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "steps/s (fwd+bwd) | ratio fwd+bwd | ratio with AdamW | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for which in args.configs.split(","):
         ref = find("torch", "train_step", which)
         for impl in ["torch", "burn"]:
             r = find(impl, "train_step", which)
             if r is None:
                 continue
-            opt = f"{r['optimizer_s']:.3f}" if r.get("optimizer_s") is not None else "-"
+            has_opt = r.get("optimizer_s") is not None
+            opt = f"{r['optimizer_s']:.3f}" if has_opt else "-"
             ratio = f"{ref['step_s'] / r['step_s']:.2f}x" if ref else "-"
+            ratio_opt = (f"{(ref['step_s'] + ref['optimizer_s']) / (r['step_s'] + r['optimizer_s']):.2f}x"
+                         if ref and has_opt else "-")
             print(f"| {which} | {r['impl']} | {r['params'] / 1e6:.2f} M ({r['trainable'] / 1e6:.2f} M) | "
                   f"{r['batch']} x {r['seq']} | {r['forward_s']:.3f} | {r['backward_s']:.3f} | {r['step_s']:.3f} | "
-                  f"{opt} | {1 / r['step_s']:.3f} | {ratio} | {r['load_before']:.2f}-{r['load_after']:.2f} |")
+                  f"{opt} | {1 / r['step_s']:.3f} | {ratio} | {ratio_opt} | "
+                  f"{r['load_before']:.2f}-{r['load_after']:.2f} |")
     for which in args.configs.split(","):
         ref = find("torch", "rollout", which)
         for impl in ["torch", "burn"]:

@@ -24,7 +24,8 @@ pub const FEW_ROWS: usize = 8;
 
 /// `x @ W + b` of burn's `Linear` (`W: [d_in, d_out]`). With one row in f32, computed as `Σ_s x_s @ W_s` over
 /// [`SPLIT`] slices of `d_in` (a batched product); with 2 to [`FEW_ROWS`] rows as `(W^T x^T)^T` on a transposed
-/// view (the same dot products); otherwise exactly `layer.forward(x)`.
+/// view (the same dot products); otherwise `layer.forward(x)` on `x` flattened to `[rows, d_in]` (the same
+/// products; under autodiff the weight gradient is then one product instead of one per leading index).
 ///
 /// Only f32 is split: the partial products are rounded to the activations' dtype before they are summed,
 /// which in bf16 would add roundings that a single product (accumulating in f32) does not have.
@@ -39,7 +40,12 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
     let split =
         rows == 1 && x.dtype() == DType::F32 && d_in >= MIN_SPLIT_LEN && d_in.is_multiple_of(SPLIT);
     if !split && !(2..=FEW_ROWS).contains(&rows) {
-        return layer.forward(x);
+        // As one `[rows, d_in]` matrix: the weight gradient of a `[batch, seq, d_in]` input is otherwise a
+        // batched product per row of the batch (short reductions over `seq`) summed over the batch.
+        let d_out = layer.weight.dims()[1];
+        let mut shape = dims;
+        shape[D - 1] = d_out;
+        return layer.forward(x.reshape([rows, d_in])).reshape(shape);
     }
     let weight = layer.weight.val(); // [d_in, d_out]
     let d_out = weight.dims()[1];

@@ -166,6 +166,9 @@ impl<B: Backend> TextAttention<B> {
     ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        // Projections of `[b * s, hidden]` rows: under autodiff a 3-D input makes each weight gradient a
+        // product per row of the batch, summed.
+        let x = x.reshape([b * s, self.q_proj.weight.dims()[0]]);
         let q = self.q_proj.forward(x.clone()).reshape([b, s, h, d]);
         let k = self.k_proj.forward(x.clone()).reshape([b, s, kvh, d]);
         let v = self
