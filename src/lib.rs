@@ -8,12 +8,12 @@
 //! - [`pixel_traces`]: dataset formats, trace synthesis and procedural synthetic datasets.
 //! - with the `vlm` feature, `pixel_vlm` (Qwen2.5-VL on burn) and `pixel_agent` (the multi-turn loop).
 
+/// The multi-turn pixel-reasoning loop (feature `vlm`).
+#[cfg(feature = "vlm")]
+pub use pixel_agent;
 pub use pixel_ops;
 pub use pixel_reward;
 pub use pixel_traces;
 /// Qwen2.5-VL on burn (feature `vlm`).
 #[cfg(feature = "vlm")]
 pub use pixel_vlm;
-/// The multi-turn pixel-reasoning loop (feature `vlm`).
-#[cfg(feature = "vlm")]
-pub use pixel_agent;
