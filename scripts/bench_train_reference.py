@@ -4,7 +4,7 @@
 Run from the repository root (needs torch + transformers 5.24; builds the Rust benchmark with cargo):
 
     /work/pyenv/bin/python scripts/bench_train_reference.py [--threads 2] [--configs a,b] [--steps 5] [--steps-b 3]
-        [--optimizer] [--freeze-vision] [--rollout-tokens 32] [--rust-bin PATH] [--skip-rust]
+        [--optimizer] [--freeze-vision] [--rollout-tokens 32] [--malloc-tuned] [--rust-bin PATH] [--skip-rust]
 
 What is timed, per config, for each implementation (median of the timed steps after a warm-up step):
 forward to the loss, backward, their sum (the step), and with --optimizer an AdamW step (lr 1e-5, no weight
@@ -28,6 +28,10 @@ Rollout (--rollout-tokens N > 0, config a only): prefill each row's prompt (its 
 and sample N tokens per row at temperature 1 with the KV cache (transformers `generate`, the crate's
 `Session`), batch 32: trajectories per second.
 
+--malloc-tuned runs both implementations with glibc's malloc keeping freed memory (GLIBC_TUNABLES below):
+by default every buffer over 32 MiB is a fresh mmap whose pages the kernel zeroes on first touch, which is a
+large share of a 0.5 B step (config b) for both.
+
 Each implementation runs in its own process (torch in a child of this script, burn as the
 `crates/pixel-vlm/benches/train_step.rs` binary), one after the other, config by config, so that memory is
 returned between them; the 1-minute load average is printed next to each measurement.
@@ -41,6 +45,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184:"
+                   "glibc.malloc.top_pad=268435456")
 
 SPECIAL = {
     "a": dict(vision_start=1000, vision_end=1001, image=1002, video=1003),
@@ -206,7 +212,14 @@ def torch_worker(args):
                               tokens_per_s=batch * n / secs)), flush=True)
 
 
-def run_lines(cmd, env=None):
+def child_env(args, **extra):
+    env = dict(os.environ, **extra)
+    if args.malloc_tuned:
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    return env
+
+
+def run_lines(cmd, env):
     """Runs a command, echoing its stderr; returns its JSON stdout lines."""
     res = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=True)
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
@@ -228,11 +241,11 @@ def run_torch(args, which, rollout):
     cmd += common_args(args, which) + ["--steps-b", str(args.steps_b)]
     if args.no_train:
         cmd.append("--no-train")
-    return run_lines(cmd)
+    return run_lines(cmd, child_env(args))
 
 
 def run_rust(args, which, rollout):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    env = child_env(args, RAYON_NUM_THREADS=str(args.threads))
     if args.rust_bin:
         cmd = [args.rust_bin]
     else:
@@ -259,6 +272,7 @@ def main():
     ap.add_argument("--freeze-vision", action="store_true", help="vision tower excluded from gradients")
     ap.add_argument("--no-train", action="store_true", help="only the rollout")
     ap.add_argument("--rollout-tokens", type=int, default=0, help="rollout of config a with N new tokens per row")
+    ap.add_argument("--malloc-tuned", action="store_true", help="both sides with GLIBC_TUNABLES (see above)")
     ap.add_argument("--rust-bin", help="a built train_step binary instead of `cargo bench`")
     ap.add_argument("--skip-rust", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -290,7 +304,7 @@ def main():
 
     print()
     print(f"threads {args.threads}; {args.steps} (a) / {args.steps_b} (b) timed steps after {args.warmup} warm-up; "
-          f"median seconds; "
+          f"median seconds; malloc_tuned={args.malloc_tuned}; "
           f"freeze_vision={args.freeze_vision}; ratio = torch time / burn time (> 1: burn faster)")
     print("| config | impl | params (trainable) | batch x seq | forward | backward | fwd+bwd | AdamW | "
           "steps/s (fwd+bwd) | ratio fwd+bwd | ratio with AdamW | load |")

@@ -237,6 +237,23 @@ fn build_batch(which: Which, config: &Qwen25VlConfig, batch: usize) -> Batch {
     }
 }
 
+/// (user seconds, system seconds, minor page faults) of this process so far, from `/proc/self/stat` (zeros
+/// where it cannot be read).
+fn cpu_and_faults() -> (f64, f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, minflt 10, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let tick = 100.0; // USER_HZ on Linux
+    (field(14) as f64 / tick, field(15) as f64 / tick, field(10))
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -302,6 +319,7 @@ fn train(args: &Args, config: Qwen25VlConfig, data: &Batch, backend: &str) {
             images: Some(&data.images),
             videos: None,
         };
+        let (user0, sys0, faults0) = cpu_and_faults();
         let t = Instant::now();
         let hidden = match model.forward_train(&input) {
             Ok(h) => h,
@@ -326,8 +344,13 @@ fn train(args: &Args, config: Qwen25VlConfig, data: &Batch, backend: &str) {
         } else {
             drop(grads);
         }
+        let (user1, sys1, faults1) = cpu_and_faults();
         eprintln!(
-            "step {i}: forward {t_fwd:.3} s, backward {t_bwd:.3} s, optimizer {t_opt:.3} s, loss {loss_value:.3}"
+            "step {i}: forward {t_fwd:.3} s, backward {t_bwd:.3} s, optimizer {t_opt:.3} s, loss {loss_value:.3} \
+             (cpu: user {:.2} s, system {:.2} s, {} minor page faults)",
+            user1 - user0,
+            sys1 - sys0,
+            faults1 - faults0
         );
         if i >= args.warmup {
             forward.push(t_fwd);
