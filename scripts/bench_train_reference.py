@@ -3,7 +3,7 @@
 
 Run from the repository root (needs torch + transformers 5.24; builds the Rust benchmark with cargo):
 
-    /work/pyenv/bin/python scripts/bench_train_reference.py [--threads 2] [--configs a,b] [--steps 5] [--steps-b 3]
+    python scripts/bench_train_reference.py [--threads 2] [--configs a,b] [--steps 5] [--steps-b 3]
         [--optimizer] [--freeze-vision] [--rollout-tokens 32] [--malloc-tuned] [--rust-bin PATH] [--skip-rust]
 
 What is timed, per config, for each implementation (median of the timed steps after a warm-up step):
