@@ -6,7 +6,7 @@ Run from the repository root (needs torch + transformers 5.24; builds the Rust b
     python scripts/bench_train_reference.py [--threads 2] [--configs a,b] [--steps 5] [--steps-b 3]
         [--optimizer] [--freeze-vision] [--rollout-tokens 32] [--malloc-tuned] [--rust-bin PATH] [--skip-rust]
 
-What is timed, per config, for each implementation (median of the timed steps after a warm-up step):
+What is timed, per config, for each implementation (median of the timed steps after --warmup untimed ones):
 forward to the loss, backward, their sum (the step), and with --optimizer an AdamW step (lr 1e-5, no weight
 decay). Loss: minus the sum of the target log-probs (log_softmax of the logits, gathered at the next token)
 over the positions that predict a text token (not an image pad or a vision start/end marker): an SFT loss,
@@ -264,7 +264,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", default="a,b")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps (a 0.5 B step needs ~3 to warm the heap)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--steps-b", type=int, default=3, help="timed steps of config b")
     ap.add_argument("--batch-b", type=int, default=1)
