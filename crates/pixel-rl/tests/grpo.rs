@@ -2,12 +2,13 @@
 //! on the policy's log-probs, AdamW. On a prompt whose reward is 1 for one of the two answers the rollout
 //! samples (top-k 2), the probability of that answer goes from under a half to above 0.9.
 
-use std::path::Path;
+mod common;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::log_softmax;
+use common::checkpoint;
 use pixel_agent::{LocalEngine, Media, Query, RolloutConfig, Trajectory, run_group};
 use pixel_rl::grpo::policy_tokens;
 use pixel_rl::loss::{
@@ -19,31 +20,6 @@ use pixel_vlm::sampling::SamplingParams;
 use pixel_vlm::{ForwardInput, Qwen25Vl};
 
 type AB = Autodiff<B>;
-
-fn fixtures() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures")
-}
-
-fn checkpoint() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let model = fixtures().join("models/tiny_flat");
-    for name in ["config.json", "model.safetensors"] {
-        std::fs::copy(model.join(name), dir.path().join(name)).expect("copy model");
-    }
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.json",
-        "preprocessor_config.json",
-    ] {
-        std::fs::copy(
-            fixtures().join("tokenizer").join(name),
-            dir.path().join(name),
-        )
-        .expect("copy tokenizer");
-    }
-    dir
-}
 
 fn inference(model: &Qwen25Vl<AB>) -> Qwen25Vl<B> {
     Qwen25Vl {

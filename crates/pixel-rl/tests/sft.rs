@@ -1,8 +1,10 @@
 //! SFT examples from synthesized traces on the committed tiny checkpoint: which tokens each mask rule
 //! trains, and that SFT overfits one self-correction trace.
 
+mod common;
+
+use common::checkpoint;
 use std::collections::HashMap;
-use std::path::Path;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
@@ -17,32 +19,6 @@ use pixel_traces::{
 use pixel_vlm::Qwen25Vl;
 use pixel_vlm::backend::CpuBackend as B;
 use pixel_vlm::processor::Processor;
-
-fn fixtures() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures")
-}
-
-/// The tiny model's weights and config beside the test tokenizer, template and preprocessor config.
-fn checkpoint() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let model = fixtures().join("models/tiny_flat");
-    for name in ["config.json", "model.safetensors"] {
-        std::fs::copy(model.join(name), dir.path().join(name)).expect("copy model");
-    }
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.json",
-        "preprocessor_config.json",
-    ] {
-        std::fs::copy(
-            fixtures().join("tokenizer").join(name),
-            dir.path().join(name),
-        )
-        .expect("copy tokenizer");
-    }
-    dir
-}
 
 /// A synthesized `needle` trace of the given variant.
 fn trace(variant: Variant) -> SynthesizedTrace {
