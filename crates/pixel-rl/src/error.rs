@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// What can go wrong in the optimizer pieces and the GRPO loss.
+/// What can go wrong in training: the optimizer pieces, the GRPO loss, the model, metrics files and charts.
 #[derive(Debug, Error)]
 pub enum RlError {
     /// A setting is out of range (a learning rate, a clipping bound, a normaliser, ...).
@@ -33,6 +33,50 @@ pub enum RlError {
     /// The global gradient norm is NaN or infinite; the gradients were left as they were.
     #[error("the global gradient norm is not finite ({0})")]
     NonFiniteGradNorm(f32),
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file (or folder).
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A line of a metrics file is not a metric record (a torn last line is not an error).
+    #[error("{}: line {line}: {message}", path.display())]
+    MetricsLine {
+        /// The metrics file.
+        path: std::path::PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A metric record could not be written (serialised).
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// A chart could not be drawn or encoded.
+    #[error("plot: {0}")]
+    Plot(String),
+    /// A rollout failed (`pixel-agent`: the engine, the processor, a server).
+    #[error(transparent)]
+    Agent(#[from] pixel_agent::AgentError),
+    /// The reward could not be computed (`pixel-reward`).
+    #[error(transparent)]
+    Reward(#[from] pixel_reward::Error),
+    /// An SFT example could not be built or batched.
+    #[error(transparent)]
+    Sft(#[from] crate::sft::SftError),
+    /// A dataset could not be read (`pixel-traces`).
+    #[error(transparent)]
+    Data(#[from] pixel_traces::Error),
+    /// A checkpoint folder is missing a part, or its parts do not fit the model or the run.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        /// The checkpoint folder.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// `Result` with [`RlError`].

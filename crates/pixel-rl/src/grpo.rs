@@ -50,6 +50,22 @@ pub fn policy_tokens<B: Backend>(
     advantages: &[f32],
     rollout: &RolloutConfig,
 ) -> Result<PolicyTokens<B>> {
+    Ok(policy_tokens_with_entropy(model, processor, trajectories, advantages, rollout, false)?.0)
+}
+
+/// As [`policy_tokens`], with the policy's per-token entropy `[b, s]` (at each token's temperature) when
+/// `entropy` is set (for metrics: it costs one more pass over the vocabulary).
+///
+/// # Errors
+/// As [`policy_tokens`].
+pub fn policy_tokens_with_entropy<B: Backend>(
+    model: &Qwen25Vl<B>,
+    processor: &Processor,
+    trajectories: &[&Trajectory],
+    advantages: &[f32],
+    rollout: &RolloutConfig,
+    entropy: bool,
+) -> Result<(PolicyTokens<B>, Option<Tensor<B, 2>>)> {
     if trajectories.is_empty() || trajectories.len() != advantages.len() {
         return Err(RlError::Shape(format!(
             "{} trajectories with {} advantages",
@@ -134,15 +150,18 @@ pub fn policy_tokens<B: Backend>(
     let hidden = model.forward_train(&input)?;
     let targets = Targets {
         temperature: Some(&temperature),
+        entropy,
         ..Targets::new(&targets)
     };
-    let logp = model.target_logprobs(hidden, &targets)?.logprobs;
+    let scores = model.target_logprobs(hidden, &targets)?;
+    let logp = scores.logprobs;
     let device = model.device();
-    Ok(PolicyTokens {
+    let tokens = PolicyTokens {
         logp,
         old_logp: Tensor::from_data(TensorData::new(old, [b, s]), &device),
         ref_logp: None,
         advantages: Tensor::from_data(TensorData::new(advantages.to_vec(), [b]), &device),
         mask: Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [b, s]), &device),
-    })
+    };
+    Ok((tokens, scores.entropy))
 }

@@ -1,0 +1,180 @@
+//! Training data: RL tasks (a query and what the reward judges it by), where they come from, and a
+//! resumable, seeded per-epoch order.
+//!
+//! - [`Task`]: a [`Query`] for the rollouts plus reference answers and options for the reward.
+//! - [`TaskSource`]: anything that can hand out task `i` of `len()` — a `Vec<Task>`, [`RlDataset`] over the
+//!   official RL records (media loaded when a task is drawn), or a user's own generator.
+//! - [`EpochCursor`]: the order in which items are drawn: a fresh permutation each epoch from
+//!   `(seed, epoch)`, its position saved in checkpoints so a resumed run draws the same items next.
+
+use pixel_agent::{Media, Query};
+use pixel_ops::{DecodeLimits, Video};
+use pixel_traces::{DatasetRoot, RlRecord};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RlError};
+use crate::sft::TRACE_VIDEO_FPS;
+
+/// One RL training item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// Its id (the record's `qid`).
+    pub id: String,
+    /// What the policy is asked, with its images or video.
+    pub query: Query,
+    /// Reference answers (any one matching counts as correct).
+    pub answers: Vec<String>,
+    /// Multiple-choice options, when the question has them (letters map to them).
+    pub options: Vec<String>,
+}
+
+/// Where tasks come from. Implement it for your own data or environment.
+pub trait TaskSource {
+    /// How many tasks there are.
+    fn len(&self) -> usize;
+
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Task `index` (`< len()`), media loaded.
+    ///
+    /// # Errors
+    /// Whatever loading it can fail with (a missing or corrupt image names its file).
+    fn task(&self, index: usize) -> Result<Task>;
+}
+
+impl TaskSource for Vec<Task> {
+    fn len(&self) -> usize {
+        <[Task]>::len(self)
+    }
+
+    fn task(&self, index: usize) -> Result<Task> {
+        self.get(index).cloned().ok_or_else(|| {
+            RlError::Setting(format!("task {index} of {}", <[Task]>::len(self)))
+        })
+    }
+}
+
+/// The official RL records (`qid`, `question`, `image`, `is_video`, `answer`) under a dataset root; each
+/// task's images (or video frames, at 2 fps) are loaded when it is drawn.
+#[derive(Debug, Clone)]
+pub struct RlDataset {
+    /// The records.
+    pub records: Vec<RlRecord>,
+    /// Where their media paths are resolved (and confined).
+    pub root: DatasetRoot,
+    /// Limits for decoding each image.
+    pub limits: DecodeLimits,
+}
+
+impl RlDataset {
+    /// Records already loaded (see `pixel_traces::load_records`) under `root`.
+    pub fn new(records: Vec<RlRecord>, root: DatasetRoot) -> Self {
+        Self {
+            records,
+            root,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+impl TaskSource for RlDataset {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn task(&self, index: usize) -> Result<Task> {
+        let record = self.records.get(index).ok_or_else(|| {
+            RlError::Setting(format!("task {index} of {}", self.records.len()))
+        })?;
+        let images = record
+            .media
+            .iter()
+            .map(|p| self.root.load_image(p, &self.limits))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let media = if record.is_video {
+            Media::Video(
+                Video::from_frames(images, TRACE_VIDEO_FPS)
+                    .map_err(|e| RlError::Data(pixel_traces::Error::Ops(e)))?,
+            )
+        } else {
+            Media::Images(images)
+        };
+        Ok(Task {
+            id: record.qid.clone(),
+            query: Query {
+                media,
+                question: record.question.clone(),
+            },
+            answers: vec![record.answer.clone()],
+            options: record.options.clone(),
+        })
+    }
+}
+
+/// A resumable draw order over `len` items: epoch `e` visits a permutation seeded by `(seed, e)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochCursor {
+    /// Items in the data.
+    pub len: usize,
+    /// The seed of the permutations.
+    pub seed: u64,
+    /// The current epoch (0-based).
+    pub epoch: u64,
+    /// Items of the current epoch already drawn.
+    pub offset: usize,
+    #[serde(skip)]
+    order: Vec<usize>,
+}
+
+impl EpochCursor {
+    /// A cursor at the start of epoch 0.
+    ///
+    /// # Errors
+    /// [`RlError::Setting`] for empty data.
+    pub fn new(len: usize, seed: u64) -> Result<Self> {
+        if len == 0 {
+            return Err(RlError::Setting("the data set is empty".into()));
+        }
+        Ok(Self {
+            len,
+            seed,
+            epoch: 0,
+            offset: 0,
+            order: Vec::new(),
+        })
+    }
+
+    /// The permutation of `epoch`.
+    pub fn permutation(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..len).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F));
+        order.shuffle(&mut rng);
+        order
+    }
+
+    /// The next item's index (moving to the next epoch's permutation at the end of one).
+    pub fn next_index(&mut self) -> usize {
+        if self.offset >= self.len {
+            self.epoch += 1;
+            self.offset = 0;
+            self.order.clear();
+        }
+        if self.order.len() != self.len {
+            self.order = Self::permutation(self.len, self.seed, self.epoch);
+        }
+        let index = self.order[self.offset];
+        self.offset += 1;
+        index
+    }
+
+    /// Whether the current epoch has been fully drawn.
+    pub fn epoch_done(&self) -> bool {
+        self.offset >= self.len
+    }
+}

@@ -1,0 +1,651 @@
+//! The GRPO trainer: rollout buffers from an [`Environment`], rewards from a [`Reward`], the clipped
+//! surrogate, AdamW with global clipping and the warmup-cosine schedule, metrics and resumable
+//! checkpoints.
+//!
+//! One **iteration**: draw tasks (a seeded per-epoch order) and roll out `group_size` trajectories of each
+//! on the current policy; score each group; drop reward-uniform groups and draw more tasks (up to
+//! `max_draw_factor × queries_per_buffer` draws); top a short buffer up from the replay buffer (selective
+//! sample replay, optional); shuffle the rollouts and split them into `updates_per_buffer` mini-batches,
+//! each trained in micro-batches of `micro_batch_rows` with the loss normalised over the whole mini-batch.
+//! Old log-probs come from the rollout, or are recomputed on the unchanged policy before the first update
+//! (the official trainer). A checkpoint can be written after each iteration.
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Bool, Tensor, TensorData};
+use pixel_agent::{LocalEngine, RolloutConfig, RolloutEnd, Trajectory, run_group};
+use pixel_ops::EndReason;
+use pixel_vlm::Qwen25Vl;
+use pixel_vlm::processor::Processor;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::AdamWOptimizer;
+use crate::config::GrpoConfig;
+use crate::data::{EpochCursor, Task, TaskSource};
+use crate::error::{Result, RlError};
+use crate::grpo::policy_tokens_with_entropy;
+use crate::loss::{MiniBatchTotals, SurrogateStats, advantages, aggregate, clipped_surrogate};
+use crate::metrics::{MetricRecord, MetricSink};
+use crate::optim::{WarmupCosineSchedule, clip_grad_norm, warmup_steps_from_ratio};
+use crate::reward::{GroupScore, Reward};
+use crate::trainer::replay::{ReplayBuffer, ReplayGroup};
+use crate::trainer::{Run, mix_seed, scalar};
+
+/// Where rollouts come from. The default, [`AgentEnvironment`], runs `pixel-agent`'s loop with the visual
+/// operations on the policy in-process; implement it to roll out in another environment (other tools, a
+/// simulator) without forking the trainer.
+pub trait Environment<B: Backend> {
+    /// `n` rollouts of `task` on `policy` (row order), token-exact (each trajectory needs its
+    /// `TokenRecord` to be trained on).
+    ///
+    /// # Errors
+    /// Whatever the environment fails with; the trainer stops with it.
+    fn rollouts(
+        &mut self,
+        policy: &Qwen25Vl<B>,
+        processor: &Processor,
+        task: &Task,
+        n: usize,
+        config: &RolloutConfig,
+    ) -> Result<Vec<Trajectory>>;
+}
+
+/// `pixel-agent`'s multi-turn loop on an in-process engine: the prompt prefilled once and forked into `n`
+/// rows, each row's KV cache sized for the episode's token budget plus one turn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentEnvironment;
+
+impl<B: Backend> Environment<B> for AgentEnvironment {
+    fn rollouts(
+        &mut self,
+        policy: &Qwen25Vl<B>,
+        processor: &Processor,
+        task: &Task,
+        n: usize,
+        config: &RolloutConfig,
+    ) -> Result<Vec<Trajectory>> {
+        let budget = config.episode.max_total_tokens.unwrap_or(12_088);
+        let most = policy.max_cache_capacity(n, pixel_vlm::cache::DEFAULT_KV_CACHE_BUDGET);
+        let capacity = (budget + config.max_new_tokens).min(most);
+        let mut engine = LocalEngine::new(policy, processor, capacity);
+        Ok(run_group(&mut engine, &task.query, n, config)?)
+    }
+}
+
+/// One group of the current buffer.
+struct BufferGroup {
+    trajectories: Vec<Trajectory>,
+    advantages: Vec<f32>,
+}
+
+/// What the rollouts of one iteration measured.
+#[derive(Default)]
+struct RolloutStats {
+    groups_drawn: usize,
+    uniform: usize,
+    rollouts: usize,
+    correct: usize,
+    used_ops: usize,
+    curiosity: f64,
+    penalty: f64,
+    reward: f64,
+    ops_attempted: usize,
+    ops_failed: usize,
+    sampled_tokens: usize,
+    truncated: usize,
+}
+
+impl RolloutStats {
+    fn add(&mut self, trajectories: &[Trajectory], score: &GroupScore, uniform: bool) {
+        self.groups_drawn += 1;
+        self.uniform += usize::from(uniform);
+        for (i, t) in trajectories.iter().enumerate() {
+            self.rollouts += 1;
+            self.correct += usize::from(score.correct[i]);
+            self.used_ops += usize::from(t.stats.used_pixel_reasoning());
+            self.curiosity += score.curiosity[i];
+            self.penalty += score.penalty[i];
+            self.reward += score.rewards[i];
+            self.ops_attempted += t.stats.operations_attempted;
+            self.ops_failed += t.stats.operations_failed;
+            self.sampled_tokens += t.tokens.as_ref().map_or(0, |r| r.sampled_len());
+            self.truncated += usize::from(is_truncated(t));
+        }
+    }
+
+    fn write(&self, m: &mut MetricRecord) {
+        let n = self.rollouts.max(1) as f64;
+        m.set("accuracy", self.correct as f64 / n)
+            .set("rapr", self.used_ops as f64 / n)
+            .set("curiosity_bonus", self.curiosity / n)
+            .set("penalty", self.penalty / n)
+            .set("reward", self.reward / n)
+            .set(
+                "op_error_rate",
+                if self.ops_attempted == 0 {
+                    0.0
+                } else {
+                    self.ops_failed as f64 / self.ops_attempted as f64
+                },
+            )
+            .set(
+                "uniform_share",
+                self.uniform as f64 / self.groups_drawn.max(1) as f64,
+            )
+            .set("groups_drawn", self.groups_drawn as f64)
+            .set("response_length", self.sampled_tokens as f64 / n)
+            .set("truncated_share", self.truncated as f64 / n);
+    }
+}
+
+/// Whether the rollout ran out of tokens rather than answering or hitting a call/image limit.
+pub fn is_truncated(t: &Trajectory) -> bool {
+    matches!(
+        t.end,
+        RolloutEnd::TurnLength
+            | RolloutEnd::ObservationTooLong
+            | RolloutEnd::Episode(EndReason::TokenBudget)
+    )
+}
+
+/// The GRPO trainer. See the [module docs](self) for one iteration, and the crate docs for an example.
+pub struct GrpoTrainer<B: AutodiffBackend, S: TaskSource, R: Reward> {
+    model: Qwen25Vl<B>,
+    processor: Processor,
+    optimizer: AdamWOptimizer<Qwen25Vl<B>, B>,
+    schedule: WarmupCosineSchedule,
+    reference: Option<Qwen25Vl<B::InnerBackend>>,
+    config: GrpoConfig,
+    data: S,
+    reward: R,
+    environment: Box<dyn Environment<B::InnerBackend>>,
+    cursor: EpochCursor,
+    replay: ReplayBuffer,
+    iteration: usize,
+    step: usize,
+    sinks: Vec<Box<dyn MetricSink>>,
+    run: Option<Run>,
+}
+
+impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
+    /// A trainer for `model` (with its checkpoint's `processor`) over `data`, scored by `reward`.
+    ///
+    /// # Errors
+    /// [`RlError::Setting`] for an invalid config or empty data.
+    pub fn new(
+        model: Qwen25Vl<B>,
+        processor: Processor,
+        data: S,
+        reward: R,
+        config: GrpoConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let model = if config.train_vision {
+            model
+        } else {
+            model.with_frozen_vision()
+        };
+        let total = config.total_steps();
+        let schedule = WarmupCosineSchedule::new(
+            config.learning_rate,
+            warmup_steps_from_ratio(total, config.warmup_ratio)?,
+            total,
+            config.min_lr_rate,
+        )?;
+        let reference = (config.surrogate.kl_beta > 0.0).then(|| model.valid());
+        Ok(Self {
+            optimizer: config.adamw.config()?.init(),
+            cursor: EpochCursor::new(data.len(), config.seed)?,
+            replay: ReplayBuffer::new(config.replay_capacity),
+            model,
+            processor,
+            schedule,
+            reference,
+            data,
+            reward,
+            environment: Box::new(AgentEnvironment),
+            iteration: 0,
+            step: 0,
+            sinks: Vec::new(),
+            run: None,
+            config,
+        })
+    }
+
+    /// Rolls out in `environment` instead of [`AgentEnvironment`].
+    pub fn with_environment(mut self, environment: impl Environment<B::InnerBackend> + 'static) -> Self {
+        self.environment = Box::new(environment);
+        self
+    }
+
+    /// Also sends every step's metrics to `sink`.
+    pub fn with_sink(mut self, sink: impl MetricSink + 'static) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Keeps checkpoints, `metrics.jsonl` and plots in `run_dir`, and **resumes** from its newest
+    /// checkpoint if there is one (model, optimizer, schedule, data cursor, replay buffer, counters).
+    /// `source` is the checkpoint folder the model came from: its processor files are copied beside each
+    /// checkpoint's weights.
+    ///
+    /// # Errors
+    /// [`RlError::Checkpoint`] for a checkpoint that does not fit this model or config; I/O errors.
+    pub fn with_run_dir(
+        mut self,
+        run_dir: impl Into<std::path::PathBuf>,
+        source: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let run = Run::open(run_dir.into(), source)?;
+        if let Some(resumed) = run.resume::<B, GrpoConfig>(&self.config, &self.model.device())? {
+            let model = if self.config.train_vision {
+                resumed.model
+            } else {
+                resumed.model.with_frozen_vision()
+            };
+            self.optimizer = crate::checkpoint::load_optimizer(
+                self.config.adamw.config()?.init(),
+                &model,
+                &resumed.dir.join("optimizer.safetensors"),
+            )?;
+            self.model = model;
+            self.step = resumed.state.step;
+            self.iteration = resumed.state.counter;
+            self.cursor = resumed.state.cursor;
+            if self.reference.is_some() {
+                self.reference = Some(Qwen25Vl::from_pretrained(
+                    resumed.dir.join("reference"),
+                    &self.model.device(),
+                )?);
+            }
+            let replay = resumed.dir.join("replay");
+            if replay.is_dir() {
+                self.replay = ReplayBuffer::load(&replay, self.config.replay_capacity)?;
+            }
+        }
+        self.run = Some(run);
+        Ok(self)
+    }
+
+    /// The policy being trained.
+    pub fn model(&self) -> &Qwen25Vl<B> {
+        &self.model
+    }
+
+    /// The trained policy.
+    pub fn into_model(self) -> Qwen25Vl<B> {
+        self.model
+    }
+
+    /// The processor of the policy's checkpoint.
+    pub fn processor(&self) -> &Processor {
+        &self.processor
+    }
+
+    /// The config.
+    pub fn config(&self) -> &GrpoConfig {
+        &self.config
+    }
+
+    /// Iterations done.
+    pub fn iteration(&self) -> usize {
+        self.iteration
+    }
+
+    /// Optimizer steps done.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Runs the remaining iterations with a progress bar, checkpointing as configured, and plots the
+    /// metrics into the run folder at the end. Returns the metrics of every optimizer step.
+    ///
+    /// # Errors
+    /// The first error of an iteration (the last checkpoint stays valid).
+    pub fn train(&mut self) -> Result<Vec<MetricRecord>> {
+        let progress = crate::progress::StageProgress::new("GRPO", self.config.iterations as u64);
+        progress.inc(self.iteration as u64);
+        let mut all = Vec::new();
+        while self.iteration < self.config.iterations {
+            let records = self.iterate()?;
+            if let Some(first) = records.first() {
+                progress.set_message(format!(
+                    "reward {:.3} acc {:.2} RaPR {:.2}",
+                    first.get("reward").unwrap_or(f64::NAN),
+                    first.get("accuracy").unwrap_or(f64::NAN),
+                    first.get("rapr").unwrap_or(f64::NAN),
+                ));
+            }
+            all.extend(records);
+            progress.inc(1);
+            let every = self.config.checkpoint_every;
+            let last = self.iteration == self.config.iterations;
+            if self.run.is_some() && (last || (every > 0 && self.iteration.is_multiple_of(every))) {
+                self.checkpoint()?;
+            }
+        }
+        progress.finish();
+        if let Some(run) = &self.run {
+            run.plot(&GRPO_PLOTS)?;
+        }
+        Ok(all)
+    }
+
+    /// One iteration: a rollout buffer and its optimizer steps. Returns one metric record per step (the
+    /// first carries the rollout metrics).
+    ///
+    /// # Errors
+    /// The environment's, the reward's, the model's errors.
+    pub fn iterate(&mut self) -> Result<Vec<MetricRecord>> {
+        let cfg = self.config.clone();
+        let policy = self.model.valid();
+        let mut stats = RolloutStats::default();
+        let mut buffer: Vec<BufferGroup> = Vec::new();
+        let max_draws = (cfg.queries_per_buffer as f64 * cfg.max_draw_factor).ceil() as usize;
+        let mut draws = 0;
+        while buffer.len() < cfg.queries_per_buffer && draws < max_draws {
+            let task = self.data.task(self.cursor.next_index())?;
+            let rollout = RolloutConfig {
+                seed: mix_seed(cfg.seed, self.iteration as u64, draws as u64),
+                ..cfg.rollout.clone()
+            };
+            draws += 1;
+            let trajectories =
+                self.environment
+                    .rollouts(&policy, &self.processor, &task, cfg.group_size, &rollout)?;
+            let score = self.reward.score_group(&task, &trajectories)?;
+            if trajectories.len() != cfg.group_size || score.rewards.len() != cfg.group_size {
+                return Err(RlError::Shape(format!(
+                    "task {}: {} rollouts and {} rewards for a group of {}",
+                    task.id,
+                    trajectories.len(),
+                    score.rewards.len(),
+                    cfg.group_size
+                )));
+            }
+            let rewards: Vec<f32> = score.rewards.iter().map(|&r| r as f32).collect();
+            let adv = advantages(&rewards, cfg.group_size, cfg.scale_advantages_by_std)?;
+            let uniform = adv.iter().all(|a| *a == 0.0);
+            stats.add(&trajectories, &score, uniform);
+            if uniform && cfg.drop_uniform_groups {
+                continue;
+            }
+            if cfg.selective_replay && !uniform {
+                self.replay.push(ReplayGroup {
+                    task_id: task.id.clone(),
+                    trajectories: trajectories.clone(),
+                    advantages: adv.clone(),
+                });
+            }
+            buffer.push(BufferGroup {
+                trajectories,
+                advantages: adv,
+            });
+        }
+        let fresh = buffer.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(cfg.seed, self.iteration as u64, u64::MAX));
+        if cfg.selective_replay && buffer.len() < cfg.queries_per_buffer {
+            // Groups pushed this iteration are not replayed within it.
+            let mut pool = self.replay.clone();
+            pool.truncate_newest(fresh.min(pool.len()));
+            for g in pool.sample(cfg.queries_per_buffer - buffer.len(), &mut rng) {
+                buffer.push(BufferGroup {
+                    trajectories: g.trajectories,
+                    advantages: g.advantages,
+                });
+            }
+        }
+        let mut first = MetricRecord::new("grpo", self.step as u64 + 1);
+        first.set("iteration", (self.iteration + 1) as f64);
+        stats.write(&mut first);
+        first
+            .set("groups_trained", buffer.len() as f64)
+            .set("groups_replayed", (buffer.len() - fresh) as f64);
+
+        let records = if buffer.is_empty() {
+            // Nothing to learn from: the schedule still advances so the run keeps its length.
+            let mut records = Vec::new();
+            for u in 0..cfg.updates_per_buffer {
+                self.step += 1;
+                let mut m = if u == 0 {
+                    first.clone()
+                } else {
+                    MetricRecord::new("grpo", self.step as u64)
+                };
+                m.step = self.step as u64;
+                m.set("lr", self.schedule.lr_at(self.step - 1)).set("skipped", 1.0);
+                records.push(m);
+            }
+            records
+        } else {
+            self.update(buffer, first, &mut rng)?
+        };
+        self.iteration += 1;
+        for m in &records {
+            self.emit(m)?;
+        }
+        Ok(records)
+    }
+
+    fn emit(&mut self, m: &MetricRecord) -> Result<()> {
+        for sink in &mut self.sinks {
+            sink.record(m)?;
+        }
+        if let Some(run) = &mut self.run {
+            run.metrics.record(m)?;
+        }
+        Ok(())
+    }
+
+    /// The optimizer steps of one buffer.
+    fn update(
+        &mut self,
+        buffer: Vec<BufferGroup>,
+        first: MetricRecord,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<MetricRecord>> {
+        let cfg = self.config.clone();
+        let mut rows: Vec<(Trajectory, f32)> = buffer
+            .into_iter()
+            .flat_map(|g| g.trajectories.into_iter().zip(g.advantages))
+            .collect();
+        rows.shuffle(rng);
+        let n_mini = cfg.updates_per_buffer.min(rows.len());
+        let per = rows.len().div_ceil(n_mini);
+        let minis: Vec<Vec<(Trajectory, f32)>> = rows.chunks(per).map(<[_]>::to_vec).collect();
+
+        // Old (and reference) log-probs on the unchanged policy, before the first update.
+        let policy = self.model.valid();
+        let mut olds: Vec<Vec<Option<Tensor<B::InnerBackend, 2>>>> = Vec::new();
+        let mut refs: Vec<Vec<Option<Tensor<B::InnerBackend, 2>>>> = Vec::new();
+        let mut gap = (0.0f64, 0usize);
+        for mini in &minis {
+            let mut o = Vec::new();
+            let mut r = Vec::new();
+            for micro in mini.chunks(cfg.micro_batch_rows) {
+                let (t, a) = split(micro);
+                let needs_old = cfg.recompute_old_logprobs;
+                let recomputed = if needs_old || gap.1 == 0 {
+                    let (tokens, _) =
+                        policy_tokens_with_entropy(&policy, &self.processor, &t, &a, &cfg.rollout, false)?;
+                    let diff = (tokens.logp.clone() - tokens.old_logp.clone())
+                        .abs()
+                        .mask_fill(tokens.mask.clone().bool_not(), 0.0)
+                        .sum();
+                    gap.0 += f64::from(scalar(diff));
+                    gap.1 += count(&tokens.mask);
+                    Some(tokens.logp)
+                } else {
+                    None
+                };
+                o.push(if needs_old { recomputed } else { None });
+                r.push(match &self.reference {
+                    Some(reference) => Some(
+                        policy_tokens_with_entropy(reference, &self.processor, &t, &a, &cfg.rollout, false)?
+                            .0
+                            .logp,
+                    ),
+                    None => None,
+                });
+            }
+            olds.push(o);
+            refs.push(r);
+        }
+        drop(policy);
+
+        let mut records = Vec::new();
+        for (u, mini) in minis.iter().enumerate() {
+            let keep: Vec<bool> = mini
+                .iter()
+                .map(|(t, _)| !(cfg.mask_truncated && is_truncated(t)))
+                .collect();
+            let masks: Vec<Vec<bool>> = mini
+                .iter()
+                .zip(&keep)
+                .map(|((t, _), &k)| {
+                    let m = &t.tokens.as_ref().map_or(&[][..], |r| &r.loss_mask[..]);
+                    m.iter().skip(1).map(|&x| x && k).collect()
+                })
+                .collect();
+            let totals = MiniBatchTotals::from_masks(masks.iter().map(Vec::as_slice));
+            let mut accumulator = GradientsAccumulator::<Qwen25Vl<B>>::new();
+            let mut surrogate_stats = SurrogateStats::default();
+            let mut loss_sum = 0.0f64;
+            let mut entropy = (0.0f64, 0usize);
+            for (k, micro) in mini.chunks(cfg.micro_batch_rows).enumerate() {
+                let (t, a) = split(micro);
+                let (mut tokens, ent) = policy_tokens_with_entropy(
+                    &self.model,
+                    &self.processor,
+                    &t,
+                    &a,
+                    &cfg.rollout,
+                    true,
+                )?;
+                let row_keep = &keep[k * cfg.micro_batch_rows..k * cfg.micro_batch_rows + t.len()];
+                tokens.mask = keep_rows(tokens.mask, row_keep);
+                if let Some(old) = olds[u][k].clone() {
+                    tokens.old_logp = Tensor::from_inner(old);
+                }
+                tokens.ref_logp = refs[u][k].clone().map(Tensor::from_inner);
+                if let Some(e) = ent {
+                    let e = e.detach().mask_fill(tokens.mask.clone().bool_not(), 0.0).sum();
+                    entropy.0 += f64::from(scalar(e));
+                    entropy.1 += count(&tokens.mask);
+                }
+                let mask = tokens.mask.clone();
+                let surrogate = clipped_surrogate(tokens, &cfg.surrogate)?;
+                surrogate_stats.merge(&surrogate.stats);
+                let loss = aggregate(surrogate.loss, mask, cfg.aggregation, totals)?;
+                loss_sum += f64::from(scalar(loss.clone().detach()));
+                let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+                accumulator.accumulate(&self.model, grads);
+            }
+            let mut grads = accumulator.grads();
+            let norm = match cfg.max_grad_norm {
+                Some(max) => clip_grad_norm(&self.model, &mut grads, max)?,
+                None => crate::optim::grad_norm(&self.model, &grads),
+            };
+            let lr = self.schedule.lr_at(self.step);
+            self.model = self.optimizer.step(lr, self.model.clone(), grads);
+            self.step += 1;
+            let mut m = if u == 0 {
+                first.clone()
+            } else {
+                MetricRecord::new("grpo", self.step as u64)
+            };
+            m.step = self.step as u64;
+            m.set("lr", lr)
+                .set("loss", loss_sum)
+                .set("grad_norm", f64::from(norm))
+                .set("clip_low", surrogate_stats.clip_low_fraction())
+                .set("clip_high", surrogate_stats.clip_high_fraction())
+                .set("trained_tokens", totals.tokens as f64);
+            if let Some(r) = surrogate_stats.ratio_mean() {
+                m.set("ratio_mean", r);
+            }
+            if let (Some(lo), Some(hi)) = (surrogate_stats.ratio_min, surrogate_stats.ratio_max) {
+                m.set("ratio_min", f64::from(lo)).set("ratio_max", f64::from(hi));
+            }
+            if let Some(kl) = surrogate_stats.kl_mean() {
+                m.set("kl", kl);
+            }
+            if entropy.1 > 0 {
+                m.set("entropy", entropy.0 / entropy.1 as f64);
+            }
+            if u == 0 && gap.1 > 0 {
+                m.set("logp_gap", gap.0 / gap.1 as f64);
+            }
+            records.push(m);
+        }
+        Ok(records)
+    }
+
+    /// Writes a checkpoint of the current state into the run folder.
+    ///
+    /// # Errors
+    /// [`RlError::Setting`] without a run folder; I/O errors.
+    pub fn checkpoint(&mut self) -> Result<std::path::PathBuf> {
+        let Some(run) = &mut self.run else {
+            return Err(RlError::Setting("no run folder: call with_run_dir first".into()));
+        };
+        let pending = run.begin(self.iteration)?;
+        if let Some(reference) = &self.reference {
+            reference.save_pretrained(pending.dir().join("reference"), burn::tensor::FloatDType::F32)?;
+        }
+        if self.config.selective_replay {
+            self.replay.save(&pending.dir().join("replay"))?;
+        }
+        run.commit(
+            pending,
+            &self.model,
+            &self.optimizer,
+            &crate::trainer::State {
+                counter: self.iteration,
+                step: self.step,
+                cursor: self.cursor.clone(),
+                config: serde_json::to_value(&self.config)
+                    .map_err(|e| RlError::Setting(e.to_string()))?,
+            },
+            self.config.keep_checkpoints,
+        )
+    }
+}
+
+/// The charts written at the end of a GRPO run.
+pub const GRPO_PLOTS: [&str; 10] = [
+    "reward",
+    "accuracy",
+    "rapr",
+    "curiosity_bonus",
+    "penalty",
+    "op_error_rate",
+    "uniform_share",
+    "response_length",
+    "grad_norm",
+    "entropy",
+];
+
+fn split(micro: &[(Trajectory, f32)]) -> (Vec<&Trajectory>, Vec<f32>) {
+    micro.iter().map(|(t, a)| (t, *a)).unzip()
+}
+
+fn count<B: Backend>(mask: &Tensor<B, 2, Bool>) -> usize {
+    scalar(mask.clone().int().sum().float()) as usize
+}
+
+/// `mask` with the rows where `keep` is false cleared.
+fn keep_rows<B: Backend>(mask: Tensor<B, 2, Bool>, keep: &[bool]) -> Tensor<B, 2, Bool> {
+    if keep.iter().all(|&k| k) {
+        return mask;
+    }
+    let [b, s] = mask.dims();
+    let device = mask.device();
+    let rows = Tensor::<B, 1, Bool>::from_data(TensorData::new(keep.to_vec(), [b]), &device)
+        .reshape([b, 1])
+        .expand([b, s]);
+    mask.int().mul(rows.int()).greater_elem(0)
+}

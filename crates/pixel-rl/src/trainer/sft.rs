@@ -1,0 +1,268 @@
+//! The SFT trainer: tokenized traces, per-epoch seeded shuffles, gradient accumulation with the
+//! mini-batch's token count as the normaliser, global clipping, warmup-cosine, checkpoints and metrics.
+//!
+//! Examples come from [`crate::sft::build_example`] (or [`build_examples`] over many traces), so the
+//! loss mask is fixed before training: the paper's spans or the released code's last two turns. An epoch
+//! is a permutation of the examples seeded by `(seed, epoch)`; its last batch may be smaller.
+
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use image::RgbImage;
+use pixel_traces::Trace;
+use pixel_vlm::Qwen25Vl;
+use pixel_vlm::processor::Processor;
+
+use crate::checkpoint::AdamWOptimizer;
+use crate::config::SftConfig;
+use crate::data::EpochCursor;
+use crate::error::{Result, RlError};
+use crate::metrics::{MetricRecord, MetricSink};
+use crate::optim::{WarmupCosineSchedule, clip_grad_norm, grad_norm, warmup_steps_from_ratio};
+use crate::sft::{MaskRule, SftError, SftExample, build_example, sft_loss};
+use crate::trainer::{Run, State, scalar};
+
+/// Builds the examples of `traces` under `rule`. Traces that cannot be built (an unknown tool set, a
+/// missing image) are returned with their error instead of stopping the others.
+pub fn build_examples(
+    processor: &Processor,
+    traces: &[Trace],
+    rule: MaskRule,
+    image: &dyn Fn(&str) -> std::result::Result<RgbImage, String>,
+) -> (Vec<SftExample>, Vec<(String, SftError)>) {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for trace in traces {
+        match build_example(processor, trace, rule, image) {
+            Ok(e) if e.trained_tokens() > 0 => ok.push(e),
+            Ok(_) => failed.push((
+                trace.id.clone(),
+                SftError::Trace {
+                    id: trace.id.clone(),
+                    reason: "no token is trained under this mask rule".into(),
+                },
+            )),
+            Err(e) => failed.push((trace.id.clone(), e)),
+        }
+    }
+    (ok, failed)
+}
+
+/// The SFT trainer.
+pub struct SftTrainer<B: AutodiffBackend> {
+    model: Qwen25Vl<B>,
+    optimizer: AdamWOptimizer<Qwen25Vl<B>, B>,
+    schedule: WarmupCosineSchedule,
+    config: SftConfig,
+    examples: Vec<SftExample>,
+    cursor: EpochCursor,
+    step: usize,
+    sinks: Vec<Box<dyn MetricSink>>,
+    run: Option<Run>,
+}
+
+impl<B: AutodiffBackend> SftTrainer<B> {
+    /// A trainer for `model` on `examples`.
+    ///
+    /// # Errors
+    /// [`RlError::Setting`] for an invalid config or no examples.
+    pub fn new(model: Qwen25Vl<B>, examples: Vec<SftExample>, config: SftConfig) -> Result<Self> {
+        config.validate()?;
+        let cursor = EpochCursor::new(examples.len(), config.seed)?;
+        let model = if config.freeze_vision {
+            model.with_frozen_vision()
+        } else {
+            model
+        };
+        let total = Self::total_for(&config, examples.len());
+        let schedule = WarmupCosineSchedule::new(
+            config.learning_rate,
+            warmup_steps_from_ratio(total, config.warmup_ratio)?,
+            total,
+            config.min_lr_rate,
+        )?;
+        Ok(Self {
+            optimizer: config.adamw.config()?.init(),
+            model,
+            schedule,
+            config,
+            examples,
+            cursor,
+            step: 0,
+            sinks: Vec::new(),
+            run: None,
+        })
+    }
+
+    fn total_for(config: &SftConfig, n: usize) -> usize {
+        config.epochs * n.div_ceil(config.batch_size)
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self) -> usize {
+        Self::total_for(&self.config, self.examples.len())
+    }
+
+    /// Optimizer steps done.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Qwen25Vl<B> {
+        &self.model
+    }
+
+    /// The trained model.
+    pub fn into_model(self) -> Qwen25Vl<B> {
+        self.model
+    }
+
+    /// Also sends every step's metrics to `sink`.
+    pub fn with_sink(mut self, sink: impl MetricSink + 'static) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Keeps checkpoints, `metrics.jsonl` and plots in `run_dir`, resuming from its newest checkpoint if
+    /// there is one; `source`'s processor files are copied beside each checkpoint's weights.
+    ///
+    /// # Errors
+    /// [`RlError::Checkpoint`] for a checkpoint that does not fit; I/O errors.
+    pub fn with_run_dir(
+        mut self,
+        run_dir: impl Into<std::path::PathBuf>,
+        source: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let run = Run::open(run_dir.into(), source)?;
+        if let Some(resumed) = run.resume::<B, SftConfig>(&self.config, &self.model.device())? {
+            if resumed.state.cursor.len != self.examples.len() {
+                return Err(RlError::Checkpoint {
+                    path: resumed.dir,
+                    reason: format!(
+                        "written for {} examples, this run has {}",
+                        resumed.state.cursor.len,
+                        self.examples.len()
+                    ),
+                });
+            }
+            let model = if self.config.freeze_vision {
+                resumed.model.with_frozen_vision()
+            } else {
+                resumed.model
+            };
+            self.optimizer = crate::checkpoint::load_optimizer(
+                self.config.adamw.config()?.init(),
+                &model,
+                &resumed.dir.join("optimizer.safetensors"),
+            )?;
+            self.model = model;
+            self.step = resumed.state.step;
+            self.cursor = resumed.state.cursor;
+        }
+        self.run = Some(run);
+        Ok(self)
+    }
+
+    /// Trains the remaining steps with a progress bar and checkpoints; plots at the end. Returns the
+    /// metrics of the steps run.
+    ///
+    /// # Errors
+    /// The model's errors; I/O errors of the run folder.
+    pub fn train(&mut self) -> Result<Vec<MetricRecord>> {
+        let total = self.total_steps();
+        let progress = crate::progress::StageProgress::new("SFT", total as u64);
+        progress.inc(self.step as u64);
+        let mut all = Vec::new();
+        while self.step < total {
+            let m = self.train_step()?;
+            progress.set_message(format!("loss {:.4}", m.get("loss").unwrap_or(f64::NAN)));
+            progress.inc(1);
+            all.push(m);
+            let every = self.config.checkpoint_every;
+            let last = self.step == total;
+            if self.run.is_some() && (last || (every > 0 && self.step.is_multiple_of(every))) {
+                self.checkpoint()?;
+            }
+        }
+        progress.finish();
+        if let Some(run) = &self.run {
+            run.plot(&["loss", "lr", "grad_norm"])?;
+        }
+        Ok(all)
+    }
+
+    /// One optimizer step over the next batch (the rest of the epoch if fewer remain).
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub fn train_step(&mut self) -> Result<MetricRecord> {
+        let n = self.examples.len();
+        // A batch never spans two epochs (the cursor moves to the next one when this one is drawn).
+        let remaining = if self.cursor.epoch_done() {
+            n
+        } else {
+            n - self.cursor.offset
+        };
+        let take = self.config.batch_size.min(remaining);
+        let indices: Vec<usize> = (0..take).map(|_| self.cursor.next_index()).collect();
+        let batch: Vec<&SftExample> = indices.iter().map(|&i| &self.examples[i]).collect();
+        let normalizer: usize = batch.iter().map(|e| e.trained_tokens()).sum();
+        let mut accumulator = GradientsAccumulator::<Qwen25Vl<B>>::new();
+        let mut loss_sum = 0.0f64;
+        for micro in batch.chunks(self.config.micro_batch_size) {
+            let loss = sft_loss(&self.model, micro, normalizer.max(1))?;
+            loss_sum += f64::from(scalar(loss.clone().detach()));
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            accumulator.accumulate(&self.model, grads);
+        }
+        let mut grads = accumulator.grads();
+        let norm = match self.config.max_grad_norm {
+            Some(max) => clip_grad_norm(&self.model, &mut grads, max)?,
+            None => grad_norm(&self.model, &grads),
+        };
+        let lr = self.schedule.lr_at(self.step);
+        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        self.step += 1;
+        let mut m = MetricRecord::new("sft", self.step as u64);
+        m.set("loss", loss_sum)
+            .set("lr", lr)
+            .set("grad_norm", f64::from(norm))
+            .set("trained_tokens", normalizer as f64)
+            .set("examples", take as f64)
+            .set("epoch", self.cursor.epoch as f64);
+        for sink in &mut self.sinks {
+            sink.record(&m)?;
+        }
+        if let Some(run) = &mut self.run {
+            run.metrics.record(&m)?;
+        }
+        Ok(m)
+    }
+
+    /// Writes a checkpoint into the run folder.
+    ///
+    /// # Errors
+    /// [`RlError::Setting`] without a run folder; I/O errors.
+    pub fn checkpoint(&mut self) -> Result<std::path::PathBuf> {
+        let Some(run) = &mut self.run else {
+            return Err(RlError::Setting(
+                "no run folder: call with_run_dir first".into(),
+            ));
+        };
+        let pending = run.begin(self.step)?;
+        let state = State {
+            counter: self.step,
+            step: self.step,
+            cursor: self.cursor.clone(),
+            config: serde_json::to_value(&self.config)
+                .map_err(|e| RlError::Setting(e.to_string()))?,
+        };
+        run.commit(
+            pending,
+            &self.model,
+            &self.optimizer,
+            &state,
+            self.config.keep_checkpoints,
+        )
+    }
+}
