@@ -198,8 +198,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Paths {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out
-            .push((self.stack.join("."), param.id, param.shape().dims::<D>().to_vec()));
+        self.out.push((
+            self.stack.join("."),
+            param.id,
+            param.shape().dims::<D>().to_vec(),
+        ));
     }
 }
 
@@ -216,11 +219,20 @@ pub fn parameter_paths<B: AutodiffBackend, M: Module<B>>(
     visitor.out
 }
 
+/// One parameter's AdamW state on the host.
+struct ExportedState {
+    path: String,
+    shape: Vec<usize>,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+    step: usize,
+}
+
 /// Reads one optimizer state's tensors into host vectors; generic over the rank of the parameter.
 struct Export<'a, B: AutodiffBackend> {
     stack: Vec<String>,
     records: &'a HashMap<ParamId, AdaptorRecord<AdamW, B>>,
-    out: Vec<(String, Vec<usize>, Vec<f32>, Vec<f32>, usize)>,
+    out: Vec<ExportedState>,
     error: Option<String>,
 }
 
@@ -241,13 +253,13 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Export<'_, B> {
         let m = state.momentum;
         let read = |t: Tensor<B::InnerBackend, D>| t.into_data().convert::<f32>().to_vec::<f32>();
         match (read(m.moment_1.clone()), read(m.moment_2.clone())) {
-            (Ok(m1), Ok(m2)) => self.out.push((
-                self.stack.join("."),
-                m.moment_1.dims().to_vec(),
-                m1,
-                m2,
-                m.time,
-            )),
+            (Ok(exp_avg), Ok(exp_avg_sq)) => self.out.push(ExportedState {
+                path: self.stack.join("."),
+                shape: m.moment_1.dims().to_vec(),
+                exp_avg,
+                exp_avg_sq,
+                step: m.time,
+            }),
             _ => self.error = Some(format!("{}: moments not readable", self.stack.join("."))),
         }
     }
@@ -277,11 +289,11 @@ pub fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = export
         .out
         .iter()
-        .flat_map(|(name, shape, m1, m2, _)| {
-            [("exp_avg", m1), ("exp_avg_sq", m2)].map(|(suffix, v)| {
+        .flat_map(|e| {
+            [("exp_avg", &e.exp_avg), ("exp_avg_sq", &e.exp_avg_sq)].map(|(suffix, v)| {
                 (
-                    format!("{name}.{suffix}"),
-                    shape.clone(),
+                    format!("{}.{suffix}", e.path),
+                    e.shape.clone(),
                     v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
                 )
             })
@@ -296,7 +308,7 @@ pub fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
     let metadata: HashMap<String, String> = export
         .out
         .iter()
-        .map(|(name, _, _, _, time)| (format!("{name}.step"), time.to_string()))
+        .map(|e| (format!("{}.step", e.path), e.step.to_string()))
         .collect();
     let file = safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| bad(path, e.to_string()))?;
@@ -381,7 +393,8 @@ pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
     path: &Path,
 ) -> Result<AdamWOptimizer<M, B>> {
     let bytes = fs::read(path).map_err(io(path))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, e.to_string()))?;
+    let file =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, e.to_string()))?;
     let (_, metadata) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
     let steps = metadata.metadata().clone().unwrap_or_default();

@@ -167,9 +167,13 @@ impl GrpoConfig {
                 self.group_size
             ));
         }
-        if self.queries_per_buffer == 0 || self.updates_per_buffer == 0 || self.micro_batch_rows == 0
+        if self.queries_per_buffer == 0
+            || self.updates_per_buffer == 0
+            || self.micro_batch_rows == 0
         {
-            return bad("queries_per_buffer, updates_per_buffer and micro_batch_rows must be ≥ 1".into());
+            return bad(
+                "queries_per_buffer, updates_per_buffer and micro_batch_rows must be ≥ 1".into(),
+            );
         }
         if self.updates_per_buffer > self.queries_per_buffer {
             return bad(format!(
@@ -178,7 +182,10 @@ impl GrpoConfig {
             ));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!("learning_rate {} is not positive", self.learning_rate));
+            return bad(format!(
+                "learning_rate {} is not positive",
+                self.learning_rate
+            ));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) || !(0.0..=1.0).contains(&self.min_lr_rate) {
             return bad(format!(
@@ -281,7 +288,10 @@ impl SftConfig {
             return bad("epochs, batch_size and micro_batch_size must be ≥ 1".into());
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!("learning_rate {} is not positive", self.learning_rate));
+            return bad(format!(
+                "learning_rate {} is not positive",
+                self.learning_rate
+            ));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) || !(0.0..=1.0).contains(&self.min_lr_rate) {
             return bad(format!(

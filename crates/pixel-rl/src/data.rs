@@ -54,9 +54,9 @@ impl TaskSource for Vec<Task> {
     }
 
     fn task(&self, index: usize) -> Result<Task> {
-        self.get(index).cloned().ok_or_else(|| {
-            RlError::Setting(format!("task {index} of {}", <[Task]>::len(self)))
-        })
+        self.get(index)
+            .cloned()
+            .ok_or_else(|| RlError::Setting(format!("task {index} of {}", <[Task]>::len(self))))
     }
 }
 
@@ -89,9 +89,10 @@ impl TaskSource for RlDataset {
     }
 
     fn task(&self, index: usize) -> Result<Task> {
-        let record = self.records.get(index).ok_or_else(|| {
-            RlError::Setting(format!("task {index} of {}", self.records.len()))
-        })?;
+        let record = self
+            .records
+            .get(index)
+            .ok_or_else(|| RlError::Setting(format!("task {index} of {}", self.records.len())))?;
         let images = record
             .media
             .iter()

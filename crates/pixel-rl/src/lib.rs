@@ -13,10 +13,18 @@
 //!   deliberately wrong calls masked) or the released code's rule (the last two assistant turns, role header
 //!   included), and the SFT loss.
 
+pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod error;
 pub mod grpo;
 pub mod loss;
+pub mod metrics;
 pub mod optim;
+pub mod plot;
+pub mod progress;
+pub mod reward;
 pub mod sft;
+pub mod trainer;
 
 pub use error::{Result, RlError};

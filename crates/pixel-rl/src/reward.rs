@@ -112,10 +112,8 @@ impl Default for CuriosityReward {
 
 impl Reward for CuriosityReward {
     fn score_group(&self, task: &Task, trajectories: &[Trajectory]) -> Result<GroupScore> {
-        let outcomes: Vec<RolloutOutcome> = trajectories
-            .iter()
-            .map(|t| self.outcome(task, t))
-            .collect();
+        let outcomes: Vec<RolloutOutcome> =
+            trajectories.iter().map(|t| self.outcome(task, t)).collect();
         let group = self.config.group_rewards(&outcomes)?;
         Ok(GroupScore {
             rewards: group.totals(),

@@ -27,7 +27,8 @@ type AB = Autodiff<B>;
 /// Next-token log-probs of `model` after the rollout prompt of `task` (rendered by one 1-token rollout).
 fn next_logprobs(model: &Qwen25Vl<B>, processor: &Processor, task: &Task) -> Vec<f32> {
     let mut engine = pixel_agent::LocalEngine::new(model, processor, 256);
-    let out = pixel_agent::run_group(&mut engine, &task.query, 1, &short_rollout(1)).expect("rollout");
+    let out =
+        pixel_agent::run_group(&mut engine, &task.query, 1, &short_rollout(1)).expect("rollout");
     let r = out[0].tokens.clone().expect("record");
     let n = r.len() - 1;
     let positions: Vec<i64> = (0..3).flat_map(|a| r.positions[a][..n].to_vec()).collect();
@@ -77,14 +78,22 @@ fn the_trainer_raises_the_rewarded_answers_share_above_0_9() {
         a / (a + b)
     };
     let start = share(&model.valid());
-    assert!(start <= 0.5, "the rewarded answer starts less likely: {start}");
+    assert!(
+        start <= 0.5,
+        "the rewarded answer starts less likely: {start}"
+    );
 
     let reward = PerRollout(move |_: &Task, t: &Trajectory| {
         f64::from(u8::from(t.turns[0].tokens.first() == Some(&rewarded)))
     });
-    let mut trainer =
-        GrpoTrainer::new(model, Processor::from_pretrained(dir.path()).expect("processor"), tasks.clone(), reward, one_token_config(60))
-            .expect("trainer");
+    let mut trainer = GrpoTrainer::new(
+        model,
+        Processor::from_pretrained(dir.path()).expect("processor"),
+        tasks.clone(),
+        reward,
+        one_token_config(60),
+    )
+    .expect("trainer");
     let mut end = start;
     let mut trained = 0;
     while trainer.iteration() < 60 && end <= 0.95 {
@@ -95,8 +104,14 @@ fn the_trainer_raises_the_rewarded_answers_share_above_0_9() {
         end = share(&trainer.model().valid());
     }
     eprintln!("rewarded share {start:.3} -> {end:.3} after {trained} trained buffers");
-    assert!(trained >= 3, "{trained} trained buffers: too few to be a test");
-    assert!(end > 0.9, "the rewarded answer's share went from {start} to {end}");
+    assert!(
+        trained >= 3,
+        "{trained} trained buffers: too few to be a test"
+    );
+    assert!(
+        end > 0.9,
+        "the rewarded answer's share went from {start} to {end}"
+    );
 }
 
 #[test]
@@ -108,7 +123,11 @@ fn uniform_groups_are_dropped_and_refilled_up_to_the_draw_limit() {
     let tasks = text_tasks(6);
     let reward = PerRollout(|task: &Task, t: &Trajectory| {
         let k: usize = task.id[1..].parse().expect("id");
-        if k < 3 { 1.0 } else { f64::from(u8::from(t.row == 0)) }
+        if k < 3 {
+            1.0
+        } else {
+            f64::from(u8::from(t.row == 0))
+        }
     });
     let config = GrpoConfig::demo(1)
         .with_group_size(4)
@@ -132,9 +151,16 @@ fn uniform_groups_are_dropped_and_refilled_up_to_the_draw_limit() {
         drawn += 1;
         if k < 3 { uniform += 1 } else { kept += 1 }
     }
-    assert_eq!(record.get("groups_drawn"), Some(drawn as f64), "order {order:?}");
+    assert_eq!(
+        record.get("groups_drawn"),
+        Some(drawn as f64),
+        "order {order:?}"
+    );
     assert_eq!(record.get("groups_trained"), Some(kept as f64));
-    assert_eq!(record.get("uniform_share"), Some(uniform as f64 / drawn as f64));
+    assert_eq!(
+        record.get("uniform_share"),
+        Some(uniform as f64 / drawn as f64)
+    );
     assert_eq!(record.get("groups_replayed"), Some(0.0));
 }
 
@@ -148,7 +174,11 @@ fn a_short_buffer_is_topped_up_from_replay() {
     let calls = std::cell::Cell::new(0usize);
     let reward = PerRollout(move |_: &Task, t: &Trajectory| {
         calls.set(calls.get() + 1);
-        if calls.get() <= 8 { f64::from(u8::from(t.row == 0)) } else { 0.0 }
+        if calls.get() <= 8 {
+            f64::from(u8::from(t.row == 0))
+        } else {
+            0.0
+        }
     });
     let config = GrpoConfig::demo(2)
         .with_group_size(4)
@@ -205,18 +235,30 @@ impl MetricSink for Slow {
 fn run(source: &Path, run_dir: &Path, slow: bool) {
     let processor = Processor::from_pretrained(source).expect("processor");
     let model = Qwen25Vl::<AB>::from_pretrained(source, &Default::default()).expect("model");
-    let trainer =
-        GrpoTrainer::new(model, processor, text_tasks(3), parity_reward(), resume_config())
-            .expect("trainer");
-    let trainer = if slow { trainer.with_sink(Slow) } else { trainer };
-    let mut trainer = trainer.with_run_dir(run_dir, Some(source)).expect("run dir");
+    let trainer = GrpoTrainer::new(
+        model,
+        processor,
+        text_tasks(3),
+        parity_reward(),
+        resume_config(),
+    )
+    .expect("trainer");
+    let trainer = if slow {
+        trainer.with_sink(Slow)
+    } else {
+        trainer
+    };
+    let mut trainer = trainer
+        .with_run_dir(run_dir, Some(source))
+        .expect("run dir");
     trainer.train().expect("train");
 }
 
 #[test]
 #[ignore = "the child process of a_run_killed_with_sigkill_resumes_to_the_same_metrics"]
 fn child_grpo_run() {
-    let (Ok(run_dir), Ok(source)) = (std::env::var(CHILD_ENV), std::env::var(CHILD_SOURCE_ENV)) else {
+    let (Ok(run_dir), Ok(source)) = (std::env::var(CHILD_ENV), std::env::var(CHILD_SOURCE_ENV))
+    else {
         return;
     };
     run(Path::new(&source), Path::new(&run_dir), true);
@@ -240,7 +282,10 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_metrics() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let target = killed.join(pixel_rl::checkpoint::checkpoint_name(2));
     while !target.exists() {
-        assert!(Instant::now() < deadline, "the child wrote no second checkpoint");
+        assert!(
+            Instant::now() < deadline,
+            "the child wrote no second checkpoint"
+        );
         assert!(
             child.try_wait().expect("poll").is_none(),
             "the child ended before it was killed"
@@ -257,6 +302,9 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_metrics() {
     let a = read_jsonl(&whole.join("metrics.jsonl")).expect("whole metrics");
     let b = read_jsonl(&killed.join("metrics.jsonl")).expect("resumed metrics");
     assert_eq!(a.len(), 10, "5 iterations x 2 updates");
-    assert_eq!(a, b, "the resumed run's metrics equal the uninterrupted run's");
+    assert_eq!(
+        a, b,
+        "the resumed run's metrics equal the uninterrupted run's"
+    );
     assert!(whole.join("plots/reward.png").is_file());
 }

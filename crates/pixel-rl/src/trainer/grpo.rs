@@ -216,7 +216,10 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
     }
 
     /// Rolls out in `environment` instead of [`AgentEnvironment`].
-    pub fn with_environment(mut self, environment: impl Environment<B::InnerBackend> + 'static) -> Self {
+    pub fn with_environment(
+        mut self,
+        environment: impl Environment<B::InnerBackend> + 'static,
+    ) -> Self {
         self.environment = Box::new(environment);
         self
     }
@@ -353,9 +356,13 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 ..cfg.rollout.clone()
             };
             draws += 1;
-            let trajectories =
-                self.environment
-                    .rollouts(&policy, &self.processor, &task, cfg.group_size, &rollout)?;
+            let trajectories = self.environment.rollouts(
+                &policy,
+                &self.processor,
+                &task,
+                cfg.group_size,
+                &rollout,
+            )?;
             let score = self.reward.score_group(&task, &trajectories)?;
             if trajectories.len() != cfg.group_size || score.rewards.len() != cfg.group_size {
                 return Err(RlError::Shape(format!(
@@ -386,7 +393,8 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             });
         }
         let fresh = buffer.len();
-        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(cfg.seed, self.iteration as u64, u64::MAX));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(mix_seed(cfg.seed, self.iteration as u64, u64::MAX));
         if cfg.selective_replay && buffer.len() < cfg.queries_per_buffer {
             // Groups pushed this iteration are not replayed within it.
             let mut pool = self.replay.clone();
@@ -416,7 +424,8 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                     MetricRecord::new("grpo", self.step as u64)
                 };
                 m.step = self.step as u64;
-                m.set("lr", self.schedule.lr_at(self.step - 1)).set("skipped", 1.0);
+                m.set("lr", self.schedule.lr_at(self.step - 1))
+                    .set("skipped", 1.0);
                 records.push(m);
             }
             records
@@ -469,8 +478,14 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 let (t, a) = split(micro);
                 let needs_old = cfg.recompute_old_logprobs;
                 let recomputed = if needs_old || gap.1 == 0 {
-                    let (tokens, _) =
-                        policy_tokens_with_entropy(&policy, &self.processor, &t, &a, &cfg.rollout, false)?;
+                    let (tokens, _) = policy_tokens_with_entropy(
+                        &policy,
+                        &self.processor,
+                        &t,
+                        &a,
+                        &cfg.rollout,
+                        false,
+                    )?;
                     let diff = (tokens.logp.clone() - tokens.old_logp.clone())
                         .abs()
                         .mask_fill(tokens.mask.clone().bool_not(), 0.0)
@@ -484,9 +499,16 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 o.push(if needs_old { recomputed } else { None });
                 r.push(match &self.reference {
                     Some(reference) => Some(
-                        policy_tokens_with_entropy(reference, &self.processor, &t, &a, &cfg.rollout, false)?
-                            .0
-                            .logp,
+                        policy_tokens_with_entropy(
+                            reference,
+                            &self.processor,
+                            &t,
+                            &a,
+                            &cfg.rollout,
+                            false,
+                        )?
+                        .0
+                        .logp,
                     ),
                     None => None,
                 });
@@ -532,7 +554,10 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 }
                 tokens.ref_logp = refs[u][k].clone().map(Tensor::from_inner);
                 if let Some(e) = ent {
-                    let e = e.detach().mask_fill(tokens.mask.clone().bool_not(), 0.0).sum();
+                    let e = e
+                        .detach()
+                        .mask_fill(tokens.mask.clone().bool_not(), 0.0)
+                        .sum();
                     entropy.0 += f64::from(scalar(e));
                     entropy.1 += count(&tokens.mask);
                 }
@@ -568,7 +593,8 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 m.set("ratio_mean", r);
             }
             if let (Some(lo), Some(hi)) = (surrogate_stats.ratio_min, surrogate_stats.ratio_max) {
-                m.set("ratio_min", f64::from(lo)).set("ratio_max", f64::from(hi));
+                m.set("ratio_min", f64::from(lo))
+                    .set("ratio_max", f64::from(hi));
             }
             if let Some(kl) = surrogate_stats.kl_mean() {
                 m.set("kl", kl);
@@ -590,11 +616,16 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
     /// [`RlError::Setting`] without a run folder; I/O errors.
     pub fn checkpoint(&mut self) -> Result<std::path::PathBuf> {
         let Some(run) = &mut self.run else {
-            return Err(RlError::Setting("no run folder: call with_run_dir first".into()));
+            return Err(RlError::Setting(
+                "no run folder: call with_run_dir first".into(),
+            ));
         };
         let pending = run.begin(self.iteration)?;
         if let Some(reference) = &self.reference {
-            reference.save_pretrained(pending.dir().join("reference"), burn::tensor::FloatDType::F32)?;
+            reference.save_pretrained(
+                pending.dir().join("reference"),
+                burn::tensor::FloatDType::F32,
+            )?;
         }
         if self.config.selective_replay {
             self.replay.save(&pending.dir().join("replay"))?;

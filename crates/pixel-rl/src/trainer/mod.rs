@@ -102,7 +102,9 @@ impl Run {
         if ours != theirs {
             return Err(bad(
                 &dir,
-                format!("written with another config:\n  checkpoint: {theirs}\n  now:        {ours}"),
+                format!(
+                    "written with another config:\n  checkpoint: {theirs}\n  now:        {ours}"
+                ),
             ));
         }
         let model = Qwen25Vl::from_pretrained(dir.join("model"), device)?;
@@ -129,7 +131,11 @@ impl Run {
         if let Some(source) = &self.source {
             copy_processor_files(source, &model_dir)?;
         }
-        save_optimizer(optimizer, model, &pending.dir().join("optimizer.safetensors"))?;
+        save_optimizer(
+            optimizer,
+            model,
+            &pending.dir().join("optimizer.safetensors"),
+        )?;
         let path = pending.dir().join("state.json");
         let json = serde_json::to_vec_pretty(state).map_err(|e| bad(&path, e.to_string()))?;
         // state.json last: a folder with it is complete (and the rename makes it visible at once).

@@ -1,0 +1,124 @@
+//! The SFT trainer on the committed tiny checkpoint: it overfits a handful of synthesized traces
+//! (self-correction included) with gradient accumulation, and a run stopped after a checkpoint and resumed
+//! from disk (fresh parameter ids, optimizer state matched by path) writes the same metrics as one that
+//! never stopped.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::backend::Autodiff;
+use common::checkpoint;
+use image::RgbImage;
+use pixel_rl::config::SftConfig;
+use pixel_rl::metrics::read_jsonl;
+use pixel_rl::sft::{MaskRule, SftExample};
+use pixel_rl::trainer::SftTrainer;
+use pixel_rl::trainer::sft::build_examples;
+use pixel_traces::{SynthConfig, Synthesizer, SyntheticDataset, TemplateNarrator, Variant};
+use pixel_vlm::Qwen25Vl;
+use pixel_vlm::backend::CpuBackend as B;
+use pixel_vlm::processor::Processor;
+
+type AB = Autodiff<B>;
+
+/// Three `needle` traces: a clean one, one wrong crop first, coarse-to-fine.
+fn examples(source: &Path) -> Vec<SftExample> {
+    let processor = Processor::from_pretrained(source).expect("processor");
+    let synth = Synthesizer::new(SynthConfig::default(), TemplateNarrator);
+    let data = SyntheticDataset::by_name("needle").expect("needle");
+    let mut traces = Vec::new();
+    let mut images: HashMap<String, RgbImage> = HashMap::new();
+    for (k, variant) in [Variant::Clean, Variant::OneWrong, Variant::CoarseToFine]
+        .into_iter()
+        .enumerate()
+    {
+        let sample = data.sample(k as u64, 0).expect("sample");
+        let made = synth.synthesize_as(&sample, 0, variant).expect("trace");
+        images.extend(made.images.iter().cloned());
+        traces.push(made.trace);
+    }
+    let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
+    let (ok, failed) = build_examples(&processor, &traces, MaskRule::Paper, &load);
+    assert!(failed.is_empty(), "{failed:?}");
+    ok
+}
+
+#[test]
+fn sft_overfits_three_traces_to_under_half_a_nat_per_token() {
+    let dir = checkpoint();
+    let examples = examples(dir.path());
+    let model = Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");
+    // One step per epoch over all three (accumulated one example at a time), constant lr.
+    let config = SftConfig::demo()
+        .with_epochs(40)
+        .with_batch_size(3)
+        .with_micro_batch_size(1)
+        .with_learning_rate(1e-2)
+        .with_warmup_ratio(0.0)
+        .with_min_lr_rate(1.0);
+    let mut trainer = SftTrainer::new(model, examples, config).expect("trainer");
+    let records = trainer.train().expect("train");
+    let first = records[0].get("loss").expect("loss");
+    let last = records.last().and_then(|r| r.get("loss")).expect("loss");
+    eprintln!(
+        "SFT loss {first:.3} -> {last:.3} in {} steps",
+        records.len()
+    );
+    assert_eq!(records.len(), 40);
+    assert!(first > 4.0, "from about ln(vocab) per token: {first}");
+    assert!(last < 0.5, "after 40 steps: {last} (from {first})");
+}
+
+fn sft_run(source: &Path, run_dir: &Path, stop_after: Option<usize>) {
+    let model = Qwen25Vl::<AB>::from_pretrained(source, &Default::default()).expect("model");
+    let config = SftConfig::demo()
+        .with_epochs(3)
+        .with_batch_size(2)
+        .with_micro_batch_size(1)
+        .with_learning_rate(1e-3)
+        .with_checkpoint_every(2)
+        .with_seed(3);
+    let mut trainer = SftTrainer::new(model, examples(source), config)
+        .expect("trainer")
+        .with_run_dir(run_dir, Some(source))
+        .expect("run dir");
+    match stop_after {
+        Some(n) => {
+            while trainer.step() < n {
+                trainer.train_step().expect("step");
+            }
+            trainer.checkpoint().expect("checkpoint");
+        }
+        None => {
+            trainer.train().expect("train");
+        }
+    }
+}
+
+#[test]
+fn an_sft_run_resumed_from_its_checkpoint_writes_the_same_metrics() {
+    let dir = checkpoint();
+    let runs = tempfile::tempdir().expect("temp");
+    let (whole, stopped) = (runs.path().join("whole"), runs.path().join("stopped"));
+    sft_run(dir.path(), &whole, None);
+    // 3 examples in batches of 2: 2 steps per epoch (the second has one example), 6 in all; stop after
+    // 3, inside the second epoch, with the step-4 metrics of a lost step written after the checkpoint.
+    sft_run(dir.path(), &stopped, Some(3));
+    sft_run(dir.path(), &stopped, None);
+    let a = read_jsonl(&whole.join("metrics.jsonl")).expect("whole");
+    let b = read_jsonl(&stopped.join("metrics.jsonl")).expect("resumed");
+    assert_eq!(a.len(), 6);
+    assert_eq!(
+        a.iter().map(|r| r.get("examples")).collect::<Vec<_>>(),
+        [2.0, 1.0, 2.0, 1.0, 2.0, 1.0].map(Some)
+    );
+    assert_eq!(a, b);
+    // The checkpoint is a loadable Hugging Face folder with the processor files beside the weights.
+    let last = pixel_rl::checkpoint::latest_checkpoint(&stopped)
+        .expect("list")
+        .expect("one");
+    Processor::from_pretrained(last.join("model")).expect("processor files copied");
+    Qwen25Vl::<B>::from_pretrained(last.join("model"), &Default::default()).expect("weights load");
+}
