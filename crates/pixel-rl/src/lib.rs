@@ -1,6 +1,44 @@
-//! Training for Pixel Reasoner: SFT on traces and curiosity-driven GRPO, on burn.
+//! Training for Pixel Reasoner: SFT on traces and curiosity-driven GRPO, on burn — one model for CPU and
+//! CUDA, composable in your own code.
 //!
-//! Built so far (the trainers that compose them are next):
+//! A GRPO trainer from a model, a dataset, a reward and a config:
+//!
+//! ```
+//! use burn::backend::Autodiff;
+//! use pixel_agent::Query;
+//! use pixel_rl::{config::GrpoConfig, data::Task, reward::CuriosityReward, trainer::GrpoTrainer};
+//! use pixel_vlm::{Qwen25Vl, backend::CpuBackend, builder, processor::Processor};
+//!
+//! let dir = tempfile::tempdir()?; // any Qwen2.5-VL folder; here a tiny random one
+//! builder::write_tiny_checkpoint(dir.path(), &builder::TinySpec::default())?;
+//! let model = Qwen25Vl::<Autodiff<CpuBackend>>::from_pretrained(dir.path(), &Default::default())?;
+//! let processor = Processor::from_pretrained(dir.path())?;
+//! let image = image::RgbImage::from_pixel(56, 56, image::Rgb([200, 30, 30]));
+//! let question = Query::image(image, "What colour is the square?");
+//! let tasks = vec![Task { id: "q1".into(), query: question, answers: vec!["red".into()], options: vec![] }];
+//! let mut config = GrpoConfig::demo(2).with_group_size(2).with_queries_per_buffer(1).with_updates_per_buffer(1);
+//! config.rollout.max_new_tokens = 4;
+//! let mut trainer = GrpoTrainer::new(model, processor, tasks, CuriosityReward::default(), config)?
+//!     .with_run_dir(dir.path().join("run"), Some(dir.path()))?; // checkpoints, metrics.jsonl, plots; resumes
+//! let metrics = trainer.train()?;
+//! assert_eq!(metrics.len(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Swap [`reward::CuriosityReward`] for any [`reward::Reward`] (or a closure via [`reward::PerRollout`]),
+//! the data for any [`data::TaskSource`], the rollouts for any [`trainer::Environment`]; send metrics to
+//! any [`metrics::MetricSink`]. Presets: [`config::GrpoConfig::paper`] (the defaults),
+//! [`config::GrpoConfig::official`] (the released code), [`config::GrpoConfig::demo`]; `docs/training.md`
+//! lists every difference.
+//!
+//! Modules:
+//! - [`trainer`]: [`trainer::SftTrainer`] and [`trainer::GrpoTrainer`], run folders, selective sample
+//!   replay.
+//! - [`config`]: every default of the recipe as a burn `Config` field, with presets.
+//! - [`checkpoint`]: atomic checkpoint folders; AdamW state keyed by parameter path (loaded models get fresh
+//!   parameter ids).
+//! - [`data`], [`reward`]: RL tasks and their sources, the curiosity reward.
+//! - [`metrics`], [`plot`], [`progress`]: JSONL metrics, PNG charts, progress bars.
 //! - [`optim`]: the recipe's AdamW settings, **global** gradient-norm clipping (burn's
 //!   `GradientClippingConfig::Norm` clips each tensor on its own), and warmup then cosine to a minimum
 //!   learning rate (transformers' `cosine_with_min_lr`).
