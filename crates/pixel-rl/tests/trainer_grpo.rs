@@ -308,3 +308,52 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_metrics() {
     );
     assert!(whole.join("plots/reward.png").is_file());
 }
+
+#[test]
+fn the_k3_kl_against_the_frozen_reference_starts_at_zero_and_grows() {
+    let dir = checkpoint();
+    let processor = Processor::from_pretrained(dir.path()).expect("processor");
+    let model = Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");
+    let mut config = GrpoConfig::demo(6)
+        .with_group_size(4)
+        .with_queries_per_buffer(1)
+        .with_updates_per_buffer(1)
+        .with_max_draw_factor(4.0)
+        .with_learning_rate(2e-3)
+        .with_rollout(short_rollout(4));
+    config.surrogate.kl_beta = 0.1;
+    let row_zero = PerRollout(|_: &Task, t: &Trajectory| f64::from(u8::from(t.row == 0)));
+    let mut trainer =
+        GrpoTrainer::new(model, processor, text_tasks(2), row_zero, config).expect("trainer");
+    let first = trainer.iterate().expect("iteration").remove(0);
+    assert_eq!(
+        first.get("kl"),
+        Some(0.0),
+        "the policy is the reference before any update"
+    );
+    let later = trainer.iterate().expect("iteration").remove(0);
+    assert!(later.get("kl").is_some_and(|kl| kl > 0.0), "{later:?}");
+}
+
+#[test]
+fn masked_truncated_rollouts_train_no_token() {
+    let dir = checkpoint();
+    let processor = Processor::from_pretrained(dir.path()).expect("processor");
+    let model = Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");
+    // One new token per turn: every rollout ends by running out of tokens.
+    let config = one_token_config(1)
+        .with_group_size(4)
+        .with_mask_truncated(true);
+    let mut trainer = GrpoTrainer::new(
+        model,
+        processor,
+        text_tasks(2),
+        parity_reward(),
+        config.clone(),
+    )
+    .expect("trainer");
+    let record = trainer.iterate().expect("iteration").remove(0);
+    assert_eq!(record.get("truncated_share"), Some(1.0));
+    assert_eq!(record.get("trained_tokens"), Some(0.0));
+    assert_eq!(record.get("grad_norm"), Some(0.0));
+}
