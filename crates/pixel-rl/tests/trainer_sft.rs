@@ -122,3 +122,68 @@ fn an_sft_run_resumed_from_its_checkpoint_writes_the_same_metrics() {
     Processor::from_pretrained(last.join("model")).expect("processor files copied");
     Qwen25Vl::<B>::from_pretrained(last.join("model"), &Default::default()).expect("weights load");
 }
+
+#[test]
+fn the_official_sft_format_and_trace_jsonl_load_and_train() {
+    use pixel_rl::trainer::sft::{SftFormat, load_sft_traces};
+    use pixel_traces::{DatasetRoot, OnError};
+    let dir = checkpoint();
+    let data = tempfile::tempdir().expect("temp");
+    for (name, shade) in [("a.png", 40u8), ("b.png", 200)] {
+        RgbImage::from_pixel(56, 56, image::Rgb([shade, 90, 160]))
+            .save(data.path().join(name))
+            .expect("image");
+    }
+    // The official record layout, unchanged (a JSON list; the second record is malformed).
+    let official = r#"[
+      {"message_list": [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "text", "text": "What colour?"}]},
+        {"role": "assistant", "content": "<tool_call>\n{\"name\": \"crop_image_normalized\", \"arguments\": {\"bbox_2d\": [0.1, 0.1, 0.6, 0.6], \"target_image\": 1}}\n</tool_call>"},
+        {"role": "user", "content": [{"type": "text", "text": "Here is the cropped image:"}, {"type": "image", "image": "b.png"}]},
+        {"role": "assistant", "content": "It is blue. \\boxed{blue}"}], "answer": "blue"},
+      {"message_list": "not a list"}
+    ]"#;
+    std::fs::write(data.path().join("sft.json"), official).expect("write");
+    let root = DatasetRoot::new(data.path());
+    let (traces, skipped) = load_sft_traces(
+        &data.path().join("sft.json"),
+        &root,
+        SftFormat::Official,
+        OnError::Skip,
+    )
+    .expect("load");
+    assert_eq!((traces.len(), skipped.len()), (1, 1));
+    // The project's JSONL: the same trace written out and read back.
+    let line = serde_json::to_string(&traces[0]).expect("json");
+    std::fs::write(data.path().join("traces.jsonl"), format!("{line}\n")).expect("write");
+    let (again, _) = load_sft_traces(
+        &data.path().join("traces.jsonl"),
+        &root,
+        SftFormat::Traces,
+        OnError::Fail,
+    )
+    .expect("load");
+    assert_eq!(again, traces);
+
+    let processor = Processor::from_pretrained(dir.path()).expect("processor");
+    let limits = pixel_ops::DecodeLimits::default();
+    let load = |p: &str| root.load_image(p, &limits).map_err(|e| e.to_string());
+    let (examples, failed) = build_examples(&processor, &traces, MaskRule::Paper, &load);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        examples[0].images.grid_thw.len(),
+        2,
+        "both images are in the example"
+    );
+    let model = Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");
+    let mut trainer =
+        SftTrainer::new(model, examples, SftConfig::demo().with_epochs(1)).expect("trainer");
+    let records = trainer.train().expect("train");
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0]
+            .get("loss")
+            .is_some_and(|l| l.is_finite() && l > 0.0)
+    );
+}

@@ -47,6 +47,63 @@ pub fn build_examples(
     (ok, failed)
 }
 
+/// The format of an SFT data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SftFormat {
+    /// The project's trace JSONL (`pixel_traces::Trace`, spans marked trained or not).
+    Traces,
+    /// The official SFT data (`message_list` records, a JSON list or JSONL), read unchanged: every
+    /// assistant message is trained (the mask rule of [`build_example`] then decides what the loss sees).
+    Official,
+}
+
+/// Reads the SFT traces of `path` (media paths confined to `root`); malformed records are skipped or fail
+/// per `on_error`. Returns the traces and the skipped records' errors.
+///
+/// # Errors
+/// [`RlError::Data`] for an unreadable file, or the first bad record with [`pixel_traces::OnError::Fail`].
+pub fn load_sft_traces(
+    path: &std::path::Path,
+    root: &pixel_traces::DatasetRoot,
+    format: SftFormat,
+    on_error: pixel_traces::OnError,
+) -> Result<(Vec<Trace>, Vec<pixel_traces::Error>)> {
+    match format {
+        SftFormat::Traces => {
+            let loaded = pixel_traces::load_records::<Trace>(path, root, on_error)?;
+            let skipped = loaded.skipped;
+            Ok((
+                loaded.records.into_iter().map(|(_, t)| t).collect(),
+                skipped,
+            ))
+        }
+        SftFormat::Official => {
+            let loaded =
+                pixel_traces::load_records::<pixel_traces::SftRecord>(path, root, on_error)?;
+            let mut skipped = loaded.skipped;
+            let mut traces = Vec::new();
+            for (location, record) in loaded.records {
+                let id = format!("{}:{location}", path.display());
+                match Trace::from_official(&record, &id, false) {
+                    Ok(t) => traces.push(t),
+                    Err(reason) => {
+                        let error = pixel_traces::Error::Record {
+                            path: path.to_path_buf(),
+                            location,
+                            message: reason.to_string(),
+                        };
+                        if on_error == pixel_traces::OnError::Fail {
+                            return Err(error.into());
+                        }
+                        skipped.push(error);
+                    }
+                }
+            }
+            Ok((traces, skipped))
+        }
+    }
+}
+
 /// The SFT trainer.
 pub struct SftTrainer<B: AutodiffBackend> {
     model: Qwen25Vl<B>,
