@@ -64,7 +64,8 @@ pub struct GrpoConfig {
     /// Global gradient-norm clipping threshold (official: 1.0); `None` disables clipping.
     #[config(default = "Some(RECIPE_MAX_GRAD_NORM)")]
     pub max_grad_norm: Option<f32>,
-    /// The curiosity reward's α, β, H, N and formula.
+    /// The curiosity reward's α, β, H, N and formula, used by [`crate::trainer::GrpoTrainer::curious`]
+    /// (a trainer given another [`crate::reward::Reward`] does not read it).
     #[config(default = "RewardConfig::default()")]
     pub reward: RewardConfig,
     /// Scale advantages by the group's standard deviation (off in the recipe).

@@ -6,7 +6,7 @@
 //! ```
 //! use burn::backend::Autodiff;
 //! use pixel_agent::Query;
-//! use pixel_rl::{config::GrpoConfig, data::Task, reward::CuriosityReward, trainer::GrpoTrainer};
+//! use pixel_rl::{config::GrpoConfig, data::Task, trainer::GrpoTrainer};
 //! use pixel_vlm::{Qwen25Vl, backend::CpuBackend, builder, processor::Processor};
 //!
 //! let dir = tempfile::tempdir()?; // any Qwen2.5-VL folder; here a tiny random one
@@ -18,16 +18,17 @@
 //! let tasks = vec![Task { id: "q1".into(), query: question, answers: vec!["red".into()], options: vec![] }];
 //! let mut config = GrpoConfig::demo(2).with_group_size(2).with_queries_per_buffer(1).with_updates_per_buffer(1);
 //! config.rollout.max_new_tokens = 4;
-//! let mut trainer = GrpoTrainer::new(model, processor, tasks, CuriosityReward::default(), config)?
+//! // The curiosity-driven reward with config.reward (paper formula; GrpoConfig::official: the released one).
+//! let mut trainer = GrpoTrainer::curious(model, processor, tasks, config)?
 //!     .with_run_dir(dir.path().join("run"), Some(dir.path()))?; // checkpoints, metrics.jsonl, plots; resumes
 //! let metrics = trainer.train()?;
 //! assert_eq!(metrics.len(), 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Swap [`reward::CuriosityReward`] for any [`reward::Reward`] (or a closure via [`reward::PerRollout`]),
-//! the data for any [`data::TaskSource`], the rollouts for any [`trainer::Environment`]; send metrics to
-//! any [`metrics::MetricSink`]. Presets: [`config::GrpoConfig::paper`] (the defaults),
+//! [`trainer::GrpoTrainer::new`] takes any [`reward::Reward`] instead (or a closure via
+//! [`reward::PerRollout`]); the data can be any [`data::TaskSource`], the rollouts any
+//! [`trainer::Environment`], and metrics go to any [`metrics::MetricSink`] as well as the run folder. Presets: [`config::GrpoConfig::paper`] (the defaults),
 //! [`config::GrpoConfig::official`] (the released code), [`config::GrpoConfig::demo`]; `docs/training.md`
 //! lists every difference.
 //!

@@ -30,7 +30,7 @@ use crate::grpo::policy_tokens_with_entropy;
 use crate::loss::{MiniBatchTotals, SurrogateStats, advantages, aggregate, clipped_surrogate};
 use crate::metrics::{MetricRecord, MetricSink};
 use crate::optim::{WarmupCosineSchedule, clip_grad_norm, warmup_steps_from_ratio};
-use crate::reward::{GroupScore, Reward};
+use crate::reward::{CuriosityReward, GroupScore, Reward};
 use crate::trainer::replay::{ReplayBuffer, ReplayGroup};
 use crate::trainer::{Run, mix_seed, scalar};
 
@@ -168,6 +168,23 @@ pub struct GrpoTrainer<B: AutodiffBackend, S: TaskSource, R: Reward> {
     step: usize,
     sinks: Vec<Box<dyn MetricSink>>,
     run: Option<Run>,
+}
+
+impl<B: AutodiffBackend, S: TaskSource> GrpoTrainer<B, S, CuriosityReward> {
+    /// A trainer scored by the curiosity-driven reward with the config's `reward` settings (the paper's
+    /// formula in [`GrpoConfig::paper`], the released code's in [`GrpoConfig::official`]).
+    ///
+    /// # Errors
+    /// As [`GrpoTrainer::new`].
+    pub fn curious(
+        model: Qwen25Vl<B>,
+        processor: Processor,
+        data: S,
+        config: GrpoConfig,
+    ) -> Result<Self> {
+        let reward = CuriosityReward::new(config.reward);
+        Self::new(model, processor, data, reward, config)
+    }
 }
 
 impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {

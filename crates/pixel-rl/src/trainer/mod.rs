@@ -4,7 +4,7 @@
 //! A run folder (`with_run_dir`) holds:
 //!
 //! - `checkpoint-NNNNNNNN/` (see [`crate::checkpoint`]): written atomically; the newest is resumed from;
-//! - `metrics.jsonl`: one [`MetricRecord`] per optimizer step; on resume the lines written after the
+//! - `metrics.jsonl`: one [`crate::metrics::MetricRecord`] per optimizer step; on resume the lines written after the
 //!   checkpoint (by the run that was killed) are dropped, so the file reads as one uninterrupted run;
 //! - `plots/*.png`: one chart per metric, written at the end of `train()`.
 
