@@ -8,6 +8,7 @@
 use std::io::Cursor;
 use std::time::Duration;
 
+use base64::Engine;
 use image::RgbImage;
 use rand::RngCore;
 use serde_json::json;
@@ -187,33 +188,14 @@ impl Narrator for TeacherNarrator {
     }
 }
 
+/// The base64 flavour of data URLs: the standard alphabet with `=` padding (RFC 4648, section 4).
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
 /// `data:image/png;base64,...` for `image`.
 fn png_data_url(image: &RgbImage) -> Result<String> {
     let mut png = Vec::new();
     image.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)?;
-    Ok(format!("data:image/png;base64,{}", base64(&png)))
-}
-
-/// Standard base64 with padding (RFC 4648).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Ok(format!("data:image/png;base64,{}", BASE64.encode(&png)))
 }
 
 #[cfg(test)]
@@ -223,15 +205,39 @@ mod tests {
     #[test]
     fn base64_matches_rfc4648_vectors() {
         for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+            // The last two alphabet characters are `+` and `/` (not the URL-safe `-` and `_`).
+            (b"\xfb\xff\xbf", "+/+/"),
+            (b"\xfb\xff", "+/8="),
         ] {
-            assert_eq!(base64(input.as_bytes()), expected);
+            assert_eq!(BASE64.encode(input), expected);
         }
+    }
+
+    /// The data URL carries the PNG's bytes in standard base64: what Python's `base64.b64encode` gives.
+    #[test]
+    fn png_data_url_is_standard_base64_of_the_png() {
+        let image = RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 80, y as u8 * 200, 7]));
+        let url = png_data_url(&image).unwrap();
+        let body = url.strip_prefix("data:image/png;base64,").unwrap();
+        let mut png = Vec::new();
+        image
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(body, BASE64.encode(&png));
+        // Every PNG opens with its signature and the IHDR chunk header, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR":
+        // `python3 -c 'import base64; print(base64.b64encode(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"))'`
+        // prints `iVBORw0KGgoAAAANSUhEUg==`, whose first 20 characters encode the first 15 bytes.
+        assert!(body.starts_with("iVBORw0KGgoAAAANSUhE"), "{body}");
+        assert_eq!(body.len(), png.len().div_ceil(3) * 4);
+        let decoded = BASE64.decode(body).unwrap();
+        assert_eq!(decoded, png);
+        assert_eq!(image::load_from_memory(&decoded).unwrap().to_rgb8(), image);
     }
 }
