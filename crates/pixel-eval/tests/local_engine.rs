@@ -1,0 +1,81 @@
+//! The runner on the in-process engine: the committed tiny Qwen2.5-VL checkpoint answers two V* questions
+//! (nonsense, but through the whole path: pipeline, chat template, processor, generation, results with the
+//! token counts a token-exact engine reports), and a restart finds nothing left to do.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::vstar_folder;
+use pixel_agent::LocalEngine;
+use pixel_eval::{EvalSettings, LoadOptions, Scorer, loaders, read_results, run, score};
+use pixel_vlm::Qwen25Vl;
+use pixel_vlm::backend::CpuBackend as B;
+use pixel_vlm::processor::Processor;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures")
+}
+
+/// The tiny model's weights and config beside the test tokenizer, chat template and preprocessor config.
+fn checkpoint() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            fixtures().join("models/tiny_flat").join(name),
+            dir.path().join(name),
+        )
+        .unwrap();
+    }
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.json",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(
+            fixtures().join("tokenizer").join(name),
+            dir.path().join(name),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_tiny_checkpoint_runs_a_benchmark_in_process() {
+    let ckpt = checkpoint();
+    let model = Qwen25Vl::<B>::from_pretrained(ckpt.path(), &Default::default()).unwrap();
+    let processor = Processor::from_pretrained(ckpt.path()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    vstar_folder(data.path(), 2);
+    let bench = loaders::vstar::load(data.path(), &LoadOptions::default()).unwrap();
+    let mut settings = EvalSettings::official("tiny_flat");
+    settings.engine = "in-process flex f32".into();
+    settings.rollout.max_new_tokens = 6;
+    settings.progress = false;
+    let out = data.path().join("tiny.jsonl");
+    let mut engine = LocalEngine::new(&model, &processor, 4096);
+    let summary = run(&mut engine, &bench, &settings, &out).unwrap();
+    assert_eq!((summary.ran, summary.errors), (2, 0));
+    let results = read_results(&out).unwrap().results;
+    for r in &results {
+        assert_eq!(r.turns.len(), 1, "{r:?}");
+        let context = r
+            .context_tokens
+            .expect("token-exact engines report their context");
+        let sampled = r.sampled_tokens.unwrap();
+        assert!(
+            sampled >= 1 && sampled <= 6 && context > sampled,
+            "{context} {sampled}"
+        );
+    }
+    assert_eq!(
+        score(&results, Scorer::Official).benchmarks[0]
+            .accuracy
+            .questions,
+        2
+    );
+    let again = run(&mut engine, &bench, &settings, &out).unwrap();
+    assert_eq!((again.done_before, again.ran), (2, 0));
+}
