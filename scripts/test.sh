@@ -7,3 +7,10 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 cargo nextest run --workspace --features ffmpeg --no-fail-fast
 cargo test --workspace --features ffmpeg --doc
+# The mini Pixel Reasoner's pipeline end to end in a few steps per stage (its numbers mean nothing).
+quick="$(mktemp -d)"
+PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick"
+for f in report.md summary.json plots/grpo_rapr.png plots/sft_loss.png grpo-curiosity/config.json grpo-curiosity/tokenizer.json; do
+  test -s "$quick/$f" || { echo "mini_pixel_reasoner --quick did not write $f" >&2; exit 1; }
+done
+rm -rf "$quick"

@@ -1,0 +1,103 @@
+//! Stage (d): greedy evaluation of a model on held-out needle samples, with the tools or without.
+
+use pixel_agent::{LocalEngine, RolloutConfig, Trajectory, run_group};
+use pixel_ops::{ModelTurn, ToolCall, parse_turn};
+use pixel_rl::data::Task;
+use pixel_rl::reward::CuriosityReward;
+use pixel_traces::geometry::NormBox;
+use pixel_vlm::Qwen25Vl;
+use pixel_vlm::backend::CpuBackend;
+use pixel_vlm::processor::Processor;
+
+/// Scores of one model.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EvalScores {
+    pub model: String,
+    pub n: usize,
+    pub accuracy: f64,
+    /// Share of rollouts that used an operation.
+    pub rapr: f64,
+    /// Of the rollouts that cropped: share whose first crop contains the tag's centre.
+    pub crop_hit: f64,
+    pub op_error_rate: f64,
+}
+
+/// A held-out task and the tag it asks about.
+pub struct EvalTask {
+    pub task: Task,
+    pub reference: NormBox,
+}
+
+fn first_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<[f64; 4]> {
+    t.turns
+        .iter()
+        .find_map(|turn| match parse_turn(&turn.text, tools) {
+            ModelTurn::ToolCall(Ok(ToolCall::Crop { bbox, .. })) => Some(bbox),
+            _ => None,
+        })
+}
+
+/// Greedy rollouts of every task; `tools: false` refuses every call (a no-operation policy).
+pub fn evaluate(
+    name: &str,
+    model: &Qwen25Vl<CpuBackend>,
+    processor: &Processor,
+    tasks: &[EvalTask],
+    rollout: &RolloutConfig,
+    tools: bool,
+) -> anyhow::Result<(EvalScores, Vec<Trajectory>)> {
+    let mut config = RolloutConfig {
+        first_turn: pixel_vlm::sampling::SamplingParams::greedy(),
+        later_turns: pixel_vlm::sampling::SamplingParams::greedy(),
+        ..rollout.clone()
+    };
+    if !tools {
+        config.episode.max_operations = 0;
+    }
+    let reward = CuriosityReward::default();
+    let mut s = EvalScores {
+        model: name.to_string(),
+        n: tasks.len(),
+        ..EvalScores::default()
+    };
+    let (mut correct, mut used, mut cropped, mut hits, mut attempted, mut failed) =
+        (0, 0, 0, 0, 0, 0);
+    let mut trajectories = Vec::new();
+    for t in tasks {
+        let budget = config.episode.max_total_tokens.unwrap_or(12_088);
+        let mut engine = LocalEngine::new(model, processor, budget + config.max_new_tokens);
+        let out = run_group(&mut engine, &t.task.query, 1, &config)?;
+        let traj = out
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no rollout"))?;
+        let outcome = reward.outcome(&t.task, &traj);
+        correct += usize::from(outcome.correct);
+        used += usize::from(traj.stats.used_pixel_reasoning());
+        attempted += traj.stats.operations_attempted;
+        failed += traj.stats.operations_failed;
+        if let Some(b) = first_crop(&traj, config.episode.tools) {
+            cropped += 1;
+            let (cx, cy) = (
+                (t.reference.x1 + t.reference.x2) / 2.0,
+                (t.reference.y1 + t.reference.y2) / 2.0,
+            );
+            hits += usize::from(b[0] <= cx && cx <= b[2] && b[1] <= cy && cy <= b[3]);
+        }
+        trajectories.push(traj);
+    }
+    let n = tasks.len().max(1) as f64;
+    s.accuracy = correct as f64 / n;
+    s.rapr = used as f64 / n;
+    s.crop_hit = if cropped == 0 {
+        f64::NAN
+    } else {
+        hits as f64 / cropped as f64
+    };
+    s.op_error_rate = if attempted == 0 {
+        0.0
+    } else {
+        failed as f64 / attempted as f64
+    };
+    Ok((s, trajectories))
+}
