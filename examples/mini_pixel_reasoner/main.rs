@@ -206,6 +206,7 @@ fn main() -> anyhow::Result<()> {
     let text_only = SyntheticDataset::by_name("text-only").context("text-only dataset")?;
     let mut traces = Vec::new();
     let mut images: HashMap<String, image::RgbImage> = HashMap::new();
+    let mut unsynthesizable = 0usize;
     for i in 0..plan.sft_traces as u64 {
         // One in four traces is a text-only question answered without operations.
         let sample = if i % 4 == 3 {
@@ -213,7 +214,17 @@ fn main() -> anyhow::Result<()> {
         } else {
             needle.generate(args.seed + 7, i)?.sample
         };
-        let made = synth.synthesize(&sample, i)?;
+        // A self-correction variant whose refined crop would be under the tool's 28 px minimum is skipped.
+        let made = match synth.synthesize(&sample, i) {
+            Ok(made) => made,
+            Err(e) => {
+                unsynthesizable += 1;
+                if unsynthesizable == 1 {
+                    eprintln!("skipping traces that cannot be synthesized; first: {e}");
+                }
+                continue;
+            }
+        };
         images.extend(made.images.iter().cloned());
         traces.push(made.trace);
     }
@@ -308,6 +319,7 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
     let (examples, failed) = build_examples(&processor, &traces, MaskRule::Paper, &load);
+    let failed_examples = failed.len();
     if !failed.is_empty() {
         eprintln!(
             "{} traces could not be built; first: {:?}",
@@ -425,7 +437,12 @@ fn main() -> anyhow::Result<()> {
         out: &out,
         quick: args.quick,
         seed: args.seed,
-        plan: serde_json::to_value(&plan)?,
+        plan: {
+            let mut v = serde_json::to_value(&plan)?;
+            v["traces_not_synthesizable"] = unsynthesizable.into();
+            v["sft_examples_failed"] = failed_examples.into();
+            v
+        },
         needle: serde_json::to_value(&needle)?,
         warmup: &warm_report,
         sft_metrics: &sft_metrics,
