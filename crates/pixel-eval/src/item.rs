@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EvalError, Result};
 
 /// How the standard scorer compares an answer with the references (the metric the benchmark's own papers
-/// report). The official scorer ignores it (see [`crate::score`]).
+/// report). The official scorer ignores it (see [`mod@crate::score`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {

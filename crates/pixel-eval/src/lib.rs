@@ -9,7 +9,7 @@
 //! - [`runner`]: [`run`] drives any `pixel_agent::Engine` (in process or over HTTP) through a benchmark
 //!   with [`EvalSettings::official`] by default, writing one JSON line per question, resumable, with
 //!   sharding, a limit and a progress bar.
-//! - [`score`]: scoring apart from inference, the official rule and the standard metrics, RaPR and the
+//! - [`mod@score`]: scoring apart from inference, the official rule and the standard metrics, RaPR and the
 //!   operation error rate; [`stats`]: 95 % intervals; [`report`]: the markdown table beside the paper's.
 //!
 //! ```no_run
@@ -54,3 +54,8 @@ pub use results::{
 };
 pub use runner::{RunSummary, run, run_with};
 pub use score::{BenchmarkScore, ItemScore, Scorer, Scores, score, score_item};
+
+/// The README's example, compiled as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -66,7 +66,7 @@ fn the_tiny_checkpoint_runs_a_benchmark_in_process() {
             .expect("token-exact engines report their context");
         let sampled = r.sampled_tokens.unwrap();
         assert!(
-            sampled >= 1 && sampled <= 6 && context > sampled,
+            (1..=6).contains(&sampled) && context > sampled,
             "{context} {sampled}"
         );
     }
