@@ -11,8 +11,8 @@
 //! cargo run --release --features vlm --example eval -- report out/eval/*.jsonl --out out/eval/report.md
 //! ```
 //! `run` is resumable: run the same command again after a crash or a kill and it continues. `--shard i/n`
-//! runs every n-th question into its own file (several processes against one server); `--limit N` the first
-//! N. See `docs/benchmarks.md` for the layouts, the settings and the reproduction recipe.
+//! runs every n-th question into its own file: start several processes against one server to keep it busy
+//! (each runs one question at a time); `--limit N` runs the first N. See `docs/benchmarks.md` for the layouts, the settings and the reproduction recipe.
 
 use std::path::{Path, PathBuf};
 
@@ -85,9 +85,6 @@ struct RunArgs {
     /// The model name the server serves.
     #[arg(long, default_value = "default")]
     served_model: String,
-    /// Requests in flight per question over HTTP (one rollout per question: 1 is enough).
-    #[arg(long, default_value_t = 1)]
-    http_concurrency: usize,
     /// Precision of the in-process model: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -261,7 +258,6 @@ fn run_command(args: &RunArgs) -> Result<()> {
         }
         (None, Some(url)) => {
             let mut config = HttpConfig::new(url.clone(), args.served_model.clone());
-            config.max_concurrency = args.http_concurrency.max(1);
             // A 2,048-token turn can take minutes on a loaded server.
             config.timeout = std::time::Duration::from_secs(600);
             settings.engine = format!("http {url}");
