@@ -148,15 +148,17 @@ fn bf16_checkpoint_kept_in_bf16_matches_transformers_bf16() {
 
 #[test]
 fn unsupported_dtype_is_a_clear_error() {
-    // Flex computes in f64/f32/f16/bf16; `Flex32` (a GPU storage format) is not one of them.
-    let err = Qwen25Vl::<B>::from_pretrained_with_dtype(
-        model_dir(MODEL),
-        &Default::default(),
-        FloatDType::Flex32,
-    )
-    .unwrap_err();
+    // Flex computes in f64/f32/f16/bf16; `Flex32` (a GPU storage format) is not one of them. burn's CUDA
+    // backend has `Flex32` but no f64.
+    #[cfg(not(feature = "cuda"))]
+    let (dtype, name) = (FloatDType::Flex32, "Flex32");
+    #[cfg(feature = "cuda")]
+    let (dtype, name) = (FloatDType::F64, "F64");
+    let err =
+        Qwen25Vl::<B>::from_pretrained_with_dtype(model_dir(MODEL), &Default::default(), dtype)
+            .unwrap_err();
     assert!(matches!(err, VlmError::UnsupportedDtype { .. }), "{err}");
-    assert!(err.to_string().contains("Flex32"), "{err}");
+    assert!(err.to_string().contains(name), "{err}");
 }
 
 #[test]
@@ -186,8 +188,10 @@ fn f16_is_closer_to_f32_than_bf16() {
 
 #[test]
 fn bf16_session_generates_transformers_greedy_tokens() {
-    // Generation reads bf16 logits back as f32; on `multi_image` every step's argmax agrees with
-    // transformers-bf16 (see the decoding check above), so greedy generation must reproduce its tokens.
+    // Generation reads bf16 logits back as f32 and must reproduce transformers-bf16's greedy tokens up to the
+    // first step where its top-2 margin is within bf16 noise (twice its largest bf16 error, as above): there
+    // a different choice is as right as its own, and the sequences go apart. On `Flex` every step of
+    // `multi_image` agrees; on CUDA (H200) they part at step 8 (margin 0.0625, bound 0.164).
     let model = Qwen25Vl::<B>::from_pretrained_with_dtype(
         model_dir(MODEL),
         &Default::default(),
@@ -207,7 +211,23 @@ fn bf16_session_generates_transformers_greedy_tokens() {
         .generate(&config, &mut samplers, None, |_, _, _| {})
         .unwrap();
     let got: Vec<i64> = out[0].tokens.iter().map(|&t| i64::from(t)).collect();
-    assert_eq!(got, want);
+    assert_eq!(got.len(), want.len());
+    if let Some(first) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        let expected = Fixture::load(MODEL, "multi_image_bf16");
+        let (margins, _) = expected.f32s("greedy_margin");
+        let (hf_bf16, _) = expected.f32s("logits");
+        let (hf_f32, _) = expected.f32s("logits_f32");
+        let bound = 2.0 * max_abs_diff(&hf_bf16, &hf_f32);
+        eprintln!(
+            "tokens part from transformers-bf16 at step {first} (its margin {}, bound {bound})",
+            margins[first]
+        );
+        assert!(
+            margins[first] <= bound,
+            "step {first}: {got:?} vs {want:?}, transformers' margin {} is clear of {bound}",
+            margins[first]
+        );
+    }
     assert!(
         out[0]
             .logprobs

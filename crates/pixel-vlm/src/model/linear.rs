@@ -13,6 +13,8 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use crate::backend::{linear_forward, matmul};
+
 /// Slices a one-row product is split into.
 pub const SPLIT: usize = 4;
 
@@ -45,19 +47,20 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
         let d_out = layer.weight.dims()[1];
         let mut shape = dims;
         shape[D - 1] = d_out;
-        return layer.forward(x.reshape([rows, d_in])).reshape(shape);
+        return linear_forward(layer, x.reshape([rows, d_in])).reshape(shape);
     }
     let weight = layer.weight.val(); // [d_in, d_out]
     let d_out = weight.dims()[1];
     let mut out = if split {
         let part = d_in / SPLIT;
-        let partial = x
-            .reshape([SPLIT, 1, part])
-            .matmul(weight.reshape([SPLIT, part, d_out])); // [SPLIT, 1, d_out]
+        let partial = matmul(
+            x.reshape([SPLIT, 1, part]),
+            weight.reshape([SPLIT, part, d_out]),
+        ); // [SPLIT, 1, d_out]
         partial.sum_dim(0).reshape([1, d_out])
     } else {
         let x = x.reshape([rows, d_in]);
-        weight.transpose().matmul(x.transpose()).transpose() // [rows, d_out]
+        matmul(weight.transpose(), x.transpose()).transpose() // [rows, d_out]
     };
     if let Some(bias) = &layer.bias {
         out = out + bias.val().unsqueeze();
@@ -80,12 +83,10 @@ pub fn tied_head<B: Backend>(embedding: Tensor<B, 2>, x: Tensor<B, 2>) -> Tensor
     let [vocab, hidden] = embedding.dims();
     let [rows, _] = x.dims();
     if rows != 1 || !vocab.is_multiple_of(SPLIT) {
-        return embedding.matmul(x.transpose()).transpose();
+        return matmul(embedding, x.transpose()).transpose();
     }
     let column = x.reshape([1, hidden, 1]).expand([SPLIT, hidden, 1]);
-    embedding
-        .reshape([SPLIT, vocab / SPLIT, hidden])
-        .matmul(column) // [SPLIT, vocab / SPLIT, 1]
+    matmul(embedding.reshape([SPLIT, vocab / SPLIT, hidden]), column) // [SPLIT, vocab / SPLIT, 1]
         .reshape([1, vocab])
 }
 

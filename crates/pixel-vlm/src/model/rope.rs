@@ -3,6 +3,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
+use crate::backend::matmul;
+
 /// `x * cos + rotate_half(x) * sin`, where `rotate_half([x1, x2]) = [-x2, x1]` over the last dimension.
 ///
 /// `rotate_half` is a product with a signed permutation matrix (each output is one input, or its negation,
@@ -22,11 +24,11 @@ pub fn apply_rotary<B: Backend, const D: usize>(
     let dims = x.dims();
     let d = dims[D - 1];
     let rows = dims.iter().product::<usize>() / d;
-    let rotated = x
-        .clone()
-        .reshape([rows, d])
-        .matmul(rotate_half_matrix(d, &x.device(), x.dtype()))
-        .reshape(dims);
+    let rotated = matmul(
+        x.clone().reshape([rows, d]),
+        rotate_half_matrix(d, &x.device(), x.dtype()),
+    )
+    .reshape(dims);
     x * cos + rotated * sin
 }
 

@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use crate::backend::{linear_forward, matmul};
 use crate::cache::KvCache;
 use crate::loading::ParamLoader;
 use crate::model::linear::linear;
@@ -169,11 +170,9 @@ impl<B: Backend> TextAttention<B> {
         // Projections of `[b * s, hidden]` rows: under autodiff a 3-D input makes each weight gradient a
         // product per row of the batch, summed.
         let x = x.reshape([b * s, self.q_proj.weight.dims()[0]]);
-        let q = self.q_proj.forward(x.clone()).reshape([b, s, h, d]);
-        let k = self.k_proj.forward(x.clone()).reshape([b, s, kvh, d]);
-        let v = self
-            .v_proj
-            .forward(x)
+        let q = linear_forward(&self.q_proj, x.clone()).reshape([b, s, h, d]);
+        let k = linear_forward(&self.k_proj, x.clone()).reshape([b, s, kvh, d]);
+        let v = linear_forward(&self.v_proj, x)
             .reshape([b, s, kvh, d])
             .swap_dims(1, 2); // [b, kvh, s, d]
         // Heads first in memory, then the rotation with the tables repeated over the heads: every operand is
@@ -208,7 +207,7 @@ impl<B: Backend> TextAttention<B> {
         let total = k.dims()[2];
         // Query head j uses key/value head j / groups: fold the groups into the query length.
         let q = q.reshape([b, kvh, groups * s, d]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
+        let scores = matmul(q, k.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
         // Masking and softmax in f32 whatever the model dtype, as transformers' eager attention does.
         let dtype = scores.dtype();
         // The mask repeated over the heads when that is small: adding a `[b, 1, 1, s, total]` mask broadcast
@@ -224,8 +223,7 @@ impl<B: Backend> TextAttention<B> {
         let probs = softmax(scores, 4)
             .cast(dtype)
             .reshape([b, kvh, groups * s, total]);
-        let out = probs
-            .matmul(v)
+        let out = matmul(probs, v)
             .reshape([b, h, s, d])
             .swap_dims(1, 2)
             .reshape([b, s, h * d]);

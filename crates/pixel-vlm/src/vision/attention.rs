@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use crate::backend::{linear_forward, matmul};
 use crate::loading::ParamLoader;
 use crate::model::rope::apply_rotary;
 
@@ -77,7 +78,7 @@ impl<B: Backend> VisionAttention<B> {
         let [n, dim] = x.dims();
         let heads = self.num_heads;
         let head_dim = dim / heads;
-        let qkv = self.qkv.forward(x).reshape([n, 3, heads, head_dim]);
+        let qkv = linear_forward(&self.qkv, x).reshape([n, 3, heads, head_dim]);
         let q = qkv.clone().narrow(1, 0, 1).reshape([n, heads, head_dim]);
         let k = qkv.clone().narrow(1, 1, 1).reshape([n, heads, head_dim]);
         let v = qkv.narrow(1, 2, 1).reshape([n, heads, head_dim]);
@@ -95,12 +96,12 @@ impl<B: Backend> VisionAttention<B> {
                     .swap_dims(1, 2) // [count, heads, len, head_dim]
             };
             let (qc, kc, vc) = (chunk(&q), chunk(&k), chunk(&v));
-            let scores = qc.matmul(kc.swap_dims(2, 3)) * scale; // [count, heads, len, len]
+            let scores = matmul(qc, kc.swap_dims(2, 3)) * scale; // [count, heads, len, len]
             let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
-            let out = probs.matmul(vc); // [count, heads, len, head_dim]
+            let out = matmul(probs, vc); // [count, heads, len, head_dim]
             outputs.push(out.swap_dims(1, 2).reshape([count * len, dim]));
         }
-        self.proj.forward(Tensor::cat(outputs, 0))
+        linear_forward(&self.proj, Tensor::cat(outputs, 0))
     }
 }
 

@@ -3,10 +3,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, RmsNorm};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use crate::backend::{gelu, linear_forward};
 use crate::loading::ParamLoader;
 use crate::model::norm::rms_norm;
 
@@ -83,9 +83,9 @@ impl<B: Backend> PatchMerger<B> {
         let [n, dim] = x.dims();
         let x = rms_norm(&self.ln_q, x).reshape([n / self.merge_unit, dim * self.merge_unit]);
         // GELU in f32 and rounded once, as torch's fused kernel does in bf16.
-        let h = self.fc1.forward(x);
+        let h = linear_forward(&self.fc1, x);
         let dtype = h.dtype();
-        self.fc2.forward(gelu(h.cast(DType::F32)).cast(dtype))
+        linear_forward(&self.fc2, gelu(h.cast(DType::F32)).cast(dtype))
     }
 }
 

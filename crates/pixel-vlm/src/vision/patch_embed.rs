@@ -9,6 +9,7 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use crate::backend::linear_forward;
 use crate::config::VisionConfig;
 use crate::loading::{Init, ParamLoader};
 
@@ -41,6 +42,6 @@ impl<B: Backend> PatchEmbed<B> {
     /// - `patches`: `[n, patch_dim]`
     /// - output: `[n, hidden_size]`
     pub fn forward(&self, patches: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.proj.forward(patches)
+        linear_forward(&self.proj, patches)
     }
 }

@@ -10,18 +10,42 @@ use pixel_vlm::generation::SegmentInput;
 use pixel_vlm::{ForwardInput, KvCache, Qwen25Vl, VisualInput};
 use safetensors::SafeTensors;
 
-/// The CPU backend the tests run on.
+/// The backend the tests run on: CUDA with the `cuda` feature (see [`model_dir`] for its f32 products), else
+/// the default CPU backend.
+#[cfg(feature = "cuda")]
+pub type B = pixel_vlm::backend::CudaBackend;
+
+/// The backend the tests run on: CUDA with the `cuda` feature (see [`model_dir`] for its f32 products), else
+/// the default CPU backend.
+#[cfg(not(feature = "cuda"))]
 pub type B = pixel_vlm::backend::CpuBackend;
 
 /// Seed of the image patches and of the video patches in every fixture.
 pub const IMAGE_SEED: i64 = 0;
 pub const VIDEO_SEED: i64 = 1_000_003;
 
+/// The crate's folder: `CARGO_MANIFEST_DIR` of the running process (cargo sets it when it runs a test; set
+/// it to run a copied test binary elsewhere, as `scripts/device/cuda_parity.sh` does), else where the test
+/// was compiled.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// `tests/fixtures/models/<name>`.
+///
+/// Every model test starts here, so on CUDA this also sets f32 products to full f32
+/// (`F32Matmul::Exact`) unless `PIXEL_VLM_F32_MATMUL` chooses (`tf32` measures the backend's own products).
 pub fn model_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
+    #[cfg(feature = "cuda")]
+    {
+        use pixel_vlm::backend::{F32_MATMUL_ENV, F32Matmul, set_f32_matmul};
+        if std::env::var_os(F32_MATMUL_ENV).is_none() {
+            set_f32_matmul(F32Matmul::Exact);
+        }
+    }
+    crate_dir().join("tests/fixtures/models").join(name)
 }
 
 /// The generators' deterministic patches: `((i*7919 + seed*13 + 17) % 509 - 254) / 256`.
