@@ -182,25 +182,14 @@ impl GrpoConfig {
                 self.updates_per_buffer, self.queries_per_buffer
             ));
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "learning_rate {} is not positive",
-                self.learning_rate
-            ));
-        }
-        if !(0.0..1.0).contains(&self.warmup_ratio) || !(0.0..=1.0).contains(&self.min_lr_rate) {
-            return bad(format!(
-                "warmup_ratio {} must be in [0, 1) and min_lr_rate {} in [0, 1]",
-                self.warmup_ratio, self.min_lr_rate
-            ));
-        }
+        validate_optimization(
+            self.learning_rate,
+            self.warmup_ratio,
+            self.min_lr_rate,
+            self.max_grad_norm,
+        )?;
         if !(self.max_draw_factor.is_finite() && self.max_draw_factor >= 1.0) {
             return bad(format!("max_draw_factor {} < 1", self.max_draw_factor));
-        }
-        if let Some(n) = self.max_grad_norm
-            && !(n.is_finite() && n > 0.0)
-        {
-            return bad(format!("max_grad_norm {n} is not positive"));
         }
         self.adamw.validate()?;
         self.surrogate.validate()?;
@@ -288,23 +277,37 @@ impl SftConfig {
         if self.epochs == 0 || self.batch_size == 0 || self.micro_batch_size == 0 {
             return bad("epochs, batch_size and micro_batch_size must be ≥ 1".into());
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "learning_rate {} is not positive",
-                self.learning_rate
-            ));
-        }
-        if !(0.0..1.0).contains(&self.warmup_ratio) || !(0.0..=1.0).contains(&self.min_lr_rate) {
-            return bad(format!(
-                "warmup_ratio {} must be in [0, 1) and min_lr_rate {} in [0, 1]",
-                self.warmup_ratio, self.min_lr_rate
-            ));
-        }
-        if let Some(n) = self.max_grad_norm
-            && !(n.is_finite() && n > 0.0)
-        {
-            return bad(format!("max_grad_norm {n} is not positive"));
-        }
+        validate_optimization(
+            self.learning_rate,
+            self.warmup_ratio,
+            self.min_lr_rate,
+            self.max_grad_norm,
+        )?;
         self.adamw.validate()
     }
+}
+
+/// The checks both trainers' configs share: a positive learning rate, `warmup_ratio` in `[0, 1)`,
+/// `min_lr_rate` in `[0, 1]`, a positive clipping threshold when set.
+fn validate_optimization(
+    learning_rate: f64,
+    warmup_ratio: f64,
+    min_lr_rate: f64,
+    max_grad_norm: Option<f32>,
+) -> crate::Result<()> {
+    let bad = |m: String| Err(RlError::Setting(m));
+    if !(learning_rate.is_finite() && learning_rate > 0.0) {
+        return bad(format!("learning_rate {learning_rate} is not positive"));
+    }
+    if !(0.0..1.0).contains(&warmup_ratio) || !(0.0..=1.0).contains(&min_lr_rate) {
+        return bad(format!(
+            "warmup_ratio {warmup_ratio} must be in [0, 1) and min_lr_rate {min_lr_rate} in [0, 1]"
+        ));
+    }
+    if let Some(n) = max_grad_norm
+        && !(n.is_finite() && n > 0.0)
+    {
+        return bad(format!("max_grad_norm {n} is not positive"));
+    }
+    Ok(())
 }

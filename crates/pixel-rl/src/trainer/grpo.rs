@@ -11,7 +11,7 @@
 //! (the official trainer). A checkpoint can be written after each iteration.
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Tensor, TensorData};
 use pixel_agent::{LocalEngine, RolloutConfig, RolloutEnd, Trajectory, run_group};
@@ -29,10 +29,10 @@ use crate::error::{Result, RlError};
 use crate::grpo::policy_tokens_with_entropy;
 use crate::loss::{MiniBatchTotals, SurrogateStats, advantages, aggregate, clipped_surrogate};
 use crate::metrics::{MetricRecord, MetricSink};
-use crate::optim::{WarmupCosineSchedule, clip_grad_norm, warmup_steps_from_ratio};
+use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
 use crate::reward::{CuriosityReward, GroupScore, Reward};
 use crate::trainer::replay::{ReplayBuffer, ReplayGroup};
-use crate::trainer::{Run, mix_seed, scalar};
+use crate::trainer::{Run, clip_and_step, emit, mix_seed, scalar};
 
 /// Where rollouts come from. The default, [`AgentEnvironment`], runs `pixel-agent`'s loop with the visual
 /// operations on the policy in-process; implement it to roll out in another environment (other tools, a
@@ -451,19 +451,9 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
         };
         self.iteration += 1;
         for m in &records {
-            self.emit(m)?;
+            emit(&mut self.sinks, self.run.as_mut(), m)?;
         }
         Ok(records)
-    }
-
-    fn emit(&mut self, m: &MetricRecord) -> Result<()> {
-        for sink in &mut self.sinks {
-            sink.record(m)?;
-        }
-        if let Some(run) = &mut self.run {
-            run.metrics.record(m)?;
-        }
-        Ok(())
     }
 
     /// The optimizer steps of one buffer.
@@ -586,13 +576,15 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
                 accumulator.accumulate(&self.model, grads);
             }
-            let mut grads = accumulator.grads();
-            let norm = match cfg.max_grad_norm {
-                Some(max) => clip_grad_norm(&self.model, &mut grads, max)?,
-                None => crate::optim::grad_norm(&self.model, &grads),
-            };
             let lr = self.schedule.lr_at(self.step);
-            self.model = self.optimizer.step(lr, self.model.clone(), grads);
+            let (model, norm) = clip_and_step(
+                self.model.clone(),
+                &mut self.optimizer,
+                accumulator.grads(),
+                cfg.max_grad_norm,
+                lr,
+            )?;
+            self.model = model;
             self.step += 1;
             let mut m = if u == 0 {
                 first.clone()

@@ -156,6 +156,38 @@ fn read_state(dir: &Path) -> Result<State> {
     serde_json::from_slice(&bytes).map_err(|e| bad(&path, e.to_string()))
 }
 
+/// Global gradient-norm clipping when `max_grad_norm` is set, then one AdamW step at `lr`. Returns the
+/// stepped model and the gradient norm before clipping.
+pub(crate) fn clip_and_step<B: AutodiffBackend>(
+    model: Qwen25Vl<B>,
+    optimizer: &mut AdamWOptimizer<Qwen25Vl<B>, B>,
+    mut grads: burn::optim::GradientsParams,
+    max_grad_norm: Option<f32>,
+    lr: f64,
+) -> Result<(Qwen25Vl<B>, f32)> {
+    use burn::optim::Optimizer;
+    let norm = match max_grad_norm {
+        Some(max) => crate::optim::clip_grad_norm(&model, &mut grads, max)?,
+        None => crate::optim::grad_norm(&model, &grads),
+    };
+    Ok((optimizer.step(lr, model, grads), norm))
+}
+
+/// Sends a record to the user's sinks and to the run folder's `metrics.jsonl`.
+pub(crate) fn emit(
+    sinks: &mut [Box<dyn MetricSink>],
+    run: Option<&mut Run>,
+    record: &crate::metrics::MetricRecord,
+) -> Result<()> {
+    for sink in sinks {
+        sink.record(record)?;
+    }
+    if let Some(run) = run {
+        run.metrics.record(record)?;
+    }
+    Ok(())
+}
+
 /// A seed for draw `c` of iteration `b` of a run seeded `a` (SplitMix64 over the three).
 pub fn mix_seed(a: u64, b: u64, c: u64) -> u64 {
     let mut x = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);

@@ -5,7 +5,7 @@
 //! loss mask is fixed before training: the paper's spans or the released code's last two turns. An epoch
 //! is a permutation of the examples seeded by `(seed, epoch)`; its last batch may be smaller.
 
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use image::RgbImage;
 use pixel_traces::Trace;
@@ -17,9 +17,9 @@ use crate::config::SftConfig;
 use crate::data::EpochCursor;
 use crate::error::{Result, RlError};
 use crate::metrics::{MetricRecord, MetricSink};
-use crate::optim::{WarmupCosineSchedule, clip_grad_norm, grad_norm, warmup_steps_from_ratio};
+use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
 use crate::sft::{MaskRule, SftError, SftExample, build_example, sft_loss};
-use crate::trainer::{Run, State, scalar};
+use crate::trainer::{Run, State, clip_and_step, emit, scalar};
 
 /// Builds the examples of `traces` under `rule`. Traces that cannot be built (an unknown tool set, a
 /// missing image) are returned with their error instead of stopping the others.
@@ -272,13 +272,15 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
         }
-        let mut grads = accumulator.grads();
-        let norm = match self.config.max_grad_norm {
-            Some(max) => clip_grad_norm(&self.model, &mut grads, max)?,
-            None => grad_norm(&self.model, &grads),
-        };
         let lr = self.schedule.lr_at(self.step);
-        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        let (model, norm) = clip_and_step(
+            self.model.clone(),
+            &mut self.optimizer,
+            accumulator.grads(),
+            self.config.max_grad_norm,
+            lr,
+        )?;
+        self.model = model;
         self.step += 1;
         let mut m = MetricRecord::new("sft", self.step as u64);
         m.set("loss", loss_sum)
@@ -287,12 +289,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             .set("trained_tokens", normalizer as f64)
             .set("examples", take as f64)
             .set("epoch", self.cursor.epoch as f64);
-        for sink in &mut self.sinks {
-            sink.record(&m)?;
-        }
-        if let Some(run) = &mut self.run {
-            run.metrics.record(&m)?;
-        }
+        emit(&mut self.sinks, self.run.as_mut(), &m)?;
         Ok(m)
     }
 
