@@ -7,7 +7,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`load`] | decode images with limits (bombs and lying headers are typed errors), RGBA on white |
-//! | [`resize`] | qwen-vl-utils `smart_resize` and a Pillow-exact bicubic resize |
+//! | [`resize`] | qwen-vl-utils `smart_resize`; Pillow-exact and torchvision-exact bicubic resizes |
 //! | [`crop`] | the official `crop_image_normalized` and the DeepEyes / verl `image_zoom_in_tool` |
 //! | [`video`] | [`Video`] from frames, frame files or (feature `ffmpeg`) a file; `smart_nframes`; `select_frames` |
 //! | [`protocol`] | tool schemas, the system prompt and user-turn text, byte-identical to the official code |
@@ -66,6 +66,9 @@ pub use load::{DecodeLimits, decode_image, load_image};
 pub use observation::{Observation, ObservationKind};
 pub use parse::{ModelTurn, ToolCall, parse_turn, parse_turn_bytes};
 pub use protocol::{ToolSchema, ToolSet};
-pub use resize::{PixelLimits, resize_bicubic, smart_resize, smart_resize_image};
+pub use resize::{
+    BicubicKernel, PixelLimits, resize_bicubic, resize_bicubic_torchvision, smart_resize,
+    smart_resize_image, smart_resize_image_with,
+};
 pub use tool_error::ToolCallError;
 pub use video::{SelectedFrames, Video, select_frames};

@@ -1,15 +1,22 @@
-//! Model-input sizes and resizing: qwen-vl-utils' `smart_resize` and a Pillow-exact bicubic resize.
+//! Model-input sizes and resizing: qwen-vl-utils' `smart_resize` and bit-exact bicubic resizes.
 //!
 //! The official pipeline (qwen-vl-utils `fetch_image`, the official `resize_cropped`) picks a size with
 //! [`smart_resize`] and resizes with Pillow's `Image.resize(..., BICUBIC)`. [`resize_bicubic`] reproduces
 //! Pillow 13.0's result bit for bit (see [`bicubic`]), and [`smart_resize_image`] does both steps.
+//!
+//! Serving engines (vLLM through transformers' processors), transformers' fast image processor and
+//! qwen-vl-utils' video-file frames resize with torchvision's antialiased bicubic on `uint8` tensors
+//! instead: [`resize_bicubic_torchvision`] reproduces it bit for bit, and [`smart_resize_image_with`]
+//! picks the kernel ([`BicubicKernel`]).
 
 pub mod bicubic;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-pub use bicubic::{PassOrder, pass_order, resize_bicubic};
+pub use bicubic::{
+    BicubicKernel, PassOrder, pass_order, resize_bicubic, resize_bicubic_torchvision,
+};
 
 use crate::{Error, Result};
 
@@ -161,8 +168,22 @@ pub fn smart_resize(
 /// # Errors
 /// As [`smart_resize`].
 pub fn smart_resize_image(image: &RgbImage, limits: PixelLimits) -> Result<RgbImage> {
+    smart_resize_image_with(image, limits, BicubicKernel::Pillow)
+}
+
+/// [`smart_resize`] with factor 28 and `limits`, then a resize with `kernel` (a copy when the size already
+/// fits). With [`BicubicKernel::Torchvision`] this is what transformers' fast Qwen2-VL image processor does
+/// to a `uint8` image before rescaling.
+///
+/// # Errors
+/// As [`smart_resize`] and [`resize_bicubic`].
+pub fn smart_resize_image_with(
+    image: &RgbImage,
+    limits: PixelLimits,
+    kernel: BicubicKernel,
+) -> Result<RgbImage> {
     let (h, w) = smart_resize(image.height(), image.width(), IMAGE_FACTOR, limits)?;
-    resize_bicubic(image, w, h)
+    kernel.resize(image, w, h)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! (it autovectorises well). The horizontal pass is written with intrinsics: per output pixel, four
 //! taps at a time, source bytes are shuffled into 16-bit lanes `[R_t, R_t+1, G_t, G_t+1, B_t, B_t+1,
 //! 0, 0]` and multiplied with `pmaddwd`. A 22-bit weight does not fit in 16 bits, so each weight is
-//! split exactly as `k = hi * 2^11 + lo` (`lo` in `[0, 2^11)`): `Σ p*k = 2^11 Σ p*hi + Σ p*lo`, two
+//! split exactly as `k = hi * 2^11 + lo` (`lo` in `[0, 2^11)`; torchvision's 16-bit weights split the
+//! same way): `Σ p*k = 2^11 Σ p*hi + Σ p*lo`, two
 //! exact integer sums, so the result equals the scalar `i32` arithmetic bit for bit.
 //!
 //! Everything here requires AVX2 at run time; the caller (`HorizontalSimd` and `vertical_dispatch` in
@@ -10,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::weights::{HALF, Kernel, PRECISION_BITS};
+use super::weights::Kernel;
 
 /// Bits of the low part of a split weight.
 const LO_BITS: i32 = 11;
@@ -28,6 +29,9 @@ pub(super) struct HKernel {
     coeffs: Vec<[i16; 16]>,
     /// Largest number of groups of any output pixel.
     max_groups: usize,
+    /// Rounding offset and shift of the kernel (22 bits for Pillow, per axis for torchvision).
+    half: i32,
+    precision: u32,
 }
 
 impl HKernel {
@@ -39,6 +43,8 @@ impl HKernel {
             groups: Vec::with_capacity(n_out),
             coeffs: Vec::new(),
             max_groups: 0,
+            half: k.half(),
+            precision: k.precision,
         };
         for xx in 0..n_out {
             let (_, w) = k.taps(xx);
@@ -85,7 +91,8 @@ pub(super) fn horizontal_rows(src: &[u8], in_w: usize, dst: &mut [u8], hk: &HKer
         0, Z, 3, Z, 1, Z, 4, Z, 2, Z, 5, Z, Z, Z, Z, Z, //
         6, Z, 9, Z, 7, Z, 10, Z, 8, Z, 11, Z, Z, Z, Z, Z,
     );
-    let half = _mm256_set1_epi32(HALF);
+    let half = _mm256_set1_epi32(hk.half);
+    let shift = _mm_cvtsi32_si128(hk.precision as i32);
     let mut padded2 = padded.clone();
     let mut row_out2 = row_out.clone();
     let mut src_rows = src.chunks_exact(row_len);
@@ -100,15 +107,17 @@ pub(super) fn horizontal_rows(src: &[u8], in_w: usize, dst: &mut [u8], hk: &HKer
                     accumulate(&padded, hk, xx, mask),
                     accumulate(&padded, hk, xx + 1, mask),
                     half,
+                    shift,
                 );
                 let cd = reduce_pair(
                     accumulate(&padded, hk, xx + 2, mask),
                     accumulate(&padded, hk, xx + 3, mask),
                     half,
+                    shift,
                 );
                 store_quad(&mut row_out, xx, ab, cd, compact);
             }
-            store_tail(&padded, hk, &mut row_out, out_w, mask, half);
+            store_tail(&padded, hk, &mut row_out, out_w, mask, half, shift);
             d0.copy_from_slice(&row_out[..out_w * 3]);
             break;
         };
@@ -116,15 +125,27 @@ pub(super) fn horizontal_rows(src: &[u8], in_w: usize, dst: &mut [u8], hk: &HKer
         for xx in (0..out_w / 4).map(|q| q * 4) {
             let [a0, a1] = accumulate2(&padded, &padded2, hk, xx, mask);
             let [b0, b1] = accumulate2(&padded, &padded2, hk, xx + 1, mask);
-            let ab0 = reduce_pair(a0, b0, half);
-            let ab1 = reduce_pair(a1, b1, half);
+            let ab0 = reduce_pair(a0, b0, half, shift);
+            let ab1 = reduce_pair(a1, b1, half, shift);
             let [c0, c1] = accumulate2(&padded, &padded2, hk, xx + 2, mask);
             let [e0, e1] = accumulate2(&padded, &padded2, hk, xx + 3, mask);
-            store_quad(&mut row_out, xx, ab0, reduce_pair(c0, e0, half), compact);
-            store_quad(&mut row_out2, xx, ab1, reduce_pair(c1, e1, half), compact);
+            store_quad(
+                &mut row_out,
+                xx,
+                ab0,
+                reduce_pair(c0, e0, half, shift),
+                compact,
+            );
+            store_quad(
+                &mut row_out2,
+                xx,
+                ab1,
+                reduce_pair(c1, e1, half, shift),
+                compact,
+            );
         }
-        store_tail(&padded, hk, &mut row_out, out_w, mask, half);
-        store_tail(&padded2, hk, &mut row_out2, out_w, mask, half);
+        store_tail(&padded, hk, &mut row_out, out_w, mask, half, shift);
+        store_tail(&padded2, hk, &mut row_out2, out_w, mask, half, shift);
         d0.copy_from_slice(&row_out[..out_w * 3]);
         d1.copy_from_slice(&row_out2[..out_w * 3]);
     }
@@ -156,10 +177,11 @@ fn store_tail(
     out_w: usize,
     mask: __m256i,
     half: __m256i,
+    shift: __m128i,
 ) {
     for xx in out_w / 4 * 4..out_w {
         let a = accumulate(padded, hk, xx, mask);
-        let v = reduce_pair(a, a, half);
+        let v = reduce_pair(a, a, half, shift);
         let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
         let px = (_mm_cvtsi128_si32(_mm256_castsi256_si128(v)) as u32).to_le_bytes();
         row_out[xx * 3..xx * 3 + 3].copy_from_slice(&px[..3]);
@@ -203,15 +225,15 @@ fn accumulate2(p0: &[u8], p1: &[u8], hk: &HKernel, xx: usize, mask: __m256i) -> 
 }
 
 /// Reduces the lane-spread sums of two output pixels to their final values before packing:
-/// lanes `[A_r, A_g, A_b, 0 | B_r, B_g, B_b, 0]`.
+/// lanes `[A_r, A_g, A_b, 0 | B_r, B_g, B_b, 0]` (plus `half`, arithmetic shift right by `shift`).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn reduce_pair(a: __m256i, b: __m256i, half: __m256i) -> __m256i {
+fn reduce_pair(a: __m256i, b: __m256i, half: __m256i, shift: __m128i) -> __m256i {
     let sum = _mm256_add_epi32(
         _mm256_permute2x128_si256::<0x20>(a, b),
         _mm256_permute2x128_si256::<0x31>(a, b),
     );
-    _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(sum, half))
+    _mm256_sra_epi32(_mm256_add_epi32(sum, half), shift)
 }
 
 /// `hi * 2^11 + lo`, lane by lane: the exact `Σ pixel * weight` spread over lanes. Shifting before

@@ -1,18 +1,34 @@
-//! Pillow-exact bicubic resizing of 8-bit RGB images.
+//! Bit-exact bicubic resizing of 8-bit RGB images, in two flavours ([`BicubicKernel`]):
 //!
-//! This follows the algorithm of Pillow 13.0's `libImaging/Resample.c` (`ImagingResample` with the
-//! `BICUBIC` filter, 8 bits per channel), written anew for Rust:
+//! * **Pillow** ([`resize_bicubic`]): Pillow 13.0's `libImaging/Resample.c` (`ImagingResample` with the
+//!   `BICUBIC` filter, 8 bits per channel), what qwen-vl-utils resizes images with;
+//! * **torchvision** ([`resize_bicubic_torchvision`]): `torchvision.transforms.v2.functional.resize` of a
+//!   `uint8` tensor with `InterpolationMode.BICUBIC` and `antialias=True`, i.e. PyTorch's
+//!   `_upsample_bicubic2d_aa` on uint8 (`aten/src/ATen/native/cpu/UpSampleKernel.cpp` and
+//!   `UpSampleKernelAVXAntialias.h`), what transformers' fast image processor and the serving engines
+//!   resize with, and what qwen-vl-utils resizes frames of video files with.
+//!
+//! Both are written anew for Rust and share the algorithm:
 //!
 //! * the kernel is Keys' cubic with `a = -0.5`, support 2, widened by the scale factor when shrinking
 //!   (so downscaling averages, like a box prefilter);
-//! * per output sample the weights are computed in `f64`, normalized to sum 1, then turned into
-//!   fixed-point `i32` with 22 fractional bits (rounded half away from zero);
-//! * a sample is `clamp((2^21 + Σ pixel * weight) >> 22, 0, 255)` (arithmetic shift: floor);
-//! * the image is resized in two separable passes, each rounded to `u8`. Pillow 13.0 runs the vertical
-//!   pass first when the height shrinks by more than twice as many pixels as the width does
-//!   (`in_h - out_h > 0 && in_h - out_h > 2 * (in_w - out_w)`), else horizontal first; when the
-//!   horizontal pass runs first it only processes the source rows the vertical pass will read. The pass
-//!   order changes results by up to ~24 levels, which is why [`pass_order`] is part of the contract.
+//! * per output sample the weights are computed in `f64` and normalized to sum 1, then turned into
+//!   fixed-point integers (rounded half away from zero);
+//! * a sample is `clamp((half + Σ pixel * weight) >> bits, 0, 255)` (arithmetic shift: floor);
+//! * the image is resized in two separable passes, each rounded to `u8`; an axis whose size does not
+//!   change is not resampled.
+//!
+//! They differ in details that move results by a level here and there (and the pass order by up to ~24
+//! levels at sharp edges):
+//!
+//! | | Pillow 13.0 | torchvision (PyTorch uint8 antialias) |
+//! |---|---|---|
+//! | fixed point | `i32`, 22 fractional bits | `int16`, per axis the largest precision (at most 22 bits) at which `round(2 * max_weight * 2^bits) < 2^15` |
+//! | outer lobe (`1 <= x < 2`) | `(((x - 5) x + 8) x - 4) a` | `((a x - 5a) x + 8a) x - 4a` |
+//! | pass order | vertical first when the height shrinks by more than twice as many pixels as the width ([`pass_order`]) | always horizontal first |
+//!
+//! With Pillow's order, when the horizontal pass runs first it only processes the source rows the
+//! vertical pass will read (rows are independent, so this changes nothing but the time).
 //!
 //! Integer arithmetic is exact, so the order of the sums does not matter: the loops are arranged to
 //! vectorise (the vertical pass walks whole rows; an AVX2 build of both loops is picked at run time on
@@ -20,10 +36,11 @@
 //!
 //! # Where things live
 //!
-//! * this file: the public API ([`resize_bicubic`], [`pass_order`], [`MAX_RESIZE_BYTES`]), the size
-//!   checks, the two-pass driver (pass order, row windows, threads, the scratch buffer between the
-//!   passes) and the dispatch between code paths;
-//! * `weights`: Keys' kernel and the fixed-point weights of one pass (`Kernel`), shared by every path;
+//! * this file: the public API ([`resize_bicubic`], [`resize_bicubic_torchvision`], [`BicubicKernel`],
+//!   [`pass_order`], [`MAX_RESIZE_BYTES`]), the size checks, the two-pass driver (pass order, row
+//!   windows, threads, the scratch buffer between the passes) and the dispatch between code paths;
+//! * `weights`: Keys' kernel and the fixed-point [`Kernel`] of one pass in both flavours, shared by
+//!   every path;
 //! * `portable`: the passes as plain Rust loops, the reference and the fallback;
 //! * `avx2` (x86-64 only): the horizontal pass in AVX2 intrinsics and the portable vertical loop
 //!   compiled with AVX2 enabled.
@@ -37,6 +54,7 @@
 
 use image::RgbImage;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -240,6 +258,39 @@ fn check_budget(in_w: u32, in_h: u32, width: u32, height: u32) -> Result<()> {
     Ok(())
 }
 
+/// Which library's bicubic a resize reproduces (see the module docs for how they differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BicubicKernel {
+    /// Pillow 13.0's `Image.resize(..., BICUBIC)` ([`resize_bicubic`]): qwen-vl-utils' image path.
+    #[default]
+    Pillow,
+    /// torchvision's antialiased bicubic on `uint8` tensors ([`resize_bicubic_torchvision`]): transformers'
+    /// fast image processor, the serving engines, qwen-vl-utils' frames of video files.
+    Torchvision,
+}
+
+impl BicubicKernel {
+    /// Resizes `image` to `width x height` with this kernel.
+    ///
+    /// # Errors
+    /// As [`resize_bicubic`].
+    pub fn resize(self, image: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
+        match self {
+            BicubicKernel::Pillow => resize_bicubic(image, width, height),
+            BicubicKernel::Torchvision => resize_bicubic_torchvision(image, width, height),
+        }
+    }
+
+    /// The kernel's name as written in settings: `pillow` or `torchvision`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BicubicKernel::Pillow => "pillow",
+            BicubicKernel::Torchvision => "torchvision",
+        }
+    }
+}
+
 /// Resizes `image` to `width x height` exactly as Pillow 13.0's `Image.resize((width, height),
 /// Image.BICUBIC)` does for an RGB image (bit-exact; see the module docs). Same size: a copy.
 ///
@@ -247,6 +298,27 @@ fn check_budget(in_w: u32, in_h: u32, width: u32, height: u32) -> Result<()> {
 /// [`Error::ZeroSize`] if the source or the target has a zero side; [`Error::ResizeTooLarge`] if the
 /// resize would allocate more than [`MAX_RESIZE_BYTES`] for one buffer.
 pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
+    resize_separable(image, width, height, BicubicKernel::Pillow)
+}
+
+/// Resizes `image` to `width x height` exactly as
+/// `torchvision.transforms.v2.functional.resize(t, [height, width], InterpolationMode.BICUBIC,
+/// antialias=True)` does for the `uint8` tensor `t` of the image (`3 x H x W`, on the CPU), bit for bit
+/// (see the module docs; checked against torchvision on fixtures). Same size: a copy.
+///
+/// # Errors
+/// As [`resize_bicubic`].
+pub fn resize_bicubic_torchvision(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
+    resize_separable(image, width, height, BicubicKernel::Torchvision)
+}
+
+/// The two-pass driver shared by both kernels.
+fn resize_separable(
+    image: &RgbImage,
+    width: u32,
+    height: u32,
+    flavour: BicubicKernel,
+) -> Result<RgbImage> {
     let (in_w, in_h) = image.dimensions();
     if in_w == 0 || in_h == 0 {
         return Err(Error::ZeroSize {
@@ -261,6 +333,14 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> Result<RgbIm
         return Ok(image.clone());
     }
     check_budget(in_w, in_h, width, height)?;
+    let kernel = |i: u32, o: u32| match flavour {
+        BicubicKernel::Pillow => Kernel::pillow(i, o),
+        BicubicKernel::Torchvision => Kernel::torchvision(i, o),
+    };
+    let order = match flavour {
+        BicubicKernel::Pillow => pass_order(in_w, in_h, width, height),
+        BicubicKernel::Torchvision => PassOrder::HorizontalFirst,
+    };
     let need_h = width != in_w;
     let need_v = height != in_h;
     let src = image.as_raw();
@@ -268,13 +348,13 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> Result<RgbIm
     let (ow, oh) = (width as usize, height as usize);
     let mut out = vec![0u8; ow * oh * 3];
     if !need_v {
-        horizontal_pass(src, iw, &Kernel::new(in_w, width), &mut out);
+        horizontal_pass(src, iw, &kernel(in_w, width), &mut out);
     } else if !need_h {
-        vertical_pass(src, iw * 3, &Kernel::new(in_h, height), &mut out);
+        vertical_pass(src, iw * 3, &kernel(in_h, height), &mut out);
     } else {
-        let kh = Kernel::new(in_w, width);
-        let mut kv = Kernel::new(in_h, height);
-        match pass_order(in_w, in_h, width, height) {
+        let kh = kernel(in_w, width);
+        let mut kv = kernel(in_h, height);
+        match order {
             PassOrder::HorizontalFirst => {
                 // Only the source rows the vertical pass reads; shift its window to match.
                 let first = kv.start.first().copied().unwrap_or(0);
@@ -315,13 +395,19 @@ mod tests {
     fn constant_image_stays_constant() {
         let img = RgbImage::from_pixel(37, 23, image::Rgb([200, 17, 99]));
         for (w, h) in [(5, 5), (80, 11), (11, 80), (37, 50), (100, 7)] {
-            let out = resize_bicubic(&img, w, h).unwrap();
-            assert_eq!(out.dimensions(), (w, h));
-            assert!(out.pixels().all(|p| p.0 == [200, 17, 99]), "{w}x{h}");
+            for kernel in [BicubicKernel::Pillow, BicubicKernel::Torchvision] {
+                let out = kernel.resize(&img, w, h).unwrap();
+                assert_eq!(out.dimensions(), (w, h));
+                assert!(
+                    out.pixels().all(|p| p.0 == [200, 17, 99]),
+                    "{kernel:?} {w}x{h}"
+                );
+            }
         }
     }
 
-    /// The AVX2 horizontal pass equals the portable one on sizes that exercise every tap count.
+    /// The AVX2 horizontal pass equals the portable one, for both kernels, on sizes that exercise every
+    /// tap count.
     #[test]
     fn simd_horizontal_pass_matches_portable() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -343,12 +429,16 @@ mod tests {
         ] {
             let rows = 3;
             let src: Vec<u8> = (0..in_w as usize * 3 * rows).map(|_| rnd() as u8).collect();
-            let k = Kernel::new(in_w, out_w);
-            let mut portable = vec![0u8; out_w as usize * 3 * rows];
-            portable::horizontal_rows(&src, in_w as usize, &mut portable, &k);
-            let mut fast = vec![0u8; out_w as usize * 3 * rows];
-            horizontal_dispatch(&src, in_w as usize, &mut fast, &k, &HorizontalSimd::new(&k));
-            assert_eq!(portable, fast, "{in_w} -> {out_w}");
+            for k in [
+                Kernel::pillow(in_w, out_w),
+                Kernel::torchvision(in_w, out_w),
+            ] {
+                let mut portable = vec![0u8; out_w as usize * 3 * rows];
+                portable::horizontal_rows(&src, in_w as usize, &mut portable, &k);
+                let mut fast = vec![0u8; out_w as usize * 3 * rows];
+                horizontal_dispatch(&src, in_w as usize, &mut fast, &k, &HorizontalSimd::new(&k));
+                assert_eq!(portable, fast, "{in_w} -> {out_w} at {} bits", k.precision);
+            }
         }
     }
 
@@ -361,6 +451,10 @@ mod tests {
         ));
         assert!(matches!(
             resize_bicubic(&img, 100_000, 100_000),
+            Err(Error::ResizeTooLarge { .. })
+        ));
+        assert!(matches!(
+            resize_bicubic_torchvision(&img, 100_000, 100_000),
             Err(Error::ResizeTooLarge { .. })
         ));
         let wide = RgbImage::new(3_000_000, 1);
