@@ -1,10 +1,11 @@
 //! pixel-vlm: Qwen2.5-VL on burn, loading Hugging Face checkpoints unchanged.
 //!
 //! Modules: [`config`] (`config.json`, both layouts), [`loading`] (safetensors, sharded, bf16),
-//! [`vision`] (vision tower), [`text`] (decoder with M-RoPE), [`model`] (the whole model and its
-//! forward), [`cache`] (preallocated KV cache), [`generation`] (batched generation), [`train`] (the
-//! cache-free training forward, target log-probs, freezing), [`saving`] (`save_pretrained` to a Hugging Face
-//! folder), [`builder`] (a complete tiny checkpoint from scratch), [`backend`] (default CPU backend).
+//! [`layers`] (linear products, RMSNorm, rotary embeddings, SwiGLU: shared by both towers), [`vision`]
+//! (vision tower), [`text`] (decoder with M-RoPE), [`model`] (the whole model and its forward), [`cache`]
+//! (preallocated KV cache), [`generation`] (batched generation), [`train`] (the cache-free training
+//! forward, target log-probs, freezing), [`saving`] (`save_pretrained` to a Hugging Face folder),
+//! [`builder`] (a complete tiny checkpoint from scratch), [`backend`] (default CPU backend).
 //!
 //! ```no_run
 //! use pixel_vlm::{backend::CpuBackend, Qwen25Vl};
@@ -25,6 +26,7 @@ pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod generation;
+pub mod layers;
 pub mod loading;
 pub mod model;
 pub mod processor;

@@ -47,9 +47,9 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Qwen25VlConfig;
 use crate::error::{Result, VlmError};
+use crate::layers::swiglu::SwiGlu;
 use crate::loading::{HostTensor, TensorPlan};
 use crate::model::Qwen25Vl;
-use crate::model::swiglu::SwiGlu;
 
 /// transformers' default `max_shard_size` ("5GB", decimal).
 pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;

@@ -9,9 +9,9 @@ use burn::tensor::{DType, Tensor};
 
 use crate::backend::{linear_forward, matmul};
 use crate::cache::KvCache;
+use crate::layers::linear::linear;
+use crate::layers::rope::apply_rotary;
 use crate::loading::ParamLoader;
-use crate::model::linear::linear;
-use crate::model::rope::apply_rotary;
 
 /// Largest attention mask, in elements once repeated over the heads, that [`TextAttention`] repeats before
 /// adding it to the scores (64 MiB in f32); a larger one is added broadcast.

@@ -7,9 +7,9 @@ use burn::tensor::backend::Backend;
 
 use crate::cache::KvCache;
 use crate::config::TextConfig;
+use crate::layers::norm::rms_norm;
+use crate::layers::swiglu::{SwiGlu, SwiGluConfig};
 use crate::loading::ParamLoader;
-use crate::model::norm::rms_norm;
-use crate::model::swiglu::{SwiGlu, SwiGluConfig};
 use crate::text::attention::{TextAttention, TextAttentionConfig};
 
 /// Pre-norm attention and SwiGLU MLP with residuals (keys `model.layers.{i}.*`).

@@ -12,8 +12,8 @@ use burn::tensor::{Bool, DType, Tensor, TensorData};
 use crate::cache::KvCache;
 use crate::config::TextConfig;
 use crate::error::Result;
+use crate::layers::norm::rms_norm;
 use crate::loading::ParamLoader;
-use crate::model::norm::rms_norm;
 use decoder_layer::DecoderLayer;
 
 /// Token embedding, decoder layers and the final norm (keys `model.embed_tokens`, `model.layers.*`,

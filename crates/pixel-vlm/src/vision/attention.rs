@@ -8,8 +8,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::backend::{linear_forward, matmul};
+use crate::layers::rope::apply_rotary;
 use crate::loading::ParamLoader;
-use crate::model::rope::apply_rotary;
 
 /// Non-causal multi-head attention restricted to chunks of the patch sequence (keys `qkv`, `proj`).
 #[derive(Module, Debug)]

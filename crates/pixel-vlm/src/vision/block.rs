@@ -6,9 +6,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::config::VisionConfig;
+use crate::layers::norm::rms_norm;
+use crate::layers::swiglu::{SwiGlu, SwiGluConfig};
 use crate::loading::ParamLoader;
-use crate::model::norm::rms_norm;
-use crate::model::swiglu::{SwiGlu, SwiGluConfig};
 use crate::vision::attention::{VisionAttention, VisionAttentionConfig};
 
 /// `x + attn(norm1(x))`, then `x + mlp(norm2(x))` (keys `visual.blocks.{i}.*`).

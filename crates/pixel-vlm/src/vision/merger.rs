@@ -7,8 +7,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::backend::{gelu, linear_forward};
+use crate::layers::norm::rms_norm;
 use crate::loading::ParamLoader;
-use crate::model::norm::rms_norm;
 
 /// `mlp(ln_q(x).view(-1, 4 * dim))` with `mlp = Linear, GELU (erf), Linear` (keys `visual.merger.ln_q`,
 /// `visual.merger.mlp.0`, `visual.merger.mlp.2`).

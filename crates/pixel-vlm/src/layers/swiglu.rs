@@ -7,8 +7,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use crate::layers::linear::linear;
 use crate::loading::ParamLoader;
-use crate::model::linear::linear;
 
 /// `down(silu(gate(x)) * up(x))`: keys `{prefix}.gate_proj`, `{prefix}.up_proj`, `{prefix}.down_proj`.
 #[derive(Module, Debug)]

@@ -1,10 +1,5 @@
 //! The whole Qwen2.5-VL model: vision tower + text decoder + LM head, and its forward entry points.
 
-pub mod linear;
-pub mod norm;
-pub mod rope;
-pub mod swiglu;
-
 use std::path::Path;
 
 use burn::module::Module;
@@ -15,8 +10,8 @@ use burn::tensor::{DType, FloatDType, Tensor, TensorData, get_device_settings};
 use crate::cache::{DEFAULT_KV_CACHE_BUDGET, KvCache, kv_cache_bytes};
 use crate::config::Qwen25VlConfig;
 use crate::error::{Result, VlmError};
+use crate::layers::linear::{linear, tied_head};
 use crate::loading::{CheckpointIndex, ParamLoader};
-use crate::model::linear::{linear, tied_head};
 use crate::text::TextModel;
 use crate::vision::{VisionTower, index_tensor};
 
