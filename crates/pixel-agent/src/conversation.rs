@@ -27,8 +27,13 @@ impl UserTurn {
     /// The question turn of the official protocol: the images (or the video) first, then the question
     /// followed by the tool set's guidelines (`ToolSet::user_text`).
     pub fn question(tools: ToolSet, media: Vec<Part>, question: &str) -> Self {
+        Self::with_text(media, tools.user_text(question))
+    }
+
+    /// A question turn with its text as given: the media first, then `text`.
+    pub fn with_text(media: Vec<Part>, text: String) -> Self {
         let mut parts = media;
-        parts.push(Part::Text(tools.user_text(question)));
+        parts.push(Part::Text(text));
         Self { parts }
     }
 

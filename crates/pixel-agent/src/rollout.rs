@@ -12,7 +12,7 @@
 //! [`RolloutConfig::greedy`] is the official evaluation's decoding.
 
 use image::RgbImage;
-use pixel_ops::{Episode, EpisodeConfig, Step, ToolSet, Video, Visual};
+use pixel_ops::{Episode, EpisodeConfig, Step, Video, Visual};
 use pixel_vlm::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,11 @@ pub struct RolloutConfig {
     pub episode: EpisodeConfig,
     /// The system prompt; `None` uses the tool set's official prompt with its tool block.
     pub system: Option<String>,
+    /// The text after the question in the first user turn; `None` uses the tool set's official guidelines
+    /// ([`pixel_ops::ToolSet::user_text`]), `Some("")` none (the question alone),
+    /// `Some(g)` the question, a blank line, then `g`. With [`system`](Self::system) it lets a model
+    /// trained from scratch (which cannot read instructions) skip ~600 tokens of constant text.
+    pub guidelines: Option<String>,
     /// Sampling of the first turn (official: temperature 1.0, top-p 0.95, top-k 40).
     pub first_turn: SamplingParams,
     /// Sampling of later turns (official: temperature 0.9).
@@ -86,6 +91,7 @@ impl Default for RolloutConfig {
         Self {
             episode: EpisodeConfig::official_eval(),
             system: None,
+            guidelines: None,
             first_turn: official,
             later_turns: SamplingParams {
                 temperature: 0.9,
@@ -123,7 +129,18 @@ impl RolloutConfig {
         }
     }
 
-    fn system_prompt(&self) -> String {
+    /// The text of the first user turn for `question`: the question and the guidelines
+    /// (see [`guidelines`](Self::guidelines)).
+    pub fn question_text(&self, question: &str) -> String {
+        match self.guidelines.as_deref() {
+            None => self.episode.tools.user_text(question),
+            Some("") => question.to_owned(),
+            Some(g) => format!("{question}\n\n{g}"),
+        }
+    }
+
+    /// The system prompt (see [`system`](Self::system)).
+    pub fn system_prompt(&self) -> String {
         self.system
             .clone()
             .unwrap_or_else(|| self.episode.tools.system_prompt())
@@ -196,7 +213,6 @@ pub fn run_group_with<E: Engine>(
     if rows == 0 {
         return Err(AgentError::Request("a group needs at least one row".into()));
     }
-    let tools: ToolSet = config.episode.tools;
     let (media, visuals, images) = match &query.media {
         Media::Images(list) => {
             let shown = list
@@ -215,7 +231,7 @@ pub fn run_group_with<E: Engine>(
             Vec::new(),
         ),
     };
-    let question = UserTurn::question(tools, media, &query.question);
+    let question = UserTurn::with_text(media, config.question_text(&query.question));
     engine.open(&config.system_prompt(), &question, rows)?;
 
     let mut runs: Vec<RowRun> = (0..rows)
@@ -316,4 +332,33 @@ pub fn run_group_with<E: Engine>(
         run.trajectory.tokens = engine.record(row);
     }
     Ok(runs.into_iter().map(|r| r.trajectory).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_text_follows_the_guidelines_setting() {
+        let mut c = RolloutConfig::default();
+        assert_eq!(
+            c.question_text("Q?"),
+            pixel_ops::ToolSet::PixelReasoner.user_text("Q?"),
+            "None is the official text"
+        );
+        assert!(c.question_text("Q?").contains("Guidelines:"));
+        c.guidelines = Some(String::new());
+        assert_eq!(c.question_text("Q?"), "Q?");
+        c.guidelines = Some("Be brief.".into());
+        assert_eq!(c.question_text("Q?"), "Q?\n\nBe brief.");
+    }
+
+    #[test]
+    fn system_prompt_is_official_unless_given() {
+        let mut c = RolloutConfig::default();
+        assert_eq!(c.system_prompt(), c.episode.tools.system_prompt());
+        assert!(c.system_prompt().contains("<tools>"));
+        c.system = Some("Zoom.".into());
+        assert_eq!(c.system_prompt(), "Zoom.");
+    }
 }

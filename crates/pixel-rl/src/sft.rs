@@ -120,13 +120,30 @@ pub fn build_example(
     rule: MaskRule,
     image: &dyn Fn(&str) -> Result<RgbImage, String>,
 ) -> Result<SftExample, SftError> {
+    build_example_with_system(processor, trace, rule, None, image)
+}
+
+/// [`build_example`] with the system prompt given: `None` is the tool set's official prompt (what
+/// [`build_example`] uses); `Some(text)` must be the prompt the policy will later be rolled out with
+/// (`pixel_agent::RolloutConfig::system`).
+///
+/// # Errors
+/// As [`build_example`].
+pub fn build_example_with_system(
+    processor: &Processor,
+    trace: &Trace,
+    rule: MaskRule,
+    system: Option<&str>,
+    image: &dyn Fn(&str) -> Result<RgbImage, String>,
+) -> Result<SftExample, SftError> {
     let bad = |reason: String| SftError::Trace {
         id: trace.id.clone(),
         reason,
     };
     let tools =
         tool_set(&trace.tools).ok_or_else(|| bad(format!("unknown tool set {:?}", trace.tools)))?;
-    let mut messages = vec![json!({"role": "system", "content": tools.system_prompt()})];
+    let system = system.map_or_else(|| tools.system_prompt(), str::to_owned);
+    let mut messages = vec![json!({"role": "system", "content": system})];
     let mut images = Vec::new();
     let mut videos = Vec::new();
     for message in &trace.messages {

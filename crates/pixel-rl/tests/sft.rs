@@ -10,7 +10,7 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use image::RgbImage;
-use pixel_rl::sft::{MaskRule, SftExample, build_example, sft_loss};
+use pixel_rl::sft::{MaskRule, SftExample, build_example, build_example_with_system, sft_loss};
 use pixel_traces::official::Role;
 use pixel_traces::{
     SynthConfig, SynthesizedTrace, Synthesizer, SyntheticDataset, TemplateNarrator, TracePart,
@@ -90,6 +90,45 @@ fn the_paper_rule_trains_the_trained_spans_and_their_end_tokens_only() {
     );
     assert!(e.trained_tokens() > 0 && e.trained_tokens() < e.len());
     assert_eq!(e.positions[0].len(), e.len());
+}
+
+#[test]
+fn a_given_system_prompt_replaces_the_official_one_and_keeps_the_trained_tokens() {
+    let dir = checkpoint();
+    let processor = Processor::from_pretrained(dir.path()).expect("processor");
+    let made = trace(Variant::Clean);
+    let official = example(&processor, &made, MaskRule::Paper);
+    let images: HashMap<&str, &RgbImage> =
+        made.images.iter().map(|(n, i)| (n.as_str(), i)).collect();
+    let load = |name: &str| -> Result<RgbImage, String> {
+        images
+            .get(name)
+            .map(|i| (*i).clone())
+            .ok_or_else(|| format!("no image {name}"))
+    };
+    let short = build_example_with_system(
+        &processor,
+        &made.trace,
+        MaskRule::Paper,
+        Some("Zoom in."),
+        &load,
+    )
+    .expect("example builds");
+    let text = processor
+        .tokenizer
+        .decode(&short.token_ids, false)
+        .expect("decode");
+    assert!(
+        text.starts_with("<|im_start|>system\nZoom in.<|im_end|>"),
+        "{text}"
+    );
+    assert!(!text.contains("<tools>"));
+    assert!(short.len() < official.len());
+    assert_eq!(
+        trained_text(&processor, &short),
+        trained_text(&processor, &official)
+    );
+    assert_eq!(short.positions[0].len(), short.len());
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::data::EpochCursor;
 use crate::error::{Result, RlError};
 use crate::metrics::{MetricRecord, MetricSink};
 use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
-use crate::sft::{MaskRule, SftError, SftExample, build_example, sft_loss};
+use crate::sft::{MaskRule, SftError, SftExample, build_example_with_system, sft_loss};
 use crate::trainer::{Run, State, clip_and_step, emit, scalar};
 
 /// Builds the examples of `traces` under `rule`. Traces that cannot be built (an unknown tool set, a
@@ -29,10 +29,22 @@ pub fn build_examples(
     rule: MaskRule,
     image: &dyn Fn(&str) -> std::result::Result<RgbImage, String>,
 ) -> (Vec<SftExample>, Vec<(String, SftError)>) {
+    build_examples_with_system(processor, traces, rule, None, image)
+}
+
+/// [`build_examples`] with the system prompt given (see
+/// [`build_example_with_system`](crate::sft::build_example_with_system)).
+pub fn build_examples_with_system(
+    processor: &Processor,
+    traces: &[Trace],
+    rule: MaskRule,
+    system: Option<&str>,
+    image: &dyn Fn(&str) -> std::result::Result<RgbImage, String>,
+) -> (Vec<SftExample>, Vec<(String, SftError)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for trace in traces {
-        match build_example(processor, trace, rule, image) {
+        match build_example_with_system(processor, trace, rule, system, image) {
             Ok(e) if e.trained_tokens() > 0 => ok.push(e),
             Ok(_) => failed.push((
                 trace.id.clone(),
@@ -53,7 +65,7 @@ pub enum SftFormat {
     /// The project's trace JSONL (`pixel_traces::Trace`, spans marked trained or not).
     Traces,
     /// The official SFT data (`message_list` records, a JSON list or JSONL), read unchanged: every
-    /// assistant message is trained (the mask rule of [`build_example`] then decides what the loss sees).
+    /// assistant message is trained (the mask rule of [`build_example`](crate::sft::build_example) then decides what the loss sees).
     Official,
 }
 
