@@ -5,10 +5,12 @@
 //!   files), each giving a [`Benchmark`] of [`EvalItem`]s. A missing or malformed file names itself and the
 //!   record.
 //! - [`media`]: the image pipeline, a pluggable step ([`MediaPipeline`]); [`OfficialPipeline`] is the
-//!   official pre-resize.
+//!   official pre-resize (stage 1). [`serving`]: the serving engine's resize of every image it receives
+//!   (stage 2, torchvision's antialiased bicubic, byte-exact), in front of any engine
+//!   ([`ServingResizeEngine`]).
 //! - [`runner`]: [`run`] drives any `pixel_agent::Engine` (in process or over HTTP) through a benchmark
 //!   with [`EvalSettings::official`] by default, writing one JSON line per question, resumable, with
-//!   sharding, a limit and a progress bar.
+//!   sharding, a limit, a progress bar and, with [`run_concurrent`], several questions in flight.
 //! - [`mod@score`]: scoring apart from inference, the official rule and the standard metrics, RaPR and the
 //!   operation error rate; [`stats`]: 95 % intervals; [`report`]: the markdown table beside the paper's.
 //!
@@ -27,9 +29,6 @@
 //! println!("{}", pixel_eval::report::markdown(&official, &standard));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-//!
-//! Not implemented here: the torchvision resize kernel of the serving engine (the second stage of the
-//! official image pipeline; see [`media`] and `docs/benchmarks.md`).
 
 #![warn(missing_docs)]
 
@@ -43,6 +42,7 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod score;
+pub mod serving;
 pub mod stats;
 
 pub use error::{EvalError, Result};
@@ -52,8 +52,9 @@ pub use media::{MediaPipeline, OfficialPipeline};
 pub use results::{
     EvalSettings, ItemResult, RunHeader, Shard, header_path, read_many, read_results,
 };
-pub use runner::{RunSummary, run, run_with};
+pub use runner::{RunSummary, run, run_concurrent, run_with};
 pub use score::{BenchmarkScore, ItemScore, Scorer, Scores, score, score_item};
+pub use serving::{ServingResize, ServingResizeEngine};
 
 /// The README's example, compiled as a doctest.
 #[doc = include_str!("../README.md")]

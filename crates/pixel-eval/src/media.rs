@@ -2,14 +2,18 @@
 //! step ([`MediaPipeline`]): the runner calls whichever pipeline it is given and records its
 //! [`MediaPipeline::describe`] in the results header.
 //!
-//! [`OfficialPipeline`] is the first of the official evaluation's two stages: every image is pre-resized
-//! with Pillow's bicubic (bit-exact, `pixel-ops`) to `smart_resize` bounds of [256·784, 8000·784] pixels,
-//! and crops are cut from that copy; video frames are resized to the official frame bounds (at most
-//! 512·784). The second stage is the engine's: a server (vLLM) resizes every image it receives to its
-//! processor's bounds ([401,408, 4,014,080] in the official setting), and so does
-//! [`pixel_agent::LocalEngine`] through its processor. The official engine resizes with torchvision's
-//! antialiased bicubic; the in-process engine uses the Pillow kernel. A pipeline reproducing the
-//! torchvision stage (when `pixel-ops` has that kernel) plugs in here without touching the runner.
+//! The official evaluation resizes in two stages:
+//!
+//! 1. **Client side**, [`OfficialPipeline`]: every image is pre-resized with Pillow's bicubic (bit-exact,
+//!    `pixel-ops`) to `smart_resize` bounds of [256·784, 8000·784] pixels, and crops are cut from that
+//!    copy; video frames are resized to the official frame bounds (at most 512·784): frame lists with
+//!    Pillow (qwen-vl-utils loads each frame as an image), frames of video files with torchvision's
+//!    antialiased bicubic (qwen-vl-utils' `fetch_video`), both bit-exact.
+//! 2. **Engine side**, [`crate::serving`]: the serving engine resizes every image it receives (original,
+//!    crops, selected frames) to its processor's bounds, [401,408, 4,014,080] in the official setting,
+//!    with torchvision's antialiased bicubic on `uint8`. A vLLM server does it itself; in front of an
+//!    engine that resizes otherwise (the in-process engine's processor uses Pillow's kernel),
+//!    [`crate::ServingResizeEngine`] does it byte-exactly.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -17,7 +21,7 @@ use std::path::Path;
 use base64::Engine as _;
 use image::RgbImage;
 use pixel_agent::{Media as QueryMedia, Query};
-use pixel_ops::{DecodeLimits, PixelLimits, Video};
+use pixel_ops::{BicubicKernel, DecodeLimits, PixelLimits, Video};
 use pixel_traces::DatasetRoot;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +29,7 @@ use crate::error::{EvalError, Result, io};
 use crate::item::{EvalItem, ImageRef, Media};
 
 /// Builds the query of an item from its media.
-pub trait MediaPipeline {
+pub trait MediaPipeline: Sync {
     /// Loads `item`'s media (paths relative to `root`) and prepares them as the engine should receive them.
     ///
     /// # Errors
@@ -51,6 +55,10 @@ pub struct OfficialPipeline {
     /// 512·784 pixels); `None` keeps frames as decoded. Default
     /// [`pixel_ops::video::OFFICIAL_FRAME_LIST_LIMITS`].
     pub frame_resize: Option<PixelLimits>,
+    /// Kernel of the frame resize for frames decoded from a video file (qwen-vl-utils resizes those with
+    /// torchvision; frame lists always go through Pillow, like images). Default
+    /// [`BicubicKernel::Torchvision`].
+    pub video_file_kernel: BicubicKernel,
     /// Frames per second a frame list stands for (qwen-vl-utils: 2).
     pub frame_fps: f64,
     /// Frames sampled from a video file (official: 16).
@@ -64,6 +72,7 @@ impl Default for OfficialPipeline {
         Self {
             image_pre_resize: Some(OFFICIAL_PRE_RESIZE),
             frame_resize: Some(pixel_ops::video::OFFICIAL_FRAME_LIST_LIMITS),
+            video_file_kernel: BicubicKernel::Torchvision,
             frame_fps: 2.0,
             video_frames: 16,
             decode: DecodeLimits::default(),
@@ -97,9 +106,18 @@ impl MediaPipeline for OfficialPipeline {
                 {
                     frames.push(last);
                 }
-                self.resize_video(Video::from_frames(frames, self.frame_fps)?)?
+                let video = Video::from_frames(frames, self.frame_fps)?;
+                QueryMedia::Video(resize_frames(
+                    video,
+                    self.frame_resize,
+                    BicubicKernel::Pillow,
+                )?)
             }
-            Media::VideoFile { path, .. } => self.resize_video(self.decode_video(root, path)?)?,
+            Media::VideoFile { path, .. } => QueryMedia::Video(resize_frames(
+                self.decode_video(root, path)?,
+                self.frame_resize,
+                self.video_file_kernel,
+            )?),
         };
         Ok(Query {
             media,
@@ -113,21 +131,44 @@ impl MediaPipeline for OfficialPipeline {
             map.insert("name".into(), "official".into());
             map.insert(
                 "kernel".into(),
-                "pillow bicubic (pixel-ops, bit-exact); the engine's own resize follows".into(),
+                "pillow bicubic for images and frame lists, the video_file_kernel for video files \
+                 (pixel-ops, bit-exact); the engine's own resize follows"
+                    .into(),
             );
         }
         value
     }
 }
 
-impl OfficialPipeline {
-    fn resize_video(&self, video: Video) -> Result<QueryMedia> {
-        Ok(QueryMedia::Video(match self.frame_resize {
-            Some(limits) => video.resized(limits)?,
-            None => video,
-        }))
+/// Every frame of `video` resized with `kernel` to the model size under `limits` (`None`: as it is).
+fn resize_frames(
+    video: Video,
+    limits: Option<PixelLimits>,
+    kernel: BicubicKernel,
+) -> Result<Video> {
+    let Some(limits) = limits else {
+        return Ok(video);
+    };
+    match kernel {
+        BicubicKernel::Pillow => Ok(video.resized(limits)?),
+        BicubicKernel::Torchvision => {
+            let (h, w) = video.model_size(limits)?;
+            if (w, h) == (video.width(), video.height()) {
+                return Ok(video);
+            }
+            let fps = video.info().sample_fps;
+            let frames = video
+                .frames()
+                .iter()
+                .map(|f| pixel_ops::resize_bicubic_torchvision(f, w, h))
+                .collect::<pixel_ops::Result<Vec<_>>>()?;
+            // Only the frames and their rate reach the engine; the source facts are not kept.
+            Ok(Video::from_frames(frames, fps)?)
+        }
     }
+}
 
+impl OfficialPipeline {
     #[cfg(feature = "ffmpeg")]
     fn decode_video(&self, root: &DatasetRoot, rel: &str) -> Result<Video> {
         let file = root.open(rel)?;
@@ -182,4 +223,47 @@ fn read_embedded(file: &Path, offset: u64, len: u64, limits: &DecodeLimits) -> R
             path: file.to_path_buf(),
             message: format!("embedded image at byte {offset} is not base64: {e}"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn frames(n: usize) -> Vec<RgbImage> {
+        (0..n)
+            .map(|k| {
+                RgbImage::from_fn(300, 170, |x, y| {
+                    Rgb([
+                        (x * 5 + k as u32) as u8,
+                        ((x ^ y) & 255) as u8,
+                        (y * 9) as u8,
+                    ])
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn video_file_frames_take_the_torchvision_kernel_and_frame_lists_pillow() {
+        let limits = PixelLimits::new(4 * 784, 40 * 784);
+        let video = Video::from_frames(frames(2), 2.0).unwrap();
+        let (h, w) = video.model_size(limits).unwrap();
+        let tv = resize_frames(video.clone(), Some(limits), BicubicKernel::Torchvision).unwrap();
+        let pil = resize_frames(video.clone(), Some(limits), BicubicKernel::Pillow).unwrap();
+        for (k, src) in video.frames().iter().enumerate() {
+            let want_tv = pixel_ops::resize_bicubic_torchvision(src, w, h).unwrap();
+            let want_pil = pixel_ops::resize_bicubic(src, w, h).unwrap();
+            assert_eq!(tv.frames()[k], want_tv);
+            assert_eq!(pil.frames()[k], want_pil);
+            assert_ne!(want_tv, want_pil, "the kernels differ on this frame");
+        }
+        assert_eq!(tv.second_per_grid_t(), video.second_per_grid_t());
+        let kept = resize_frames(video.clone(), None, BicubicKernel::Torchvision).unwrap();
+        assert_eq!(kept, video);
+        assert_eq!(
+            OfficialPipeline::default().video_file_kernel,
+            BicubicKernel::Torchvision
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! ([`RunHeader`], `<name>.meta.json`) holding every setting.
 //!
 //! The JSONL file is appended to and flushed after every question, so a killed run loses at most the
-//! question it was on. Reading it back ([`read_results`]) drops a torn last line (a write cut short: no
+//! questions it was on (one per engine in flight). Reading it back ([`read_results`]) drops a torn last line (a write cut short: no
 //! line break at the end, or a last line that is not JSON); a bad line anywhere else is an error naming it.
 
 use std::io::Write;
@@ -210,6 +210,11 @@ pub struct EvalSettings {
     pub limit: Option<usize>,
     /// Only this shard of the questions.
     pub shard: Option<Shard>,
+    /// Questions in flight at once, each on its own engine ([`crate::run_concurrent`]); 1 runs them one
+    /// after the other. Useful with the HTTP engine against a server that batches (vLLM); keep the
+    /// in-process engine at 1. May change between the starts of a run (each start records its own).
+    #[serde(default = "one")]
+    pub concurrency: usize,
     /// Draw a progress bar (on a terminal, unless `PIXEL_PROGRESS=0`).
     pub progress: bool,
     /// Other facts worth keeping with the results (the engine's pixel limits, dtype, ...).
@@ -229,6 +234,7 @@ impl EvalSettings {
             rollout: RolloutConfig::greedy(),
             limit: None,
             shard: None,
+            concurrency: 1,
             progress: true,
             notes: serde_json::Map::new(),
         }
@@ -265,11 +271,19 @@ pub struct RunStart {
     pub commit: Option<String>,
     /// Questions already in the results file.
     pub done_before: usize,
+    /// [`EvalSettings::concurrency`] of this start.
+    #[serde(default = "one")]
+    pub concurrency: usize,
+}
+
+/// The serde default of the concurrency fields (files written before they existed ran one at a time).
+fn one() -> usize {
+    1
 }
 
 impl RunHeader {
     /// The settings that must match for a run to continue another: benchmark, model, engine, decoding and
-    /// limits, shard, notes and pipeline (the limit, commit and progress may differ). Returns the names of
+    /// limits, shard, notes and pipeline (the limit, commit, concurrency and progress may differ). Returns the names of
     /// those that differ.
     pub fn differences(&self, other: &RunHeader) -> Vec<&'static str> {
         let mut out = Vec::new();

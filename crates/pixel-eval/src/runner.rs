@@ -6,8 +6,13 @@
 //! - **Resumable**: a results file that already holds questions is continued: a torn last line is cut off,
 //!   the questions present are skipped, the others run; a header written with other settings is refused
 //!   ([`EvalError::SettingsMismatch`]), so one file never mixes two configurations. Each result is written
-//!   and flushed (and synced) before the next question starts, so a killed run loses at most the question
-//!   it was on and redoes nothing.
+//!   as one line and flushed (and synced) as soon as its question ends, by one writer, so a killed run
+//!   loses at most the questions in flight and redoes nothing.
+//! - **Concurrency**: [`run_concurrent`] keeps [`EvalSettings::concurrency`] questions in flight, each on
+//!   its own engine in its own thread (several [`pixel_agent::HttpEngine`]s against one batching server);
+//!   results land in the file in the order they finish. [`run`] and [`run_with`] run one at a time on one
+//!   engine. When a question stops the run, no new question starts and those in flight finish and are
+//!   written before the error is returned.
 //! - **Subsets**: [`EvalSettings::shard`] keeps question `i` when `i % n == k` (several processes, or
 //!   machines, each run one shard into its own file; `score` and `report` read them together);
 //!   [`EvalSettings::limit`] keeps the first questions of the shard.
@@ -17,9 +22,11 @@
 //! - **Progress**: a bar with the running official accuracy and the time left, on a terminal only (not
 //!   with `PIXEL_PROGRESS=0` or [`EvalSettings::progress`] false).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,7 +83,8 @@ pub fn run<E: Engine>(
 /// # Errors
 /// [`EvalError::SettingsMismatch`] if `out` was written with other settings; [`EvalError::Io`] if the
 /// results cannot be written; [`EvalError::Record`] for a results file with a bad line before its last;
-/// [`EvalError::Agent`] when the engine cannot be reached or fails (the questions done so far are kept).
+/// [`EvalError::Agent`] when the engine cannot be reached or fails (the questions done so far are kept);
+/// [`EvalError::Invalid`] for a [`EvalSettings::concurrency`] other than 1 (use [`run_concurrent`]).
 pub fn run_with<E: Engine>(
     engine: &mut E,
     benchmark: &Benchmark,
@@ -84,70 +92,194 @@ pub fn run_with<E: Engine>(
     pipeline: &dyn MediaPipeline,
     out: &Path,
 ) -> Result<RunSummary> {
-    let started = Instant::now();
-    if settings.shard.is_some_and(|s| s.count == 0) {
-        return Err(EvalError::Invalid("a shard count of 0".into()));
+    if settings.concurrency != 1 {
+        return Err(EvalError::Invalid(format!(
+            "concurrency {} needs one engine per question in flight: use run_concurrent",
+            settings.concurrency
+        )));
     }
-    let selected: Vec<usize> = (0..benchmark.len())
-        .filter(|&i| settings.shard.is_none_or(|s| s.contains(i)))
-        .take(settings.limit.unwrap_or(usize::MAX))
-        .collect();
-
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut run = Run::start(benchmark, settings, pipeline, out)?;
+    for i in 0..run.pending.len() {
+        let index = run.pending[i];
+        let outcome = run_one(engine, benchmark, settings, pipeline, index);
+        run.record(outcome);
+        if run.error.is_some() {
+            break;
+        }
     }
-    let existing = read_results(out)?;
-    let done: std::collections::HashSet<String> =
-        existing.results.iter().map(|r| r.qid.clone()).collect();
-    let done_before = selected
-        .iter()
-        .filter(|&&i| done.contains(&benchmark.items[i].qid))
-        .count();
+    run.finish()
+}
 
-    let header = prepare_header(out, benchmark, settings, pipeline, done_before)?;
-    write_header(&header_path(out), &header)?;
+/// As [`run_with`], with [`EvalSettings::concurrency`] questions in flight at once: worker `k` runs its
+/// questions on `engines[k]` in its own thread, and the calling thread writes every result as it comes.
+///
+/// # Errors
+/// As [`run_with`]; [`EvalError::Invalid`] for a concurrency of 0 or above `engines.len()`.
+pub fn run_concurrent<E: Engine + Send>(
+    engines: &mut [E],
+    benchmark: &Benchmark,
+    settings: &EvalSettings,
+    pipeline: &dyn MediaPipeline,
+    out: &Path,
+) -> Result<RunSummary> {
+    let workers = settings.concurrency;
+    if workers == 0 || workers > engines.len() {
+        return Err(EvalError::Invalid(format!(
+            "concurrency {workers} needs between 1 and {} engines (one per question in flight)",
+            engines.len()
+        )));
+    }
+    let mut run = Run::start(benchmark, settings, pipeline, out)?;
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let pending = run.pending.clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Result<ItemResult>>();
+        for engine in engines.iter_mut().take(workers) {
+            let (tx, next, stop, pending) = (tx.clone(), &next, &stop, &pending);
+            scope.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(&index) = pending.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        break;
+                    };
+                    let outcome = run_one(engine, benchmark, settings, pipeline, index);
+                    if outcome.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    if tx.send(outcome).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // The workers hold the only senders left: the loop ends when the last one is done.
+        drop(tx);
+        for outcome in rx {
+            run.record(outcome);
+            if run.error.is_some() {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    run.finish()
+}
 
-    // Cut a torn last line off before appending.
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out)
-        .map_err(io(out))?;
-    if existing.torn {
-        file.set_len(existing.intact_len).map_err(io(out))?;
+/// One start of a run: what it selected and still has to do, the open results file, the counters and
+/// the progress bar. [`Run::record`] is the single place results are written.
+struct Run<'a> {
+    out: &'a Path,
+    file: File,
+    pending: Vec<usize>,
+    summary: RunSummary,
+    correct: usize,
+    bar: ProgressBar,
+    started: Instant,
+    /// The first error that stopped the run.
+    error: Option<EvalError>,
+}
+
+impl<'a> Run<'a> {
+    /// Selects the questions, reads what `out` already holds, writes the header and opens `out` for
+    /// appending (cutting a torn last line off).
+    fn start(
+        benchmark: &Benchmark,
+        settings: &EvalSettings,
+        pipeline: &dyn MediaPipeline,
+        out: &'a Path,
+    ) -> Result<Self> {
+        let started = Instant::now();
+        if settings.shard.is_some_and(|s| s.count == 0) {
+            return Err(EvalError::Invalid("a shard count of 0".into()));
+        }
+        let selected: Vec<usize> = (0..benchmark.len())
+            .filter(|&i| settings.shard.is_none_or(|s| s.contains(i)))
+            .take(settings.limit.unwrap_or(usize::MAX))
+            .collect();
+
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let existing = read_results(out)?;
+        let done: std::collections::HashSet<String> =
+            existing.results.iter().map(|r| r.qid.clone()).collect();
+        let done_before = selected
+            .iter()
+            .filter(|&&i| done.contains(&benchmark.items[i].qid))
+            .count();
+
+        let header = prepare_header(out, benchmark, settings, pipeline, done_before)?;
+        write_header(&header_path(out), &header)?;
+
+        // Cut a torn last line off before appending.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .map_err(io(out))?;
+        if existing.torn {
+            file.set_len(existing.intact_len).map_err(io(out))?;
+        }
+
+        let pending: Vec<usize> = selected
+            .iter()
+            .copied()
+            .filter(|&i| !done.contains(&benchmark.items[i].qid))
+            .collect();
+        let bar = progress_bar(settings.progress, pending.len() as u64, &benchmark.name);
+        let summary = RunSummary {
+            selected: selected.len(),
+            done_before,
+            ran: 0,
+            errors: 0,
+            dropped_torn_line: existing.torn,
+            seconds: 0.0,
+        };
+        Ok(Self {
+            out,
+            file,
+            pending,
+            summary,
+            correct: 0,
+            bar,
+            started,
+            error: None,
+        })
     }
 
-    let pending: Vec<usize> = selected
-        .iter()
-        .copied()
-        .filter(|&i| !done.contains(&benchmark.items[i].qid))
-        .collect();
-    let bar = progress_bar(settings.progress, pending.len() as u64, &benchmark.name);
-    let mut summary = RunSummary {
-        selected: selected.len(),
-        done_before,
-        ran: 0,
-        errors: 0,
-        dropped_torn_line: existing.torn,
-        seconds: 0.0,
-    };
-    let mut correct = 0usize;
-    for &index in &pending {
-        let result = run_one(engine, benchmark, settings, pipeline, index)?;
-        summary.ran += 1;
-        summary.errors += usize::from(result.error.is_some());
-        correct += usize::from(score_item(&result, Scorer::Official).correct);
-        append(&mut file, out, &result)?;
-        bar.set_message(format!(
+    /// Writes one finished question (or keeps the first error that stops the run).
+    fn record(&mut self, outcome: Result<ItemResult>) {
+        let result = match outcome {
+            Ok(result) => result,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                return;
+            }
+        };
+        if let Err(e) = append(&mut self.file, self.out, &result) {
+            self.error.get_or_insert(e);
+            return;
+        }
+        self.summary.ran += 1;
+        self.summary.errors += usize::from(result.error.is_some());
+        self.correct += usize::from(score_item(&result, Scorer::Official).correct);
+        self.bar.set_message(format!(
             "official acc {:.1}% of {}",
-            100.0 * correct as f64 / summary.ran as f64,
-            summary.ran
+            100.0 * self.correct as f64 / self.summary.ran as f64,
+            self.summary.ran
         ));
-        bar.inc(1);
+        self.bar.inc(1);
     }
-    bar.finish();
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+
+    fn finish(mut self) -> Result<RunSummary> {
+        self.bar.finish();
+        match self.error {
+            Some(e) => Err(e),
+            None => {
+                self.summary.seconds = self.started.elapsed().as_secs_f64();
+                Ok(self.summary)
+            }
+        }
+    }
 }
 
 /// Runs question `index`; `Err` only for errors that should stop the run.
@@ -219,6 +351,7 @@ fn prepare_header(
             .map_or(0, |d| d.as_secs()),
         commit: settings.commit.clone(),
         done_before,
+        concurrency: settings.concurrency,
     };
     let mut header = RunHeader {
         format: FORMAT.into(),

@@ -69,6 +69,10 @@ pub struct Counters {
     pub generated: AtomicUsize,
     /// `open` calls (questions started).
     pub opened: AtomicUsize,
+    /// `generate` calls running now (engines sharing these counters).
+    pub generating: AtomicUsize,
+    /// The most `generate` calls that ran at once.
+    pub most_generating: AtomicUsize,
 }
 
 /// An engine that answers from the question: `say X` -> `\boxed{X}` (or a wrong letter for questions with
@@ -83,6 +87,19 @@ pub struct Scripted {
 }
 
 impl Scripted {
+    /// `n` engines sharing one set of counters (for concurrent runs), each sleeping `delay` per turn.
+    pub fn pool(n: usize, delay: Duration) -> Vec<Self> {
+        let counters = Arc::new(Counters::default());
+        (0..n)
+            .map(|_| {
+                let mut e = Self::new();
+                e.counters = Arc::clone(&counters);
+                e.delay = delay;
+                e
+            })
+            .collect()
+    }
+
     pub fn new() -> Self {
         Self {
             question: String::new(),
@@ -170,7 +187,12 @@ impl Engine for Scripted {
         active: &[bool],
         _sampling: &TurnSampling,
     ) -> pixel_agent::Result<Vec<Option<Generated>>> {
+        let now = self.counters.generating.fetch_add(1, Ordering::SeqCst) + 1;
+        self.counters
+            .most_generating
+            .fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(self.delay);
+        self.counters.generating.fetch_sub(1, Ordering::SeqCst);
         self.counters.generated.fetch_add(1, Ordering::SeqCst);
         let text = self.reply();
         self.turn += 1;
