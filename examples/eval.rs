@@ -10,18 +10,22 @@
 //! cargo run --release --features vlm --example eval -- score out/eval/vstar.jsonl --scorer official
 //! cargo run --release --features vlm --example eval -- report out/eval/*.jsonl --out out/eval/report.md
 //! ```
-//! `run` is resumable: run the same command again after a crash or a kill and it continues. `--shard i/n`
-//! runs every n-th question into its own file: start several processes against one server to keep it busy
-//! (each runs one question at a time); `--limit N` runs the first N. See `docs/benchmarks.md` for the layouts, the settings and the reproduction recipe.
+//! `run` is resumable: run the same command again after a crash or a kill and it continues. With `--url`,
+//! `--concurrency N` keeps N questions in flight against the server (it batches them); `--shard i/n` runs
+//! every n-th question into its own file (several processes or machines); `--limit N` runs the first N.
+//! In process, every image the model receives goes through the serving engine's torchvision resize first
+//! (`--engine-kernel pillow` keeps the processor's Pillow kernel). See `docs/benchmarks.md` for the layouts,
+//! the settings and the reproduction recipe.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use pixel_agent::{Engine, HttpConfig, HttpEngine, LocalEngine};
 use pixel_eval::{
-    EvalSettings, Layout, LoadOptions, OfficialPipeline, Scorer, Shard, loaders, read_many, report,
-    run_with, score,
+    EvalSettings, Layout, LoadOptions, OfficialPipeline, Scorer, ServingResize,
+    ServingResizeEngine, Shard, loaders, read_many, report, run_concurrent, run_with, score,
 };
+use pixel_ops::BicubicKernel;
 use pixel_traces::OnError;
 #[cfg(not(feature = "cuda"))]
 use pixel_vlm::backend::CpuBackend as Backend;
@@ -100,6 +104,13 @@ struct RunArgs {
     /// Only this shard, `i/n`.
     #[arg(long)]
     shard: Option<String>,
+    /// Questions in flight at once, each on its own connection (`--url` only; the in-process engine
+    /// runs one at a time).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Kernel of the serving engine's resize in process: torchvision (the official engine's) or pillow.
+    #[arg(long, default_value = "torchvision")]
+    engine_kernel: String,
     /// The git commit of this code, recorded in the header.
     #[arg(long)]
     commit: Option<String>,
@@ -215,10 +226,23 @@ fn run_command(args: &RunArgs) -> Result<()> {
     settings.limit = args.limit;
     settings.shard = args.shard.as_deref().map(Shard::parse).transpose()?;
     settings.commit = args.commit.clone();
+    settings.concurrency = args.concurrency;
     let pipeline = OfficialPipeline::default();
 
     let summary = match (&args.model, &args.url) {
         (Some(dir), _) => {
+            if args.concurrency != 1 {
+                return Err(
+                    "the in-process engine runs one question at a time: --concurrency 1".into(),
+                );
+            }
+            let kernel = match args.engine_kernel.as_str() {
+                "torchvision" => BicubicKernel::Torchvision,
+                "pillow" => BicubicKernel::Pillow,
+                other => {
+                    return Err(format!("unknown kernel {other:?} (torchvision, pillow)").into());
+                }
+            };
             let dtype = match args.dtype.as_str() {
                 "f32" => FloatDType::F32,
                 "bf16" => FloatDType::BF16,
@@ -253,7 +277,13 @@ fn run_command(args: &RunArgs) -> Result<()> {
                 .notes
                 .insert("engine_pixels".into(), serde_json::to_value(limits)?);
             settings.notes.insert("kv_capacity".into(), capacity.into());
-            let mut engine = LocalEngine::new(&model, &processor, capacity);
+            // The serving engine's resize, with the processor's own bounds so its Pillow resize is a no-op.
+            let stage = ServingResize { limits, kernel };
+            settings
+                .notes
+                .insert("engine_resize".into(), serde_json::to_value(stage)?);
+            let engine = LocalEngine::new(&model, &processor, capacity);
+            let mut engine = ServingResizeEngine::new(engine, stage);
             go(&mut engine, &bench, &settings, &pipeline, &args.out)?
         }
         (None, Some(url)) => {
@@ -265,8 +295,10 @@ fn run_command(args: &RunArgs) -> Result<()> {
                 "engine_pixels".into(),
                 "the server's own processor settings (official: --mm-processor-kwargs min_pixels=401408 max_pixels=4014080)".into(),
             );
-            let mut engine = HttpEngine::new(config)?;
-            go(&mut engine, &bench, &settings, &pipeline, &args.out)?
+            let mut engines = (0..args.concurrency.max(1))
+                .map(|_| HttpEngine::new(config.clone()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            run_concurrent(&mut engines, &bench, &settings, &pipeline, &args.out)?
         }
         (None, None) => return Err("give --model DIR or --url URL".into()),
     };
