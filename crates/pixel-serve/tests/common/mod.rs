@@ -118,6 +118,11 @@ impl TestServer {
         }
     }
 
+    /// The sender that starts shutdown (for a test that signals from elsewhere).
+    pub fn take_trigger(&mut self) -> tokio::sync::oneshot::Sender<()> {
+        self.shutdown.take().expect("not signalled yet")
+    }
+
     /// Signals shutdown without waiting.
     pub fn signal_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
