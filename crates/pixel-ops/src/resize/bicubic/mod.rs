@@ -39,7 +39,7 @@
 //! * this file: the public API ([`resize_bicubic`], [`resize_bicubic_torchvision`], [`BicubicKernel`],
 //!   [`pass_order`], [`MAX_RESIZE_BYTES`]), the size checks, the two-pass driver (pass order, row
 //!   windows, threads, the scratch buffer between the passes) and the dispatch between code paths;
-//! * `weights`: Keys' kernel and the fixed-point [`Kernel`] of one pass in both flavours, shared by
+//! * `weights`: Keys' kernel and the fixed-point `Kernel` of one pass in both flavours, shared by
 //!   every path;
 //! * `portable`: the passes as plain Rust loops, the reference and the fallback;
 //! * `avx2` (x86-64 only): the horizontal pass in AVX2 intrinsics and the portable vertical loop
