@@ -1,4 +1,4 @@
-//! Batched generation over a preallocated KV cache, with multi-turn continuation.
+//! Batched generation over a KV cache that grows with use, with multi-turn continuation.
 //!
 //! A [`Session`] owns the cache of `batch` rows. [`Session::append`] prefills new tokens (a prompt, or the
 //! next user turn with its images) for every row at once, left-padding shorter rows; only the new part is
@@ -98,7 +98,7 @@ pub struct Session<'m, B: Backend> {
 
 impl<'m, B: Backend> Session<'m, B> {
     /// A session of `batch` rows holding up to `capacity` tokens each, its KV cache within
-    /// [`crate::cache::DEFAULT_KV_CACHE_BUDGET`] bytes.
+    /// [`crate::cache::DEFAULT_KV_CACHE_BUDGET`] bytes when full (it is allocated as tokens arrive).
     ///
     /// # Errors
     /// As [`Session::with_budget`].
