@@ -29,6 +29,15 @@ pub enum VlmError {
     /// or a tensor the device failed to read back.
     #[error("cannot save the model: {0}")]
     Save(String),
+    /// A LoRA adapter folder (`adapter_config.json`, `adapter_model.safetensors`) is malformed, uses a PEFT
+    /// feature this crate does not implement, or does not fit the model; `reason` lists every problem.
+    #[error("LoRA adapter `{path}`: {reason}")]
+    Adapter {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A JSON file (config, shard index) is not valid JSON or has the wrong structure.
     #[error("cannot parse `{path}`: {message}")]
     Json {

@@ -4,7 +4,8 @@
 //! [`layers`] (linear products, RMSNorm, rotary embeddings, SwiGLU: shared by both towers), [`vision`]
 //! (vision tower), [`text`] (decoder with M-RoPE), [`model`] (the whole model and its forward), [`cache`]
 //! (preallocated KV cache), [`generation`] (batched generation), [`train`] (the cache-free training
-//! forward, target log-probs, freezing), [`saving`] (`save_pretrained` to a Hugging Face folder),
+//! forward, target log-probs, freezing), [`lora`] (LoRA adapters, merging, PEFT adapter files),
+//! [`saving`] (`save_pretrained` to a Hugging Face folder),
 //! [`builder`] (a complete tiny checkpoint from scratch), [`backend`] (default CPU backend).
 //!
 //! ```no_run
@@ -28,6 +29,7 @@ pub mod error;
 pub mod generation;
 pub mod layers;
 pub mod loading;
+pub mod lora;
 pub mod model;
 pub mod processor;
 pub mod rope_index;

@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::layers::linear::linear;
+use crate::layers::lora::{LoraAdapter, adapted};
 use crate::loading::ParamLoader;
 
 /// `down(silu(gate(x)) * up(x))`: keys `{prefix}.gate_proj`, `{prefix}.up_proj`, `{prefix}.down_proj`.
@@ -19,6 +20,12 @@ pub struct SwiGlu<B: Backend> {
     pub up_proj: Linear<B>,
     /// `intermediate -> hidden`.
     pub down_proj: Linear<B>,
+    /// LoRA adapter of `gate_proj` ([`crate::lora`]); `None` without one.
+    pub gate_proj_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `up_proj`.
+    pub up_proj_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `down_proj`.
+    pub down_proj_lora: Option<LoraAdapter<B>>,
 }
 
 /// Construction of a [`SwiGlu`].
@@ -54,6 +61,9 @@ impl SwiGluConfig {
             gate_proj: p.linear(&format!("{prefix}.gate_proj"), hidden, inter, bias, std),
             up_proj: p.linear(&format!("{prefix}.up_proj"), hidden, inter, bias, std),
             down_proj: p.linear(&format!("{prefix}.down_proj"), inter, hidden, bias, std),
+            gate_proj_lora: None,
+            up_proj_lora: None,
+            down_proj_lora: None,
         }
     }
 }
@@ -66,10 +76,24 @@ impl<B: Backend> SwiGlu<B> {
     /// - output: `[.., hidden]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         // The activation in f32 and rounded once, as torch's fused kernel does in bf16.
-        let gate = linear(&self.gate_proj, x.clone()); // [.., inter]
+        let gate = adapted(
+            self.gate_proj_lora.as_ref(),
+            linear(&self.gate_proj, x.clone()),
+            x.clone(),
+        ); // [.., inter]
         let dtype = gate.dtype();
         let gate = silu(gate.cast(DType::F32)).cast(dtype);
-        linear(&self.down_proj, gate * linear(&self.up_proj, x))
+        let up = adapted(
+            self.up_proj_lora.as_ref(),
+            linear(&self.up_proj, x.clone()),
+            x,
+        );
+        let inner = gate * up;
+        adapted(
+            self.down_proj_lora.as_ref(),
+            linear(&self.down_proj, inner.clone()),
+            inner,
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use burn::tensor::{DType, Tensor};
 use crate::backend::{linear_forward, matmul};
 use crate::cache::KvCache;
 use crate::layers::linear::linear;
+use crate::layers::lora::{LoraAdapter, adapted};
 use crate::layers::rope::apply_rotary;
 use crate::loading::ParamLoader;
 
@@ -28,6 +29,14 @@ pub struct TextAttention<B: Backend> {
     pub v_proj: Linear<B>,
     /// `heads * head_dim -> hidden`, no bias.
     pub o_proj: Linear<B>,
+    /// LoRA adapter of `q_proj` ([`crate::lora`]); `None` without one.
+    pub q_proj_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `k_proj`.
+    pub k_proj_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `v_proj`.
+    pub v_proj_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `o_proj`.
+    pub o_proj_lora: Option<LoraAdapter<B>>,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -111,6 +120,10 @@ impl TextAttentionConfig {
                 false,
                 0.02,
             ),
+            q_proj_lora: None,
+            k_proj_lora: None,
+            v_proj_lora: None,
+            o_proj_lora: None,
             num_heads: heads,
             num_kv_heads: kv_heads,
             head_dim,
@@ -170,9 +183,12 @@ impl<B: Backend> TextAttention<B> {
         // Projections of `[b * s, hidden]` rows: under autodiff a 3-D input makes each weight gradient a
         // product per row of the batch, summed.
         let x = x.reshape([b * s, self.q_proj.weight.dims()[0]]);
-        let q = linear_forward(&self.q_proj, x.clone()).reshape([b, s, h, d]);
-        let k = linear_forward(&self.k_proj, x.clone()).reshape([b, s, kvh, d]);
-        let v = linear_forward(&self.v_proj, x)
+        let project = |layer: &Linear<B>, lora: &Option<LoraAdapter<B>>| {
+            adapted(lora.as_ref(), linear_forward(layer, x.clone()), x.clone())
+        };
+        let q = project(&self.q_proj, &self.q_proj_lora).reshape([b, s, h, d]);
+        let k = project(&self.k_proj, &self.k_proj_lora).reshape([b, s, kvh, d]);
+        let v = project(&self.v_proj, &self.v_proj_lora)
             .reshape([b, s, kvh, d])
             .swap_dims(1, 2); // [b, kvh, s, d]
         // Heads first in memory, then the rotation with the tables repeated over the heads: every operand is
@@ -227,7 +243,11 @@ impl<B: Backend> TextAttention<B> {
             .reshape([b, h, s, d])
             .swap_dims(1, 2)
             .reshape([b, s, h * d]);
-        linear(&self.o_proj, out)
+        adapted(
+            self.o_proj_lora.as_ref(),
+            linear(&self.o_proj, out.clone()),
+            out,
+        )
     }
 }
 

@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::backend::{linear_forward, matmul};
+use crate::layers::lora::{LoraAdapter, adapted};
 use crate::layers::rope::apply_rotary;
 use crate::loading::ParamLoader;
 
@@ -18,6 +19,10 @@ pub struct VisionAttention<B: Backend> {
     pub qkv: Linear<B>,
     /// Output projection `dim -> dim` (with bias).
     pub proj: Linear<B>,
+    /// LoRA adapter of `qkv` ([`crate::lora`]); `None` without one.
+    pub qkv_lora: Option<LoraAdapter<B>>,
+    /// LoRA adapter of `proj`.
+    pub proj_lora: Option<LoraAdapter<B>>,
     /// Attention heads.
     pub num_heads: usize,
 }
@@ -55,6 +60,8 @@ impl VisionAttentionConfig {
         VisionAttention {
             qkv: p.linear(&format!("{prefix}.qkv"), dim, 3 * dim, true, 0.02),
             proj: p.linear(&format!("{prefix}.proj"), dim, dim, true, 0.02),
+            qkv_lora: None,
+            proj_lora: None,
             num_heads: self.num_heads,
         }
     }
@@ -78,7 +85,12 @@ impl<B: Backend> VisionAttention<B> {
         let [n, dim] = x.dims();
         let heads = self.num_heads;
         let head_dim = dim / heads;
-        let qkv = linear_forward(&self.qkv, x).reshape([n, 3, heads, head_dim]);
+        let qkv = adapted(
+            self.qkv_lora.as_ref(),
+            linear_forward(&self.qkv, x.clone()),
+            x,
+        )
+        .reshape([n, 3, heads, head_dim]);
         let q = qkv.clone().narrow(1, 0, 1).reshape([n, heads, head_dim]);
         let k = qkv.clone().narrow(1, 1, 1).reshape([n, heads, head_dim]);
         let v = qkv.narrow(1, 2, 1).reshape([n, heads, head_dim]);
@@ -101,7 +113,12 @@ impl<B: Backend> VisionAttention<B> {
             let out = matmul(probs, vc); // [count, heads, len, head_dim]
             outputs.push(out.swap_dims(1, 2).reshape([count * len, dim]));
         }
-        linear_forward(&self.proj, Tensor::cat(outputs, 0))
+        let out = Tensor::cat(outputs, 0);
+        adapted(
+            self.proj_lora.as_ref(),
+            linear_forward(&self.proj, out.clone()),
+            out,
+        )
     }
 }
 

@@ -69,6 +69,13 @@ impl Fixture {
         }
     }
 
+    /// Reads any safetensors file of expected values.
+    pub fn from_path(path: &std::path::Path) -> Self {
+        Self {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
+    }
+
     fn tensors(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).unwrap()
     }
