@@ -282,13 +282,15 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesReject
                 created: unix_now(),
                 model: request.model.clone(),
             };
+            // Counted before the push: the worker may take the job at once.
+            Stats::add(&shared.stats.queued, 1);
             if let Err(job) = shared.queue.push(job) {
                 drop(job);
+                Stats::sub(&shared.stats.queued, 1);
                 let error = ApiError::overloaded("the server is shutting down");
                 admission.fail(&error);
                 return error.into_response();
             }
-            Stats::add(&shared.stats.queued, 1);
             let ctx = stream::Context {
                 meta,
                 n: request.n,

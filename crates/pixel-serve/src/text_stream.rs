@@ -134,3 +134,75 @@ impl<'t> TextStream<'t> {
         keep.min(text.len() - self.emitted.min(text.len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn tokenizer() -> QwenTokenizer {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures/tokenizer");
+        QwenTokenizer::from_dir(dir).expect("the test tokenizer")
+    }
+
+    /// Streams `text`'s tokens; returns the pieces and the final text.
+    fn stream(tokenizer: &QwenTokenizer, text: &str, stop: &[&str]) -> (Vec<String>, String) {
+        let stop: Vec<String> = stop.iter().map(|s| s.to_string()).collect();
+        let mut s = TextStream::new(tokenizer, &stop);
+        let mut pieces: Vec<String> = tokenizer
+            .encode(text)
+            .unwrap()
+            .into_iter()
+            .map(|id| s.push(id))
+            .collect();
+        pieces.push(s.finish());
+        (pieces, s.text().to_owned())
+    }
+
+    #[test]
+    fn pieces_add_up_to_the_decoded_text_and_never_split_a_character() {
+        let tok = tokenizer();
+        let text = "Zoom in: the sign says «ÉTÉ» 日本語 — done.";
+        let (pieces, whole) = stream(&tok, text, &[]);
+        assert_eq!(
+            whole,
+            tok.decode(&tok.encode(text).unwrap(), false).unwrap()
+        );
+        assert_eq!(pieces.concat(), whole);
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        assert!(
+            pieces.iter().filter(|p| !p.is_empty()).count() > 5,
+            "{pieces:?}"
+        );
+    }
+
+    #[test]
+    fn stop_string_ends_the_text_before_it_even_across_tokens() {
+        let tok = tokenizer();
+        let (pieces, whole) = stream(&tok, "first part STOP second part", &["STOP", "never"]);
+        assert_eq!(whole, "first part ");
+        assert_eq!(pieces.concat(), "first part ");
+        assert!(pieces.iter().all(|p| !p.contains('S')), "{pieces:?}");
+    }
+
+    #[test]
+    fn text_that_only_begins_a_stop_string_is_released_at_the_end() {
+        let tok = tokenizer();
+        let (pieces, whole) = stream(&tok, "ends with STO", &["STOP"]);
+        assert_eq!(whole, "ends with STO");
+        assert_eq!(pieces.concat(), whole);
+        assert_eq!(pieces.last().map(String::as_str), Some("STO"));
+    }
+
+    #[test]
+    fn ids_the_tokenizer_lacks_are_skipped() {
+        let tok = tokenizer();
+        let mut s = TextStream::new(&tok, &[]);
+        assert_eq!(s.push(u32::MAX), "");
+        let ids = tok.encode("ok").unwrap();
+        let text: String = ids.iter().map(|&id| s.push(id)).collect::<String>() + &s.finish();
+        assert_eq!(text, "ok");
+    }
+}
