@@ -9,7 +9,7 @@
 //! (the rollout samples the first turn at 1.0 and later turns at 0.9), as the rollout computed them.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, TensorData};
 use pixel_agent::{RolloutConfig, Trajectory, VisualKind};
 use pixel_vlm::processor::Processor;
 use pixel_vlm::train::Targets;
@@ -37,7 +37,8 @@ pub fn turn_temperatures(loss_mask: &[bool], config: &RolloutConfig) -> Vec<f32>
 
 /// The policy's per-token log-probs for `trajectories` (one row each, right-padded) with the rollout's
 /// log-probs as `old_logp`, the advantages, and the loss mask: ready for
-/// [`crate::loss::clipped_surrogate`].
+/// [`crate::loss::clipped_surrogate`]. Log-probs are computed at the masked (trained) positions only and
+/// are 0 elsewhere.
 ///
 /// # Errors
 /// [`RlError::Shape`] for a trajectory without a token record (an HTTP rollout), a mismatch between
@@ -56,6 +57,9 @@ pub fn policy_tokens<B: Backend>(
 /// As [`policy_tokens`], with the policy's per-token entropy `[b, s]` (at each token's temperature) when
 /// `entropy` is set (for metrics: it costs one more pass over the vocabulary).
 ///
+/// The head (the vocabulary projection, its log-softmax, the entropy) runs only at the positions the
+/// loss mask trains, as TRL's `logits_to_keep` does: log-probs and entropies elsewhere are 0.
+///
 /// # Errors
 /// As [`policy_tokens`].
 pub fn policy_tokens_with_entropy<B: Backend>(
@@ -65,6 +69,27 @@ pub fn policy_tokens_with_entropy<B: Backend>(
     advantages: &[f32],
     rollout: &RolloutConfig,
     entropy: bool,
+) -> Result<(PolicyTokens<B>, Option<Tensor<B, 2>>)> {
+    policy_tokens_at(
+        model,
+        processor,
+        trajectories,
+        advantages,
+        rollout,
+        entropy,
+        Head::Trained,
+    )
+}
+
+/// As [`policy_tokens_with_entropy`], the head applied where `head` says.
+fn policy_tokens_at<B: Backend>(
+    model: &Qwen25Vl<B>,
+    processor: &Processor,
+    trajectories: &[&Trajectory],
+    advantages: &[f32],
+    rollout: &RolloutConfig,
+    entropy: bool,
+    head: Head,
 ) -> Result<(PolicyTokens<B>, Option<Tensor<B, 2>>)> {
     if trajectories.is_empty() || trajectories.len() != advantages.len() {
         return Err(RlError::Shape(format!(
@@ -147,14 +172,18 @@ pub fn policy_tokens_with_entropy<B: Backend>(
         images: (!images.grid_thw.is_empty()).then_some(&images),
         videos: None,
     };
-    let hidden = model.forward_train(&input)?;
-    let targets = Targets {
-        temperature: Some(&temperature),
-        entropy,
-        ..Targets::new(&targets)
-    };
-    let scores = model.target_logprobs(hidden, &targets)?;
-    let logp = scores.logprobs;
+    let hidden = model.forward_train(&input)?; // [b, s, hidden]
+    let (logp, entropy) = score(
+        model,
+        hidden,
+        &Scored {
+            targets: &targets,
+            temperature: &temperature,
+            mask: &mask,
+            entropy,
+        },
+        head,
+    )?;
     let device = model.device();
     let tokens = PolicyTokens {
         logp,
@@ -163,5 +192,227 @@ pub fn policy_tokens_with_entropy<B: Backend>(
         advantages: Tensor::from_data(TensorData::new(advantages.to_vec(), [b]), &device),
         mask: Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [b, s]), &device),
     };
-    Ok((tokens, scores.entropy))
+    Ok((tokens, entropy))
+}
+
+/// Where [`score`] applies the head (the vocabulary projection and its log-softmax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Only at the trained positions (the mask): TRL's `logits_to_keep`. The others score 0.
+    Trained,
+    /// At every position (what the trainer did before; kept to test [`Head::Trained`] against).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Every,
+}
+
+/// What [`score`] scores, all `[b * s]` row-major.
+struct Scored<'a> {
+    targets: &'a [u32],
+    temperature: &'a [f32],
+    mask: &'a [bool],
+    entropy: bool,
+}
+
+/// Log-probs of the targets (and entropies) `[b, s]` from the final hidden states `[b, s, hidden]`.
+///
+/// With [`Head::Trained`] the hidden states of the trained positions are gathered first, so the head's
+/// product, softmax and backward run on those rows only (a GRPO row is mostly prompt: 149 of 181
+/// positions in the trainer benchmark); the results are scattered back, and untrained positions are 0
+/// (the loss masks them).
+fn score<B: Backend>(
+    model: &Qwen25Vl<B>,
+    hidden: Tensor<B, 3>,
+    scored: &Scored<'_>,
+    head: Head,
+) -> Result<(Tensor<B, 2>, Option<Tensor<B, 2>>)> {
+    let [b, s, width] = hidden.dims();
+    if head == Head::Every {
+        let targets = Targets {
+            temperature: Some(scored.temperature),
+            entropy: scored.entropy,
+            ..Targets::new(scored.targets)
+        };
+        let scores = model.target_logprobs(hidden, &targets)?;
+        return Ok((scores.logprobs, scores.entropy));
+    }
+    let mut picked: Vec<usize> = (0..b * s).filter(|&i| scored.mask[i]).collect();
+    if picked.is_empty() {
+        // Nothing is trained; one position keeps the loss a function of the parameters.
+        picked.push(0);
+    }
+    let n = picked.len();
+    let ids: Vec<u32> = picked.iter().map(|&i| scored.targets[i]).collect();
+    let temperature: Vec<f32> = picked.iter().map(|&i| scored.temperature[i]).collect();
+    let device = hidden.device();
+    let index = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(picked.iter().map(|&i| i as i64).collect(), [n]),
+        &device,
+    );
+    let rows = hidden
+        .reshape([b * s, width])
+        .select(0, index.clone())
+        .reshape([1, n, width]);
+    let targets = Targets {
+        temperature: Some(&temperature),
+        entropy: scored.entropy,
+        ..Targets::new(&ids)
+    };
+    let scores = model.target_logprobs(rows, &targets)?;
+    let scatter = |values: Tensor<B, 2>| {
+        Tensor::<B, 1>::zeros([b * s], (&device, values.dtype()))
+            .select_assign(0, index.clone(), values.reshape([n]), IndexingUpdateOp::Add)
+            .reshape([b, s])
+    };
+    Ok((scatter(scores.logprobs), scores.entropy.map(scatter)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+    use burn::tensor::backend::AutodiffBackend;
+    use pixel_agent::{LocalEngine, Media, Query, run_group};
+    use pixel_vlm::backend::CpuBackend;
+    use pixel_vlm::sampling::SamplingParams;
+    use std::path::Path;
+
+    type AB = Autodiff<CpuBackend>;
+
+    /// The committed tiny checkpoint (`pixel-vlm`'s fixtures) with the test tokenizer, as one folder.
+    fn checkpoint() -> tempfile::TempDir {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = [
+            ("models/tiny_flat", "config.json"),
+            ("models/tiny_flat", "model.safetensors"),
+            ("tokenizer", "tokenizer.json"),
+            ("tokenizer", "tokenizer_config.json"),
+            ("tokenizer", "chat_template.json"),
+            ("tokenizer", "preprocessor_config.json"),
+        ];
+        for (folder, name) in files {
+            std::fs::copy(fixtures.join(folder).join(name), dir.path().join(name)).expect("copy");
+        }
+        dir
+    }
+
+    /// Every parameter's gradient, flattened, in visiting order.
+    struct Grads<'a>(&'a <AB as AutodiffBackend>::Gradients, Vec<Vec<f32>>);
+
+    impl ModuleVisitor<AB> for Grads<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            if let Some(g) = param.val().grad(self.0) {
+                self.1
+                    .push(g.into_data().convert::<f32>().to_vec().expect("f32"));
+            }
+        }
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    fn values(t: Tensor<AB, 2>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().expect("f32")
+    }
+
+    #[test]
+    fn the_head_at_trained_positions_gives_the_log_probs_entropies_and_gradients_of_the_full_head()
+    {
+        let dir = checkpoint();
+        let processor = Processor::from_pretrained(dir.path()).expect("processor");
+        let model =
+            Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");
+        // Temperature 0.7: the head divides by the sampling temperature at the trained positions.
+        let rollout = RolloutConfig {
+            first_turn: SamplingParams::with_temperature(0.7),
+            max_new_tokens: 6,
+            system: Some("You are a helpful assistant.".into()),
+            ..RolloutConfig::default()
+        };
+        let policy = model.valid();
+        let mut trajectories = Vec::new();
+        // Two prompts of different lengths: rows are right-padded.
+        for question in [
+            "Pick one.",
+            "Which of the two books on the top shelf is the older one?",
+        ] {
+            let query = Query {
+                media: Media::Images(Vec::new()),
+                question: question.into(),
+            };
+            let mut engine = LocalEngine::new(&policy, &processor, 512);
+            trajectories.extend(run_group(&mut engine, &query, 2, &rollout).expect("rollouts"));
+        }
+        let refs: Vec<&Trajectory> = trajectories.iter().collect();
+        let lengths: Vec<usize> = refs
+            .iter()
+            .map(|t| t.tokens.as_ref().unwrap().len())
+            .collect();
+        assert!(
+            lengths.iter().any(|&l| l != lengths[0]),
+            "rows of one length: {lengths:?}"
+        );
+        let advantages = [0.5, -0.5, 1.0, -1.0];
+
+        let run = |head: Head| {
+            let (tokens, entropy) =
+                policy_tokens_at(&model, &processor, &refs, &advantages, &rollout, true, head)
+                    .expect("policy tokens");
+            let mask = tokens.mask.clone().float();
+            let loss = (tokens.logp.clone() * mask.clone()).sum();
+            let mut grads = Grads(&loss.backward(), Vec::new());
+            model.visit(&mut grads);
+            let mask = values(mask);
+            (
+                values(tokens.logp),
+                values(entropy.expect("entropy")),
+                mask,
+                grads.1,
+            )
+        };
+        let (logp, entropy, mask, grads) = run(Head::Trained);
+        let (full_logp, full_entropy, full_mask, full_grads) = run(Head::Every);
+        assert_eq!(mask, full_mask);
+        let trained = mask.iter().filter(|&&m| m > 0.0).count();
+        assert!(
+            trained >= 4 && trained < mask.len() / 2,
+            "{trained} of {}",
+            mask.len()
+        );
+        for i in 0..mask.len() {
+            if mask[i] > 0.0 {
+                assert!(
+                    (logp[i] - full_logp[i]).abs() <= 1e-6,
+                    "log-prob {i}: {} vs {}",
+                    logp[i],
+                    full_logp[i]
+                );
+                assert!(
+                    (entropy[i] - full_entropy[i]).abs() <= 1e-6,
+                    "entropy {i}: {} vs {}",
+                    entropy[i],
+                    full_entropy[i]
+                );
+                assert!(full_logp[i] < 0.0 && entropy[i] > 0.0);
+            } else {
+                assert_eq!((logp[i], entropy[i]), (0.0, 0.0), "untrained position {i}");
+            }
+        }
+        assert_eq!(grads.len(), full_grads.len());
+        assert!(!grads.is_empty());
+        for (k, (g, f)) in grads.iter().zip(&full_grads).enumerate() {
+            let scale = f.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1.0);
+            assert!(
+                max_diff(g, f) <= 1e-5 * scale,
+                "parameter {k}: gradients differ by {}",
+                max_diff(g, f)
+            );
+        }
+    }
 }

@@ -54,7 +54,8 @@ pub trait Environment<B: Backend> {
 }
 
 /// `pixel-agent`'s multi-turn loop on an in-process engine: the prompt prefilled once and forked into `n`
-/// rows, each row's KV cache sized for the episode's token budget plus one turn.
+/// rows, each row's KV cache allowed the episode's token budget plus one turn (it is allocated as the
+/// rollout grows, not at that size).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AgentEnvironment;
 
