@@ -12,7 +12,7 @@
 //! [`RolloutConfig::greedy`] is the official evaluation's decoding.
 
 use image::RgbImage;
-use pixel_ops::{Episode, EpisodeConfig, Step, Video, Visual};
+use pixel_ops::{CropSource, Episode, EpisodeConfig, Step, Video, Visual};
 use pixel_vlm::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 
@@ -221,7 +221,17 @@ pub fn run_group_with<E: Engine>(
                 .collect::<Result<Vec<_>>>()?;
             (
                 shown.iter().cloned().map(Part::Image).collect::<Vec<_>>(),
-                shown.iter().cloned().map(Visual::image).collect::<Vec<_>>(),
+                // With `CropSource::Original` the episode keeps the image as given (the caller's
+                // pre-resized copy, as the official code keeps) and cuts crops from it; otherwise crops
+                // come from the model's view.
+                list.iter()
+                    .zip(&shown)
+                    .map(|(given, shown)| Visual::Image {
+                        shown: shown.clone(),
+                        full: (config.episode.crop.source == CropSource::Original)
+                            .then(|| given.clone()),
+                    })
+                    .collect::<Vec<_>>(),
                 shown,
             )
         }

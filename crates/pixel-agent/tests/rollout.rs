@@ -395,3 +395,72 @@ fn a_sampled_group_runs_every_row_to_an_end() {
     let first: Vec<&Vec<u32>> = out.iter().map(|t| &t.turns[0].tokens).collect();
     assert!(first.windows(2).any(|w| w[0] != w[1]), "{first:?}");
 }
+
+/// A picture larger than the test processor's 9,408-pixel view, with detail the view loses.
+fn large_picture() -> RgbImage {
+    RgbImage::from_fn(448, 336, |x, y| {
+        let checker = if (x / 2 + y / 2) % 2 == 0 { 255 } else { 0 };
+        Rgb([checker, (x % 256) as u8, (y % 256) as u8])
+    })
+}
+
+/// One row: a crop of `bbox`, then an answer; returns the image the crop added.
+fn crop_once(
+    model: &Qwen25Vl<B>,
+    processor: &Processor,
+    config: &RolloutConfig,
+    bbox: [f64; 4],
+) -> RgbImage {
+    let im_end = processor.tokenizer.special().im_end;
+    let turns: Vec<Vec<u32>> = [crop_call(bbox, 1), "\\boxed{A}".into()]
+        .iter()
+        .map(|t| {
+            let mut ids = processor.tokenizer.encode(t).expect("encode");
+            ids.push(im_end);
+            ids
+        })
+        .collect();
+    let mut engine = ScriptedLocal {
+        inner: LocalEngine::new(model, processor, 4096),
+        scripts: vec![turns],
+        turn: vec![0],
+    };
+    let query = Query::image(large_picture(), "What is in the corner?");
+    let out = run_group(&mut engine, &query, 1, config).expect("group runs");
+    let t = out.into_iter().next().expect("one row");
+    assert_eq!(t.operations.len(), 1);
+    assert!(!t.operations[0].failed, "{:?}", t.operations);
+    assert_eq!(t.images.len(), 2, "the question's image and the crop");
+    t.images[1].clone()
+}
+
+#[test]
+fn crops_come_from_the_given_image_under_crop_source_original() {
+    let (_dir, model, processor) = load();
+    let bbox = [0.2, 0.2, 0.6, 0.6];
+    let original = large_picture();
+    let shown = processor
+        .image_processor
+        .fit(&original)
+        .expect("fit")
+        .into_owned();
+    assert!(shown.width() < original.width(), "the view is smaller");
+
+    let mut config = config();
+    let from_view = crop_once(&model, &processor, &config, bbox);
+    config.episode.crop.source = pixel_ops::CropSource::Original;
+    let from_given = crop_once(&model, &processor, &config, bbox);
+
+    let cut = |source: &RgbImage| {
+        let c = pixel_ops::crop_normalized(source, shown.dimensions(), bbox, &config.episode.crop)
+            .expect("crop");
+        pixel_ops::smart_resize_image(&c, config.episode.crop_resize).expect("resize")
+    };
+    assert_eq!(from_given, cut(&original), "cut from the image as given");
+    assert_eq!(
+        from_view,
+        cut(&shown),
+        "cut from the model's view (official)"
+    );
+    assert_ne!(from_given, from_view);
+}
