@@ -1,5 +1,5 @@
-//! The training surface: a cache-free forward over padded batches, log-probs of given target tokens, and
-//! freezing.
+//! The training surface: a cache-free forward over padded batches, log-probs of given target tokens,
+//! freezing, and f32 master weights for bf16 models ([`MasterWeights`]).
 //!
 //! Run the model on an autodiff backend (`burn::backend::Autodiff<B>`) and these are differentiable:
 //!
@@ -32,6 +32,10 @@
 //! a forward never holds `[batch, seq, vocab]` logits at once (20 GB in f32 at batch 8 x 4,096 tokens of
 //! Qwen's 151,936-token vocabulary). Under autodiff each chunk's softmax is kept for the backward pass;
 //! a fused log-softmax-gather backward that recomputes it is future work.
+
+mod master;
+
+pub use master::MasterWeights;
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
