@@ -108,7 +108,11 @@ impl<B: Backend> TextModel<B> {
 
     /// M-RoPE cos/sin tables `[batch, 1, seq, head_dim]` for `positions` `[3, batch, seq]`, computed in f32
     /// and applied in the model dtype (transformers casts cos/sin to the activations' dtype).
-    fn rotary(&self, embeds: &Tensor<B, 3>, positions: &[i64]) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    pub(crate) fn rotary(
+        &self,
+        embeds: &Tensor<B, 3>,
+        positions: &[i64],
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = embeds.dims();
         let device = embeds.device();
         let (cos, sin) = rope::mrope_tables(
@@ -132,7 +136,7 @@ impl<B: Backend> TextModel<B> {
 /// Additive f32 mask `[batch, 1, 1, seq, seq]`: 0 where key `k <= q` and key `k` is valid, a large negative
 /// number elsewhere. A query whose keys are all masked (a padding query with nothing valid before it)
 /// attends uniformly; its output is never used.
-fn full_attention_mask<B: Backend>(
+pub(crate) fn full_attention_mask<B: Backend>(
     valid: &[bool],
     b: usize,
     s: usize,

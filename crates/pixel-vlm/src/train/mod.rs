@@ -1,5 +1,7 @@
 //! The training surface: a cache-free forward over padded batches, log-probs of given target tokens,
-//! freezing, and f32 master weights for bf16 models ([`MasterWeights`]).
+//! freezing, f32 master weights for bf16 models ([`MasterWeights`]), and a backward pass that recomputes
+//! each decoder layer's activations ([`Qwen25Vl::backward_recomputed`]; `recompute.rs` says what burn 0.21's
+//! own checkpointing can and cannot do).
 //!
 //! Run the model on an autodiff backend (`burn::backend::Autodiff<B>`) and these are differentiable:
 //!
@@ -34,8 +36,10 @@
 //! a fused log-softmax-gather backward that recomputes it is future work.
 
 mod master;
+mod recompute;
 
 pub use master::MasterWeights;
+pub use recompute::RecomputedBackward;
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
