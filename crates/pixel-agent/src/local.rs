@@ -19,7 +19,7 @@ use pixel_vlm::generation::{FinishReason, GenerationConfig, SegmentInput, Sessio
 use pixel_vlm::processor::{Patches, Processor, ProcessorOutput};
 use pixel_vlm::rope_index::{RopeIndexConfig, get_rope_index};
 use pixel_vlm::sampling::Sampler;
-use pixel_vlm::{Qwen25Vl, VisualInput};
+use pixel_vlm::{KvCache, Qwen25Vl, VisualInput};
 use serde_json::Value;
 
 use crate::conversation::{UserTurn, assistant_json, system_json};
@@ -65,7 +65,8 @@ pub struct LocalEngine<'m, B: Backend> {
 
 impl<'m, B: Backend> LocalEngine<'m, B> {
     /// An engine on `model` with its checkpoint's `processor`; each row holds up to `capacity` tokens
-    /// (prompt, turns and observations: the official budget is 12,088 + one turn's 2,048).
+    /// (prompt, turns and observations: the official budget is 12,088 + one turn's 2,048). The KV cache is
+    /// allocated as the rows grow, not at `capacity`.
     pub fn new(model: &'m Qwen25Vl<B>, processor: &'m Processor, capacity: usize) -> Self {
         let mut rope = processor.rope_config();
         rope.tokens_per_second = model.config.vision.tokens_per_second as f32;
@@ -82,6 +83,13 @@ impl<'m, B: Backend> LocalEngine<'m, B> {
     /// The M-RoPE settings in use.
     pub fn rope_config(&self) -> &RopeIndexConfig {
         &self.rope
+    }
+
+    /// The open group's KV cache (`None` before [`Engine::open`]). Its capacity is the engine's; it is
+    /// allocated as the rows grow ([`KvCache::allocated`]), so a capacity sized to the episode budget costs
+    /// only what the rollouts use.
+    pub fn cache(&self) -> Option<&KvCache<B>> {
+        self.session.as_ref().map(Session::cache)
     }
 
     /// Makes `row`'s next turn emit `tokens` instead of sampling (teacher forcing: replaying a known turn,
