@@ -176,6 +176,8 @@ struct Run<'a> {
     started: Instant,
     /// The first error that stopped the run.
     error: Option<EvalError>,
+    /// Whether appending to the results file failed (nothing more is written then).
+    write_failed: bool,
 }
 
 impl<'a> Run<'a> {
@@ -243,6 +245,7 @@ impl<'a> Run<'a> {
             bar,
             started,
             error: None,
+            write_failed: false,
         })
     }
 
@@ -255,7 +258,11 @@ impl<'a> Run<'a> {
                 return;
             }
         };
+        if self.write_failed {
+            return; // the file failed: write nothing more (a restart redoes the question)
+        }
         if let Err(e) = append(&mut self.file, self.out, &result) {
+            self.write_failed = true;
             self.error.get_or_insert(e);
             return;
         }

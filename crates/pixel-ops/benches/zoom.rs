@@ -8,6 +8,9 @@
 //! python3 scripts/bench_zoom_reference.py
 //! cargo bench -p pixel-ops --bench zoom
 //! ```
+//!
+//! The group `torchvision` times the serving engine's kernel ([`resize_bicubic_torchvision`]) beside the
+//! Pillow one on the same resizes (torchvision's own time for them: `F.resize` on the uint8 tensor).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -15,7 +18,9 @@ use std::path::PathBuf;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pixel_ops::crop::{CropConfig, crop_normalized};
 use pixel_ops::image::{Rgb, RgbImage};
-use pixel_ops::resize::{PixelLimits, resize_bicubic, smart_resize_image};
+use pixel_ops::resize::{
+    PixelLimits, resize_bicubic, resize_bicubic_torchvision, smart_resize_image,
+};
 use pixel_ops::{decode_image, load_image};
 
 const BOX: [f64; 4] = [0.40, 0.35, 0.55, 0.50];
@@ -94,6 +99,23 @@ fn bench(c: &mut Criterion) {
     g.sample_size(50);
     g.bench_function("crop_resize_loaded_2296x1708_to_812x588", |b| {
         b.iter(|| crop_and_resize(black_box(&model_input)))
+    });
+    g.finish();
+
+    // The same resizes with torchvision's kernel: a downscale of the original, and a small crop scaled up
+    // to the engine's minimum (the engine stage's typical work).
+    let crop = RgbImage::from_fn(420, 300, |x, y| model_input[(x + 900, y + 600)]);
+    let mut g = c.benchmark_group("torchvision");
+    g.sample_size(10);
+    g.bench_function("resize_4000x3000_to_2296x1708", |b| {
+        b.iter(|| resize_bicubic_torchvision(black_box(&original), 2296, 1708).expect("resize"))
+    });
+    g.sample_size(50);
+    g.bench_function("upscale_420x300_to_756x532", |b| {
+        b.iter(|| resize_bicubic_torchvision(black_box(&crop), 756, 532).expect("resize"))
+    });
+    g.bench_function("pillow_upscale_420x300_to_756x532", |b| {
+        b.iter(|| resize_bicubic(black_box(&crop), 756, 532).expect("resize"))
     });
     g.finish();
 }
