@@ -120,6 +120,10 @@ CASES = [
     (["noise", 400, 300, 11], (56, 1204)),
     (["checker", 2296, 1708], (812, 588)),
     (["noise", 4000, 7, 12], (1000, 28)),
+    # What transformers' Qwen2-VL processor does to a raw 1000x750 image at the official engine bounds, and
+    # a 420x300 crop scaled up to the engine minimum.
+    (["structured", 1000, 750], (1008, 756)),
+    (["noise", 420, 300, 13], (756, 532)),
 ]
 
 
