@@ -173,3 +173,33 @@ fn huge_or_empty_targets_are_errors() {
         Err(Error::ZeroSize { .. })
     ));
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any sizes: no panic, the asked size, a flat image stays flat (the int16 weights of every axis
+        /// still sum close enough to one), and the passes run horizontal first.
+        #[test]
+        fn any_sizes_keep_flat_images_flat_and_resize_width_first(
+            in_w in 1u32..90, in_h in 1u32..90, out_w in 1u32..90, out_h in 1u32..90,
+            color in any::<[u8; 3]>(),
+        ) {
+            let src = RgbImage::from_pixel(in_w, in_h, Rgb(color));
+            let out = resize_bicubic_torchvision(&src, out_w, out_h).unwrap();
+            prop_assert_eq!(out.dimensions(), (out_w, out_h));
+            prop_assert!(out.pixels().all(|p| p.0 == color));
+            // Horizontal pass first, each pass rounded to u8: two single-axis resizes in that order are
+            // the same resize.
+            let noisy = noise(in_w, in_h, u64::from(in_w * 131 + in_h));
+            let wide = resize_bicubic_torchvision(&noisy, out_w, in_h).unwrap();
+            prop_assert_eq!(
+                resize_bicubic_torchvision(&wide, out_w, out_h).unwrap(),
+                resize_bicubic_torchvision(&noisy, out_w, out_h).unwrap()
+            );
+        }
+    }
+}
