@@ -342,11 +342,19 @@ impl<B: Backend> Qwen25Vl<B> {
     ///
     /// # Errors
     /// [`VlmError::Save`] for a dtype other than F32/BF16/F16, a config that is no longer valid, parameters
-    /// whose names or shapes no longer match the config, or a tensor the device cannot read back;
-    /// [`VlmError::Write`] if a file cannot be written.
+    /// whose names or shapes no longer match the config, a tensor the device cannot read back, or LoRA
+    /// adapters (a checkpoint has no place for them: [`Qwen25Vl::merge_lora`] first, or
+    /// [`Qwen25Vl::save_lora`]); [`VlmError::Write`] if a file cannot be written.
     pub fn save_pretrained_with(&self, dir: impl AsRef<Path>, options: &SaveOptions) -> Result<()> {
         let dir = dir.as_ref();
         let (_, size) = disk_dtype(options.dtype)?;
+        if let Some(site) = self.lora_sites().first() {
+            return Err(VlmError::Save(format!(
+                "the model has LoRA adapters (`{}`, ...), which a checkpoint cannot hold: merge_lora() first, \
+                 or save_lora() for the adapters alone",
+                site.module_path()
+            )));
+        }
         let entries = self.checkpoint_entries()?;
         std::fs::create_dir_all(dir).map_err(write_err(dir))?;
 
