@@ -166,7 +166,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint = format!("{url}/v1/chat/completions");
     let next = AtomicUsize::new(0);
     let started = Instant::now();
-    let results: Vec<(u16, Duration)> = std::thread::scope(|s| {
+    let results: Vec<(u16, Duration, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.concurrency.max(1))
             .map(|_| {
                 s.spawn(|| {
@@ -175,18 +175,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(body) = bodies.get(i) else { break };
                         let t = Instant::now();
-                        let status = match agent
+                        let (status, prompt) = match agent
                             .post(&endpoint)
                             .header("content-type", "application/json")
                             .send(&body[..])
                         {
                             Ok(mut r) => {
-                                let _ = r.body_mut().read_to_vec();
-                                r.status().as_u16()
+                                let answer: Value = r
+                                    .body_mut()
+                                    .read_to_vec()
+                                    .ok()
+                                    .and_then(|b| serde_json::from_slice(&b).ok())
+                                    .unwrap_or(Value::Null);
+                                let prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+                                (r.status().as_u16(), prompt)
                             }
-                            Err(_) => 0,
+                            Err(_) => (0, 0),
                         };
-                        out.push((status, t.elapsed()));
+                        out.push((status, t.elapsed(), prompt));
                     }
                     out
                 })
@@ -200,13 +206,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wall = started.elapsed();
     let mut latencies: Vec<Duration> = results
         .iter()
-        .filter(|(s, _)| *s == 200)
-        .map(|(_, d)| *d)
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, d, _)| *d)
         .collect();
     latencies.sort();
     let ok = latencies.len();
     let mut statuses = std::collections::BTreeMap::new();
-    for (s, _) in &results {
+    let prompt_tokens: u64 = results.iter().map(|(_, _, p)| p).sum();
+    for (s, _, _) in &results {
         *statuses.entry(*s).or_insert(0usize) += 1;
     }
     let health: Value = agent
@@ -225,6 +232,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.max_batch
     );
     println!("statuses: {statuses:?}");
+    println!(
+        "mean prompt tokens: {:.0}",
+        prompt_tokens as f64 / ok.max(1) as f64
+    );
     println!(
         "wall {:.2} s, {:.1} requests/s",
         wall.as_secs_f64(),

@@ -115,12 +115,44 @@ impl ChatRequest {
 const MAX_STOP: usize = 4;
 const MAX_STOP_BYTES: usize = 64;
 
+/// Most JSON values (objects, arrays, array elements and object entries) a body may hold. A parsed JSON
+/// value takes several times the bytes of its text (a 32 MiB array of zeros would take ~0.5 GB), so the
+/// count is checked on the bytes, without allocating, before parsing. Real requests hold a few hundred.
+pub const MAX_JSON_VALUES: usize = 100_000;
+
+/// An upper bound of the values in a JSON text: the `{`, `[` and `,` outside strings.
+fn json_value_bound(body: &[u8]) -> usize {
+    let (mut count, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' | b',' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
 /// Parses and checks a request body against `config`.
 ///
 /// # Errors
-/// 400 for malformed JSON, a missing or mistyped field, a value out of range, an unsupported feature or a
-/// conversation the model cannot take; 404 for an unknown `model`.
+/// 400 for malformed JSON, more than [`MAX_JSON_VALUES`] values, a missing or mistyped field, a value out
+/// of range, an unsupported feature or a conversation the model cannot take; 404 for an unknown `model`.
 pub fn parse_request(body: &[u8], config: &ServeConfig) -> Result<ChatRequest, ApiError> {
+    if json_value_bound(body) > MAX_JSON_VALUES {
+        return Err(ApiError::bad_request(format!(
+            "the body holds more than {MAX_JSON_VALUES} JSON values"
+        )));
+    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {
@@ -537,4 +569,31 @@ fn check_conversation(request: &ChatRequest, config: &ServeConfig) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_bound_counts_structure_outside_strings_only() {
+        assert_eq!(json_value_bound(br#"{"a": "x,{[\",", "b": [1, 2]}"#), 4);
+        assert_eq!(json_value_bound(br#""only, a string""#), 0);
+    }
+
+    #[test]
+    fn image_sources_are_classified() {
+        assert_eq!(
+            image_source("DATA:image/png;base64,QUJD"),
+            Ok(ImageSource::Data("QUJD".into()))
+        );
+        assert_eq!(
+            image_source("file://pics/a.png"),
+            Ok(ImageSource::Path("pics/a.png".into()))
+        );
+        assert_eq!(image_source("a.png"), Ok(ImageSource::Path("a.png".into())));
+        assert!(image_source("http://host/a.png").is_err());
+        assert!(image_source("data:image/png,raw").is_err());
+        assert!(image_source("").is_err());
+    }
 }

@@ -43,6 +43,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>, u16, Option<&'static str>)> {
         ("not json", b"{\"model\": ".to_vec(), 400, None),
         ("not an object", body(json!([1, 2])), 400, None),
         (
+            "too many JSON values",
+            format!(
+                "{{\"model\": \"{raw}\", \"x\": [{}0]}}",
+                "0,".repeat(200_000)
+            )
+            .into_bytes(),
+            400,
+            None,
+        ),
+        (
             "no model",
             body(json!({"messages": user(json!("hi"))})),
             400,
