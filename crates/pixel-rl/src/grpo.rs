@@ -17,6 +17,7 @@ use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput};
 
 use crate::error::{Result, RlError};
 use crate::loss::PolicyTokens;
+use crate::trainer::scalar;
 
 /// Row `b`'s sampling temperature at each token: the temperature of the turn each sampled token belongs
 /// to (turns are the runs of the loss mask, in order), 1 elsewhere and for greedy turns.
@@ -193,6 +194,17 @@ fn policy_tokens_at<B: Backend>(
         mask: Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [b, s]), &device),
     };
     Ok((tokens, entropy))
+}
+
+/// Adds the sum of |log-prob - rollout log-prob| over the masked tokens of `tokens`, and their count, to
+/// `gap` (the trainer's `logp_gap` metric: how far the training forward is from the sampling log-probs).
+pub(crate) fn add_gap<B: Backend>(gap: &mut (f64, usize), tokens: &PolicyTokens<B>) {
+    let diff = (tokens.logp.clone().detach() - tokens.old_logp.clone())
+        .abs()
+        .mask_fill(tokens.mask.clone().bool_not(), 0.0)
+        .sum();
+    gap.0 += f64::from(scalar(diff));
+    gap.1 += scalar(tokens.mask.clone().int().sum().float()) as usize;
 }
 
 /// Where [`score`] applies the head (the vocabulary projection and its log-softmax).

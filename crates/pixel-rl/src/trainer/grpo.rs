@@ -26,7 +26,7 @@ use crate::checkpoint::AdamWOptimizer;
 use crate::config::GrpoConfig;
 use crate::data::{EpochCursor, Task, TaskSource};
 use crate::error::{Result, RlError};
-use crate::grpo::policy_tokens_with_entropy;
+use crate::grpo::{add_gap, policy_tokens_with_entropy};
 use crate::loss::{MiniBatchTotals, SurrogateStats, advantages, aggregate, clipped_surrogate};
 use crate::metrics::{MetricRecord, MetricSink};
 use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
@@ -484,8 +484,8 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             let mut r = Vec::new();
             for micro in mini.chunks(cfg.micro_batch_rows) {
                 let (t, a) = split(micro);
-                let needs_old = cfg.recompute_old_logprobs;
-                let recomputed = if needs_old || gap.1 == 0 {
+                // On-policy, the gap is measured on the first training forward instead (below).
+                let old = if cfg.recompute_old_logprobs {
                     let (tokens, _) = policy_tokens_with_entropy(
                         &policy,
                         &self.processor,
@@ -494,17 +494,12 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                         &cfg.rollout,
                         false,
                     )?;
-                    let diff = (tokens.logp.clone() - tokens.old_logp.clone())
-                        .abs()
-                        .mask_fill(tokens.mask.clone().bool_not(), 0.0)
-                        .sum();
-                    gap.0 += f64::from(scalar(diff));
-                    gap.1 += count(&tokens.mask);
+                    add_gap(&mut gap, &tokens);
                     Some(tokens.logp)
                 } else {
                     None
                 };
-                o.push(if needs_old { recomputed } else { None });
+                o.push(old);
                 r.push(match &self.reference {
                     Some(reference) => Some(
                         policy_tokens_with_entropy(
@@ -555,6 +550,10 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                     &cfg.rollout,
                     true,
                 )?;
+                if !cfg.recompute_old_logprobs && u == 0 && gap.1 == 0 {
+                    // The policy has not stepped yet: this forward is the one the gap is about.
+                    add_gap(&mut gap, &tokens);
+                }
                 let row_keep = &keep[k * cfg.micro_batch_rows..k * cfg.micro_batch_rows + t.len()];
                 tokens.mask = keep_rows(tokens.mask, row_keep);
                 if let Some(old) = olds[u][k].clone() {
