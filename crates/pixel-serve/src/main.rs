@@ -61,9 +61,12 @@ struct Args {
     request_timeout_s: u64,
 }
 
+#[cfg(not(any(feature = "flex", feature = "cuda")))]
+compile_error!("pixel-serve's binary needs a backend: the `flex` (default) or the `cuda` feature");
+
 #[cfg(feature = "cuda")]
 type Backend = pixel_vlm::backend::CudaBackend;
-#[cfg(not(feature = "cuda"))]
+#[cfg(all(feature = "flex", not(feature = "cuda")))]
 type Backend = pixel_vlm::backend::CpuBackend;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
