@@ -127,12 +127,13 @@ fn request_past_its_deadline_gets_504_and_stops() {
 
 #[test]
 fn a_failing_request_leaves_the_others_of_its_batch_alone() {
+    let good = raw_body(DEFAULT_RAW_MODEL, "Describe the picture.", 300);
+    let (_, alone) = post(&TestServer::start(long_config()), &good);
+    // A long window, so that both requests meet in one batch even on a loaded machine.
     let server = TestServer::start(ServeConfig {
-        batch_window: Duration::from_millis(300),
+        batch_window: Duration::from_secs(1),
         ..long_config()
     });
-    let good = raw_body(DEFAULT_RAW_MODEL, "Describe the picture.", 300);
-    let (_, alone) = post(&server, &good);
     let before = server.stats().batches;
     std::thread::scope(|s| {
         let together = s.spawn(|| post(&server, &good));
