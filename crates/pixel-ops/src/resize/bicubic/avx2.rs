@@ -2,9 +2,9 @@
 //! (it autovectorises well). The horizontal pass is written with intrinsics: per output pixel, four
 //! taps at a time, source bytes are shuffled into 16-bit lanes `[R_t, R_t+1, G_t, G_t+1, B_t, B_t+1,
 //! 0, 0]` and multiplied with `pmaddwd`. A 22-bit weight does not fit in 16 bits, so each weight is
-//! split exactly as `k = hi * 2^11 + lo` (`lo` in `[0, 2^11)`; torchvision's 16-bit weights split the
-//! same way): `Σ p*k = 2^11 Σ p*hi + Σ p*lo`, two
-//! exact integer sums, so the result equals the scalar `i32` arithmetic bit for bit.
+//! split exactly as `k = hi * 2^11 + lo` (`lo` in `[0, 2^11)`): `Σ p*k = 2^11 Σ p*hi + Σ p*lo`, two
+//! exact integer sums, so the result equals the scalar `i32` arithmetic bit for bit. Torchvision's
+//! weights are `int16` already: they go in whole (`HKernel::single`), one `pmaddwd` per group.
 //!
 //! Everything here requires AVX2 at run time; the caller (`HorizontalSimd` and `vertical_dispatch` in
 //! the parent module) checks for it before calling in.
@@ -32,6 +32,9 @@ pub(super) struct HKernel {
     /// Rounding offset and shift of the kernel (22 bits for Pillow, per axis for torchvision).
     half: i32,
     precision: u32,
+    /// Every weight fits in `i16` (torchvision's): the `hi` vectors hold the whole weights, the `lo`
+    /// vectors are zero and skipped.
+    single: bool,
 }
 
 impl HKernel {
@@ -45,7 +48,9 @@ impl HKernel {
             max_groups: 0,
             half: k.half(),
             precision: k.precision,
+            single: (0..n_out).all(|xx| k.taps(xx).1.iter().all(|&w| i16::try_from(w).is_ok())),
         };
+        let single = hk.single;
         for xx in 0..n_out {
             let (_, w) = k.taps(xx);
             let groups = w.len().div_ceil(4);
@@ -54,7 +59,13 @@ impl HKernel {
             hk.max_groups = hk.max_groups.max(groups);
             for g in 0..groups {
                 let tap = |t: usize| w.get(g * 4 + t).copied().unwrap_or(0);
-                let split = |v: i32| ((v >> LO_BITS) as i16, (v & ((1 << LO_BITS) - 1)) as i16);
+                let split = |v: i32| {
+                    if single {
+                        (v as i16, 0)
+                    } else {
+                        ((v >> LO_BITS) as i16, (v & ((1 << LO_BITS) - 1)) as i16)
+                    }
+                };
                 let mut hi = [0i16; 16];
                 let mut lo = [0i16; 16];
                 for (lane, t) in [(0usize, 0usize), (8, 2)] {
@@ -209,17 +220,19 @@ fn accumulate2(p0: &[u8], p1: &[u8], hk: &HKernel, xx: usize, mask: __m256i) -> 
         let v0 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(v0), mask);
         let v1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(v1), mask);
         let c = &hk.coeffs[(first + g) * 2..(first + g) * 2 + 2];
-        // SAFETY: each `[i16; 16]` is 32 bytes; unaligned loads.
-        let (khi, klo) = unsafe {
-            (
-                _mm256_loadu_si256(c[0].as_ptr().cast()),
-                _mm256_loadu_si256(c[1].as_ptr().cast()),
-            )
-        };
+        // SAFETY: each `[i16; 16]` is 32 bytes; unaligned load.
+        let khi = unsafe { _mm256_loadu_si256(c[0].as_ptr().cast()) };
         h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(v0, khi));
-        l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(v0, klo));
         h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(v1, khi));
-        l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(v1, klo));
+        if !hk.single {
+            // SAFETY: as above.
+            let klo = unsafe { _mm256_loadu_si256(c[1].as_ptr().cast()) };
+            l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(v0, klo));
+            l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(v1, klo));
+        }
+    }
+    if hk.single {
+        return [h0, h1];
     }
     [combine(h0, l0), combine(h1, l1)]
 }
@@ -244,7 +257,8 @@ fn combine(hi: __m256i, lo: __m256i) -> __m256i {
     _mm256_add_epi32(_mm256_slli_epi32::<LO_BITS>(hi), lo)
 }
 
-/// The exact sum of output pixel `xx`, still spread over lanes (see [`combine`]).
+/// The exact sum of output pixel `xx`, still spread over lanes (see [`combine`]; whole `i16` weights need
+/// no combining).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn accumulate(padded: &[u8], hk: &HKernel, xx: usize, mask: __m256i) -> __m256i {
@@ -260,15 +274,17 @@ fn accumulate(padded: &[u8], hk: &HKernel, xx: usize, mask: __m256i) -> __m256i 
         let v = unsafe { _mm_loadu_si128(padded.as_ptr().add(off).cast()) };
         let v = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(v), mask);
         let c = &hk.coeffs[(first + g) * 2..(first + g) * 2 + 2];
-        // SAFETY: each `[i16; 16]` is 32 bytes; unaligned loads.
-        let (khi, klo) = unsafe {
-            (
-                _mm256_loadu_si256(c[0].as_ptr().cast()),
-                _mm256_loadu_si256(c[1].as_ptr().cast()),
-            )
-        };
+        // SAFETY: each `[i16; 16]` is 32 bytes; unaligned load.
+        let khi = unsafe { _mm256_loadu_si256(c[0].as_ptr().cast()) };
         acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(v, khi));
-        acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(v, klo));
+        if !hk.single {
+            // SAFETY: as above.
+            let klo = unsafe { _mm256_loadu_si256(c[1].as_ptr().cast()) };
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(v, klo));
+        }
+    }
+    if hk.single {
+        return acc_hi;
     }
     combine(acc_hi, acc_lo)
 }
