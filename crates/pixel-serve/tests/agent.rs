@@ -169,3 +169,21 @@ fn http_engine_runs_the_loop_against_the_raw_model() {
         }
     }
 }
+
+#[test]
+fn agent_request_failing_in_the_worker_is_a_400_and_the_next_one_runs() {
+    // The official prompt (842 tokens on the test tokenizer) does not fit in 800 tokens of context.
+    let server = TestServer::start(ServeConfig {
+        rollout: rollout(),
+        context_tokens: 800,
+        max_tokens: 64,
+        ..ServeConfig::default()
+    });
+    let (status, answer) = post(&server, &agent_body(1));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "context_length_exceeded");
+    let (status, answer) = post(&server, &common::raw_body(DEFAULT_RAW_MODEL, "hi", 8));
+    assert_eq!(status, 200, "the worker still serves: {answer}");
+    let stats = server.stats();
+    assert_eq!((stats.failed, stats.completed), (1, 1), "{stats:?}");
+}
