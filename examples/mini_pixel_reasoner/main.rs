@@ -17,11 +17,11 @@
 //! `--quick` runs a few steps of each stage (CI: the pipeline runs and writes its files; its numbers mean
 //! nothing). Run: `cargo run --release --features vlm --example mini_pixel_reasoner -- --out out/mini`.
 
+mod data;
 mod evaluate;
 mod report;
 mod warmup;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,22 +29,22 @@ use anyhow::Context;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use clap::Parser;
-use pixel_agent::{Media, Query, RolloutConfig};
-use pixel_ops::{EpisodeConfig, PixelLimits};
+use data::{SYSTEM, VIEW, digit_sample, needle_defaults, task_of};
+use pixel_agent::RolloutConfig;
+use pixel_ops::{CropConfig, CropSource, EpisodeConfig, PixelLimits};
 use pixel_reward::RewardConfig;
 use pixel_rl::config::{GrpoConfig, SftConfig};
 use pixel_rl::data::Task;
 use pixel_rl::progress::StageProgress;
 use pixel_rl::sft::MaskRule;
-use pixel_rl::trainer::sft::build_examples;
+use pixel_rl::trainer::sft::build_examples_with_system;
 use pixel_rl::trainer::{GrpoTrainer, SftTrainer};
 use pixel_traces::datasets::NeedleConfig;
-use pixel_traces::synth::ImageMix;
-use pixel_traces::{SynthConfig, Synthesizer, SyntheticDataset, TemplateNarrator, Visual};
 use pixel_vlm::Qwen25Vl;
 use pixel_vlm::backend::CpuBackend;
 use pixel_vlm::builder::{TinySpec, write_tiny_checkpoint};
 use pixel_vlm::processor::Processor;
+use pixel_vlm::sampling::SamplingParams;
 
 type AB = Autodiff<CpuBackend>;
 
@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Digit heights in pixels on the 448 px canvas, `MIN-MAX`.
-    #[arg(long, default_value = "20-26")]
+    #[arg(long, default_value = "28-34")]
     glyph: String,
     /// Noise amplitude inside the tags (levels).
     #[arg(long, default_value_t = 30)]
@@ -69,6 +69,19 @@ struct Args {
     /// Vision warm-up steps (default: the plan's).
     #[arg(long)]
     warmup_steps: Option<usize>,
+    /// Decoy tags (other border colours) per image. At the global view's 4x reduction a 2 px border is
+    /// half a pixel wide, so the colour that tells the target from a decoy is not visible there.
+    #[arg(long, default_value_t = 0)]
+    decoys: u32,
+    /// Decimals of the crop boxes in the SFT traces (the model learns to write them).
+    #[arg(long, default_value_t = 2)]
+    box_decimals: i32,
+    /// Learning rate of the vision warm-up.
+    #[arg(long, default_value_t = 2e-3)]
+    warmup_lr: f64,
+    /// Print two greedy held-out rollouts of the model in this folder (one a stage wrote) and exit.
+    #[arg(long)]
+    inspect: Option<PathBuf>,
     /// Stop after the vision warm-up and its data check, printing their held-out accuracies (for tuning
     /// the data: the crop must be readable, the global view not).
     #[arg(long)]
@@ -101,10 +114,10 @@ impl Plan {
             }
         } else {
             Self {
-                warmup_steps: 1000,
+                warmup_steps: 800,
                 warmup_batch: 16,
-                sft_traces: 256,
-                sft_epochs: 3,
+                sft_traces: 320,
+                sft_epochs: 6,
                 grpo_iterations: 12,
                 grpo_queries: 8,
                 eval_samples: 50,
@@ -113,7 +126,7 @@ impl Plan {
     }
 }
 
-/// The demo's data: 448 px canvases (a 4x smaller 112 px global view), digits 12-16 px tall, 8 options.
+/// The demo's data: 448 px canvases (a 4x smaller 112 px global view), one tag, digits `--glyph` px tall.
 fn needle(args: &Args) -> anyhow::Result<NeedleConfig> {
     let (lo, hi) = args
         .glyph
@@ -124,25 +137,10 @@ fn needle(args: &Args) -> anyhow::Result<NeedleConfig> {
         glyph_min: lo,
         glyph_max: hi,
         tag_noise: args.tag_noise,
+        decoys: args.decoys,
         ..needle_defaults()
     })
 }
-
-fn needle_defaults() -> NeedleConfig {
-    NeedleConfig {
-        width: 448,
-        height: 448,
-        glyph_min: 20,
-        glyph_max: 26,
-        clutter: 40,
-        decoys: 2,
-        tag_noise: 30,
-        num_options: 8,
-    }
-}
-
-/// The model's view: every image (global view and crops) at 112 x 112 (16 merged tokens).
-const VIEW: u64 = 112 * 112;
 
 fn spec(seed: u64) -> TinySpec {
     TinySpec {
@@ -166,7 +164,16 @@ fn spec(seed: u64) -> TinySpec {
 
 fn rollout_config() -> RolloutConfig {
     RolloutConfig {
+        system: Some(SYSTEM.to_owned()),
+        guidelines: Some(String::new()),
         episode: EpisodeConfig {
+            // The official code cuts crops from its pre-resized copy of the image (at least 200,704
+            // pixels: this 448 px canvas), not from the model's view; here the view (112 px) is far
+            // smaller than that copy, so the episode must keep the canvas to crop from.
+            crop: CropConfig {
+                source: CropSource::Original,
+                ..CropConfig::default()
+            },
             crop_resize: PixelLimits {
                 min_pixels: VIEW,
                 max_pixels: VIEW,
@@ -175,31 +182,20 @@ fn rollout_config() -> RolloutConfig {
             ..EpisodeConfig::official_eval()
         },
         max_new_tokens: 96,
+        // The official sampling (T 1.0 on the first turn, 0.9 later) broke 84-100 % of this tiny model's
+        // calls after SFT (greedy decoding wrote them well-formed): the demo samples at 0.7.
+        first_turn: SamplingParams {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.95,
+        },
+        later_turns: SamplingParams {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.95,
+        },
         ..RolloutConfig::default()
     }
-}
-
-fn task_of(
-    sample: &pixel_traces::AnnotatedSample,
-) -> anyhow::Result<(Task, pixel_traces::NormBox)> {
-    let Visual::Image {
-        image, reference, ..
-    } = &sample.visual
-    else {
-        anyhow::bail!("needle samples are images");
-    };
-    Ok((
-        Task {
-            id: sample.id.clone(),
-            query: Query {
-                media: Media::Images(vec![image.clone()]),
-                question: sample.question.clone(),
-            },
-            answers: vec![sample.answer.clone()],
-            options: sample.options.clone(),
-        },
-        *reference,
-    ))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -207,6 +203,9 @@ fn main() -> anyhow::Result<()> {
     let mut plan = Plan::new(args.quick);
     if let Some(steps) = args.warmup_steps {
         plan.warmup_steps = steps;
+    }
+    if let Some(dir) = &args.inspect {
+        return inspect(dir, &needle(&args)?, args.seed);
     }
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -218,48 +217,11 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let needle = needle(&args)?;
     // Traces first: their text also teaches the tokenizer its merges.
-    let synth = Synthesizer::new(
-        SynthConfig {
-            seed: args.seed,
-            image_mix: ImageMix {
-                clean: 0.5,
-                one_wrong: 0.2,
-                two_wrong: 0.0,
-                coarse_to_fine: 0.3,
-            },
-            observation_min_pixels: VIEW,
-            observation_max_pixels: VIEW,
-            ..SynthConfig::default()
-        },
-        TemplateNarrator,
-    );
-    let text_only = SyntheticDataset::by_name("text-only").context("text-only dataset")?;
-    let mut traces = Vec::new();
-    let mut images: HashMap<String, image::RgbImage> = HashMap::new();
-    let mut unsynthesizable = 0usize;
-    for i in 0..plan.sft_traces as u64 {
-        // One in four traces is a text-only question answered without operations.
-        let sample = if i % 4 == 3 {
-            text_only.sample(args.seed + 7, i)?
-        } else {
-            needle.generate(args.seed + 7, i)?.sample
-        };
-        // A self-correction variant whose refined crop would be under the tool's 28 px minimum is skipped.
-        let made = match synth.synthesize(&sample, i) {
-            Ok(made) => made,
-            Err(e) => {
-                unsynthesizable += 1;
-                if unsynthesizable == 1 {
-                    eprintln!("skipping traces that cannot be synthesized; first: {e}");
-                }
-                continue;
-            }
-        };
-        images.extend(made.images.iter().cloned());
-        traces.push(made.trace);
-    }
+    let built = data::build_traces(&needle, plan.sft_traces, args.seed, args.box_decimals)?;
+    let (traces, images, unsynthesizable) = (built.traces, built.images, built.unsynthesizable);
     let base = out.join("base");
     let mut corpus = spec(args.seed).merge_corpus;
+    corpus.push(SYSTEM.to_owned());
     corpus.extend(traces.iter().take(64).map(|t| {
         t.messages
             .iter()
@@ -292,7 +254,8 @@ fn main() -> anyhow::Result<()> {
         grid,
         plan.warmup_steps,
         plan.warmup_batch,
-        1e-3,
+        args.warmup_lr,
+        args.box_decimals,
         args.seed + 1,
         false,
         &progress,
@@ -304,6 +267,7 @@ fn main() -> anyhow::Result<()> {
         &needle,
         grid,
         64,
+        args.box_decimals,
         args.seed + 1001,
         false,
         &mut warm_report,
@@ -317,7 +281,8 @@ fn main() -> anyhow::Result<()> {
         grid,
         plan.warmup_steps,
         plan.warmup_batch,
-        1e-3,
+        args.warmup_lr,
+        args.box_decimals,
         args.seed + 2,
         true,
         &progress,
@@ -329,6 +294,7 @@ fn main() -> anyhow::Result<()> {
         &needle,
         grid,
         64,
+        args.box_decimals,
         args.seed + 1001,
         true,
         &mut warm_report,
@@ -357,7 +323,8 @@ fn main() -> anyhow::Result<()> {
     // (b) SFT on the traces synthesized above.
     let t = Instant::now();
     let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
-    let (examples, failed) = build_examples(&processor, &traces, MaskRule::Paper, &load);
+    let (examples, failed) =
+        build_examples_with_system(&processor, &traces, MaskRule::Paper, Some(SYSTEM), &load);
     let failed_examples = failed.len();
     if !failed.is_empty() {
         eprintln!(
@@ -389,14 +356,13 @@ fn main() -> anyhow::Result<()> {
     // (c) GRPO with and without curiosity, from the SFT model.
     let tasks: Vec<Task> = (0..(plan.grpo_iterations * plan.grpo_queries * 2) as u64)
         .map(|i| {
-            needle
-                .generate(args.seed + 11, i)
-                .map_err(anyhow::Error::from)
-                .and_then(|s| task_of(&s.sample))
+            digit_sample(&needle, args.seed + 11, i)
+                .and_then(|s| task_of(&s))
                 .map(|(t, _)| t)
         })
         .collect::<anyhow::Result<_>>()?;
     let mut rl_runs = Vec::new();
+    let mut grpo_configs = serde_json::Map::new();
     for (name, alpha) in [("curiosity", 0.5), ("no curiosity", 0.0)] {
         let t = Instant::now();
         let config = GrpoConfig::demo(plan.grpo_iterations)
@@ -410,6 +376,7 @@ fn main() -> anyhow::Result<()> {
             })
             .with_rollout(rollout_config())
             .with_seed(args.seed);
+        grpo_configs.insert(name.to_string(), serde_json::to_value(&config)?);
         let model = Qwen25Vl::<AB>::from_pretrained(&sft_dir, &device)?;
         let dir = out.join(format!("runs/grpo-{}", name.replace(' ', "-")));
         let mut trainer = GrpoTrainer::curious(
@@ -434,8 +401,8 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let held_out: Vec<evaluate::EvalTask> = (0..plan.eval_samples as u64)
         .map(|i| {
-            let s = needle.generate(args.seed + 999, i)?;
-            let (task, reference) = task_of(&s.sample)?;
+            let s = digit_sample(&needle, args.seed + 999, i)?;
+            let (task, reference) = task_of(&s)?;
             Ok(evaluate::EvalTask { task, reference })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -444,7 +411,7 @@ fn main() -> anyhow::Result<()> {
     let mut scores = Vec::new();
     let mut examples_out = Vec::new();
     let (s, _) = evaluate::evaluate(
-        "SFT, tools refused (no operation)",
+        "SFT, calls refused (a call ends the rollout)",
         &sft_model,
         &processor,
         &held_out,
@@ -480,6 +447,19 @@ fn main() -> anyhow::Result<()> {
             let mut v = serde_json::to_value(&plan)?;
             v["traces_not_synthesizable"] = unsynthesizable.into();
             v["sft_examples_failed"] = failed_examples.into();
+            v["box_decimals"] = args.box_decimals.into();
+            v["warmup_lr"] = args.warmup_lr.into();
+            v["system_prompt"] = SYSTEM.into();
+            v["sft"] = serde_json::to_value(&sft_config)?;
+            v["grpo"] = grpo_configs.into();
+            let m = spec(args.seed);
+            v["model"] = serde_json::json!({
+                "text": {"hidden": m.hidden_size, "mlp": m.intermediate_size, "layers": m.num_hidden_layers,
+                         "heads": m.num_attention_heads, "kv_heads": m.num_key_value_heads, "vocab": m.bpe_vocab_size},
+                "vision": {"hidden": m.vision_hidden_size, "mlp": m.vision_intermediate_size,
+                           "layers": m.vision_depth, "heads": m.vision_num_heads},
+                "view_pixels": VIEW,
+            });
             v
         },
         needle: serde_json::to_value(&needle)?,
@@ -494,5 +474,38 @@ fn main() -> anyhow::Result<()> {
         times: &times,
     })?;
     println!("report: {}", out.join("report.md").display());
+    Ok(())
+}
+
+/// `--inspect`: two greedy held-out rollouts of a trained folder, printed turn by turn.
+fn inspect(dir: &std::path::Path, needle: &NeedleConfig, seed: u64) -> anyhow::Result<()> {
+    let device = Default::default();
+    let model = Qwen25Vl::<CpuBackend>::from_pretrained(dir, &device)?;
+    let processor = Processor::from_pretrained(dir)?;
+    let tasks: Vec<evaluate::EvalTask> = (0..2)
+        .map(|i| {
+            let (task, reference) = task_of(&digit_sample(needle, seed + 999, i)?)?;
+            Ok(evaluate::EvalTask { task, reference })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (scores, trajectories) = evaluate::evaluate(
+        "inspect",
+        &model,
+        &processor,
+        &tasks,
+        &rollout_config(),
+        true,
+    )?;
+    for (t, traj) in tasks.iter().zip(&trajectories) {
+        println!("## {} (answer {:?})", t.task.query.question, t.task.answers);
+        for turn in &traj.turns {
+            println!("--- model\n{}", turn.text);
+        }
+        for op in &traj.operations {
+            println!("--- operation: {op:?}");
+        }
+        println!("--- ended: {:?}", traj.end);
+    }
+    println!("{scores:?}");
     Ok(())
 }

@@ -106,7 +106,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "## Results on held-out needle questions (8 options, chance 12.5 %)\n"
+        "## Results on held-out needle questions (the digit is the answer: chance 10 %)\n"
     )?;
     writeln!(
         md,
@@ -184,7 +184,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| no-operation policy ≤ 20 % | {} | {} |",
+        "| calls refused (stands in for the no-operation policy) ≤ 20 % | {} | {} |",
         pct(notool),
         verdict(notool <= 0.2)
     )?;
@@ -260,9 +260,14 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&i.plan)?,
         serde_json::to_string_pretty(&i.needle)?
     )?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
     writeln!(
         md,
-        "## Wall time per stage\n\n| stage | seconds |\n|---|---|"
+        "## Wall time per stage\n\nMachine: {cores} CPU cores; 1-minute load average when the report was written: {load}.\n\n| stage | seconds |\n|---|---|"
     )?;
     for (name, secs) in i.times {
         writeln!(md, "| {name} | {secs:.1} |")?;

@@ -15,7 +15,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use pixel_traces::datasets::NeedleConfig;
-use pixel_traces::geometry::official_crop;
+use pixel_traces::geometry::{official_crop, round_outward};
 use pixel_vlm::processor::Processor;
 use pixel_vlm::{Qwen25Vl, VisualInput};
 
@@ -45,6 +45,7 @@ pub struct Batch {
 /// Merged-token grid side of a global view: the processor's fixed square size / 28.
 pub fn make_batch(
     needle: &NeedleConfig,
+    decimals: i32,
     seed: u64,
     first: u64,
     n: usize,
@@ -64,7 +65,8 @@ pub fn make_batch(
         else {
             anyhow::bail!("needle samples are images");
         };
-        let (crop, _) = official_crop(image, *reference)?;
+        // The crop a trace's call makes: the tag's box rounded outward as the traces write it.
+        let (crop, _) = official_crop(image, round_outward(*reference, decimals))?;
         let (cx, cy) = (
             (reference.x1 + reference.x2) / 2.0,
             (reference.y1 + reference.y2) / 2.0,
@@ -78,6 +80,31 @@ pub fn make_batch(
         b.cells.push((row * gw + col) as i64);
     }
     Ok(b)
+}
+
+/// Batches `first_step..first_step + steps` of fresh samples, made on a second thread while the caller
+/// trains (drawing 448 px canvases costs about as much as a warm-up step; on two cores the two overlap).
+fn prefetch(
+    needle: &NeedleConfig,
+    decimals: i32,
+    seed: u64,
+    steps: usize,
+    batch: usize,
+    grid: (usize, usize),
+) -> std::sync::mpsc::Receiver<anyhow::Result<Batch>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    let needle = needle.clone();
+    std::thread::spawn(move || {
+        for step in 0..steps {
+            let b = make_batch(&needle, decimals, seed, (step * batch) as u64, batch, grid);
+            let failed = b.is_err();
+            // The receiver is gone (the trainer stopped early): stop drawing.
+            if tx.send(b).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 fn encode<B: Backend>(
@@ -156,6 +183,7 @@ pub fn train<B: AutodiffBackend>(
     steps: usize,
     batch: usize,
     lr: f64,
+    decimals: i32,
     seed: u64,
     global_check: bool,
     progress: &pixel_rl::progress::StageProgress,
@@ -168,8 +196,11 @@ pub fn train<B: AutodiffBackend>(
         ..WarmupReport::default()
     };
     let cells = grid.0 * grid.1;
-    for step in 0..steps {
-        let b = make_batch(needle, seed, (step * batch) as u64, batch, grid)?;
+    let batches = prefetch(needle, decimals, seed, steps, batch, grid);
+    for _ in 0..steps {
+        let b = batches
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the sample thread stopped"))??;
         let digits =
             Tensor::<B, 1, Int>::from_data(TensorData::new(b.digits.clone(), [batch]), &device);
         let (read_loss, locate_loss): (Tensor<B, 1>, Option<Tensor<B, 1>>) = if global_check {
@@ -220,13 +251,14 @@ pub fn evaluate<B: AutodiffBackend>(
     needle: &NeedleConfig,
     grid: (usize, usize),
     n: usize,
+    decimals: i32,
     seed: u64,
     global_check: bool,
     report: &mut WarmupReport,
 ) -> anyhow::Result<()> {
     use burn::module::AutodiffModule;
     let valid = warm.valid();
-    let b = make_batch(needle, seed, 0, n, grid)?;
+    let b = make_batch(needle, decimals, seed, 0, n, grid)?;
     let cells = grid.0 * grid.1;
     let argmax = |t: Tensor<B::InnerBackend, 2>| -> Vec<i64> {
         t.argmax(1)

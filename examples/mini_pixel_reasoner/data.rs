@@ -1,0 +1,190 @@
+//! The demo's data: needle questions asking for the digit, terse synthesized traces, the compact prompt.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use pixel_agent::{Media, Query};
+use pixel_rl::data::Task;
+use pixel_traces::datasets::NeedleConfig;
+use pixel_traces::synth::ImageMix;
+use pixel_traces::trace::TracePart;
+use pixel_traces::{
+    NarrationRequest, NarrationStep, Narrator, SynthConfig, Synthesizer, SyntheticDataset, Trace,
+    Visual,
+};
+use rand::RngCore;
+
+pub fn needle_defaults() -> NeedleConfig {
+    NeedleConfig {
+        width: 448,
+        height: 448,
+        glyph_min: 28,
+        glyph_max: 34,
+        clutter: 40,
+        decoys: 0,
+        tag_noise: 30,
+        num_options: 8,
+    }
+}
+
+/// The model's view: every image (global view and crops) at 112 x 112 (16 merged tokens).
+pub const VIEW: u64 = 112 * 112;
+
+/// The demo's system prompt. The official one (the tool block and its instructions) and the guidelines
+/// after the question are ~600 constant tokens that a model trained from scratch cannot read: the demo
+/// replaces them with this line and no guidelines, in SFT and in every rollout alike. The tool-call
+/// format, the observations and the answer format are the official ones.
+pub const SYSTEM: &str = "Zoom in with <tool_call>{\"name\": \"crop_image_normalized\", \"arguments\": {\"bbox_2d\": [x1, y1, x2, y2], \"target_image\": 1}}</tool_call>; answer in \\boxed{}.";
+
+/// The trace's first user text without the official guidelines (see [`SYSTEM`]).
+pub fn strip_guidelines(trace: &mut pixel_traces::Trace) {
+    for m in &mut trace.messages {
+        for part in &mut m.content {
+            if let pixel_traces::trace::TracePart::Text { text, .. } = part
+                && let Some(q) = text.strip_suffix(pixel_ops::protocol::GUIDELINES)
+            {
+                *text = q.trim_end_matches('\n').to_owned();
+            }
+        }
+    }
+}
+
+/// Sample `index` of `seed`, asking for the digit itself: the needle dataset's multiple-choice form
+/// (8 digits as options A-H, the answer a letter) would make a model trained from scratch learn a second
+/// skill, mapping the digit it read to the letter of its option, that is not what the demo is about.
+/// Chance is 10 %.
+pub fn digit_sample(
+    needle: &NeedleConfig,
+    seed: u64,
+    index: u64,
+) -> anyhow::Result<pixel_traces::AnnotatedSample> {
+    let s = needle.generate(seed, index)?;
+    let mut sample = s.sample;
+    if let Some((question, _)) = sample.question.split_once("\nOptions:") {
+        sample.question = question.to_owned();
+    }
+    sample.options.clear();
+    sample.answer = s.digit.to_string();
+    Ok(sample)
+}
+
+pub fn task_of(
+    sample: &pixel_traces::AnnotatedSample,
+) -> anyhow::Result<(Task, pixel_traces::NormBox)> {
+    let Visual::Image {
+        image, reference, ..
+    } = &sample.visual
+    else {
+        anyhow::bail!("needle samples are images");
+    };
+    Ok((
+        Task {
+            id: sample.id.clone(),
+            query: Query {
+                media: Media::Images(vec![image.clone()]),
+                question: sample.question.clone(),
+            },
+            answers: vec![sample.answer.clone()],
+            options: sample.options.clone(),
+        },
+        *reference,
+    ))
+}
+
+/// One sentence per step, so that the trained tokens are the call and the answer rather than prose: the
+/// built-in templates (two or three sentences per step) made a 4-layer model spend its SFT budget on
+/// wording and run out of new tokens before the call.
+pub struct TerseNarrator;
+
+impl Narrator for TerseNarrator {
+    fn narrate(
+        &self,
+        request: &NarrationRequest<'_>,
+        _rng: &mut dyn RngCore,
+    ) -> pixel_traces::Result<String> {
+        Ok(match request.step {
+            NarrationStep::WholeInput => "The tag is too small to read. I will zoom in.".into(),
+            NarrationStep::Missed => "The tag is not here. I will look elsewhere.".into(),
+            NarrationStep::TooCoarse => "The tag is still small. I will zoom in further.".into(),
+            NarrationStep::Final => format!("The digit is \\boxed{{{}}}.", request.answer),
+            NarrationStep::TextOnly => format!("The answer is \\boxed{{{}}}.", request.answer),
+        })
+    }
+}
+
+/// The SFT traces and their images.
+pub struct Traces {
+    pub traces: Vec<Trace>,
+    pub images: HashMap<String, image::RgbImage>,
+    /// Self-correction variants whose refined crop would be under the tool's 28 px minimum (skipped).
+    pub unsynthesizable: usize,
+}
+
+/// `n` traces: of every 8, one text-only question answered directly, one needle question answered
+/// directly from the global view (a guess: the tag is illegible there), six needle questions answered by
+/// zooming in (clean, one wrong crop then the right one, or coarse-to-fine).
+pub fn build_traces(
+    needle: &NeedleConfig,
+    n: usize,
+    seed: u64,
+    box_decimals: i32,
+) -> anyhow::Result<Traces> {
+    let synth = Synthesizer::new(
+        SynthConfig {
+            seed,
+            image_mix: ImageMix {
+                clean: 0.6,
+                one_wrong: 0.2,
+                two_wrong: 0.0,
+                coarse_to_fine: 0.2,
+            },
+            box_decimals,
+            observation_min_pixels: VIEW,
+            observation_max_pixels: VIEW,
+            ..SynthConfig::default()
+        },
+        TerseNarrator,
+    );
+    let text_only = SyntheticDataset::by_name("text-only").context("text-only dataset")?;
+    let mut out = Traces {
+        traces: Vec::new(),
+        images: HashMap::new(),
+        unsynthesizable: 0,
+    };
+    for i in 0..n as u64 {
+        let sample = if i % 8 == 7 {
+            text_only.sample(seed + 7, i)?
+        } else {
+            digit_sample(needle, seed + 7, i)?
+        };
+        let mut made = match synth.synthesize(&sample, i) {
+            Ok(made) => made,
+            Err(e) => {
+                out.unsynthesizable += 1;
+                if out.unsynthesizable == 1 {
+                    eprintln!("skipping traces that cannot be synthesized; first: {e}");
+                }
+                continue;
+            }
+        };
+        strip_guidelines(&mut made.trace);
+        if i % 8 == 6 {
+            answer_directly(&mut made.trace, &sample.answer);
+        }
+        out.images.extend(made.images.iter().cloned());
+        out.traces.push(made.trace);
+    }
+    Ok(out)
+}
+
+/// Keeps the question and replaces everything after it by one answer turn without an operation.
+fn answer_directly(trace: &mut Trace, answer: &str) {
+    trace.messages.truncate(1);
+    trace.messages.push(pixel_traces::trace::TraceMessage {
+        role: pixel_traces::official::Role::Assistant,
+        content: vec![TracePart::trained(format!(
+            "The digit is \\boxed{{{answer}}}."
+        ))],
+    });
+    trace.variant = "direct".into();
+}
