@@ -195,3 +195,19 @@ fn burns_balanced_checkpointing_gives_the_same_gradients() {
     );
     assert!(worst < 1e-5, "{worst}");
 }
+
+#[test]
+fn lora_dropout_is_refused_because_it_cannot_be_recomputed() {
+    let b = Batch::load();
+    let config = pixel_vlm::lora::LoraConfig::new().with_dropout(0.1);
+    let model = Qwen25Vl::<AB>::from_pretrained(model_dir("tiny_flat"), &Default::default())
+        .unwrap()
+        .with_lora(&config)
+        .unwrap();
+    match model.backward_recomputed(&b.input(), |hidden| loss(&model, &b, hidden)) {
+        Err(pixel_vlm::VlmError::Input { reason, .. }) => {
+            assert!(reason.contains("dropout"), "{reason}")
+        }
+        other => panic!("expected an input error, got {:?}", other.map(|o| o.loss)),
+    }
+}

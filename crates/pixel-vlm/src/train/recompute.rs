@@ -33,7 +33,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::error::Result;
+use crate::error::{Result, VlmError};
 use crate::layers::norm::rms_norm;
 use crate::model::{ForwardInput, Qwen25Vl};
 use crate::text::full_attention_mask;
@@ -57,7 +57,9 @@ impl<B: AutodiffBackend> Qwen25Vl<B> {
     /// and returns a scalar loss `[1]`; it may use the model's head (`target_logprobs`, `logits`).
     ///
     /// # Errors
-    /// As [`Qwen25Vl::forward_train`], and whatever `loss_fn` returns.
+    /// As [`Qwen25Vl::forward_train`], and whatever `loss_fn` returns; [`VlmError::Input`] for a model with
+    /// LoRA dropout (the forward without a graph applies none and the recomputed one would draw new masks,
+    /// so the gradients would not be those of any single forward).
     pub fn backward_recomputed<F>(
         &self,
         input: &ForwardInput<'_>,
@@ -66,6 +68,19 @@ impl<B: AutodiffBackend> Qwen25Vl<B> {
     where
         F: FnOnce(Tensor<B, 3>) -> Result<Tensor<B, 1>>,
     {
+        if let Some(site) = self.lora_sites().into_iter().find(|&site| {
+            self.lora_adapter(site)
+                .is_some_and(|a| a.dropout.prob > 0.0)
+        }) {
+            return Err(VlmError::Input {
+                input: "model",
+                reason: format!(
+                    "LoRA dropout (on `{}`) cannot be recomputed identically; train with dropout 0 or \
+                     without recompute",
+                    site.module_path()
+                ),
+            });
+        }
         let embeds = self.embed(input)?;
         let all_valid;
         let valid = match input.valid {
