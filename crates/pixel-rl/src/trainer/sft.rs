@@ -33,7 +33,7 @@ pub fn build_examples(
 }
 
 /// [`build_examples`] with the system prompt given (see
-/// [`build_example_with_system`](crate::sft::build_example_with_system)).
+/// [`build_example_with_system`]).
 pub fn build_examples_with_system(
     processor: &Processor,
     traces: &[Trace],
