@@ -197,10 +197,14 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| control's RaPR declines | {} → {} | {} |",
+        "| control's RaPR declines, and ends below the curiosity run's | {} → {} (curiosity: {}) | {} |",
         pct(rapr_start("no curiosity")),
         pct(rapr_end("no curiosity")),
-        verdict(rapr_end("no curiosity") < rapr_start("no curiosity"))
+        pct(rapr_end("curiosity")),
+        verdict(
+            rapr_end("no curiosity") < rapr_start("no curiosity")
+                && rapr_end("no curiosity") < rapr_end("curiosity")
+        )
     )?;
     writeln!(
         md,
