@@ -264,23 +264,7 @@ fn a_run_killed_with_sigkill_resumes_where_it_stopped() {
     run(&mut Scripted::new(), &bench, &settings(), &whole).unwrap();
 
     let killed = dir.path().join("killed.jsonl");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_slow_run", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, dir.path())
-        .spawn()
-        .expect("spawn the child run");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read_results(&killed).map_or(0, |r| r.results.len()) < 3 {
-        assert!(Instant::now() < deadline, "the child wrote no results");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the child ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    let before = read_results(&killed).unwrap().results.len();
+    let before = kill_child_after("child_slow_run", dir.path(), &killed, 3);
     assert!(
         (3..12).contains(&before),
         "killed mid-run after {before} questions"
@@ -417,28 +401,7 @@ fn a_concurrent_run_killed_with_sigkill_resumes_without_loss_or_duplicates() {
     run(&mut Scripted::new(), &bench, &settings(), &whole).unwrap();
 
     let killed = dir.path().join("killed_concurrent.jsonl");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_slow_concurrent_run",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, dir.path())
-        .spawn()
-        .expect("spawn the child run");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read_results(&killed).map_or(0, |r| r.results.len()) < 4 {
-        assert!(Instant::now() < deadline, "the child wrote no results");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the child ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    let before = read_results(&killed).unwrap().results.len();
+    let before = kill_child_after("child_slow_concurrent_run", dir.path(), &killed, 4);
     assert!(
         (4..18).contains(&before),
         "killed mid-run after {before} questions"
@@ -463,4 +426,26 @@ fn a_concurrent_run_killed_with_sigkill_resumes_without_loss_or_duplicates() {
         answers(&whole),
         "same questions, same answers"
     );
+}
+
+/// Runs the ignored test `child` in a child process (its folder in [`CHILD_ENV`]), SIGKILLs it once
+/// `results` holds at least `min` results, and returns how many it holds then.
+fn kill_child_after(child: &str, dir: &Path, results: &Path, min: usize) -> usize {
+    let mut process = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--ignored", "--nocapture"])
+        .env(CHILD_ENV, dir)
+        .spawn()
+        .expect("spawn the child run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_results(results).map_or(0, |r| r.results.len()) < min {
+        assert!(Instant::now() < deadline, "the child wrote no results");
+        assert!(
+            process.try_wait().unwrap().is_none(),
+            "the child ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    process.kill().expect("SIGKILL");
+    process.wait().unwrap();
+    read_results(results).unwrap().results.len()
 }
