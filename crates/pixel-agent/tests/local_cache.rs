@@ -1,8 +1,6 @@
 //! `LocalEngine`'s KV cache: an engine whose capacity is sized to the episode budget allocates only what
 //! its group's rollouts use.
 
-use std::path::Path;
-
 use image::{Rgb, RgbImage};
 use pixel_agent::{LocalEngine, Query, RolloutConfig, run_group};
 use pixel_vlm::Qwen25Vl;
@@ -10,22 +8,9 @@ use pixel_vlm::backend::CpuBackend as B;
 use pixel_vlm::processor::Processor;
 use pixel_vlm::sampling::SamplingParams;
 
-/// The committed tiny checkpoint with the test tokenizer, chat template and preprocessor config.
+/// The committed tiny checkpoint as one folder (`pixel-testkit`).
 fn checkpoint() -> tempfile::TempDir {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let files = [
-        ("models/tiny_flat", "config.json"),
-        ("models/tiny_flat", "model.safetensors"),
-        ("tokenizer", "tokenizer.json"),
-        ("tokenizer", "tokenizer_config.json"),
-        ("tokenizer", "chat_template.json"),
-        ("tokenizer", "preprocessor_config.json"),
-    ];
-    for (folder, name) in files {
-        std::fs::copy(fixtures.join(folder).join(name), dir.path().join(name)).expect("copy");
-    }
-    dir
+    pixel_testkit::tiny_checkpoint()
 }
 
 #[test]

@@ -2,8 +2,6 @@
 //! independent render + tokenization of the final conversation, `get_rope_index` over the whole sequence,
 //! the training forward and a full forward of the whole sequence.
 
-use std::path::{Path, PathBuf};
-
 use burn::tensor::activation::log_softmax;
 use image::{Rgb, RgbImage};
 use pixel_agent::{
@@ -18,28 +16,9 @@ use pixel_vlm::train::Targets;
 use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput};
 use serde_json::json;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures")
-}
-
-/// A complete checkpoint folder: the tiny model's weights and config beside the test tokenizer, chat
-/// template and preprocessor config.
+/// The committed tiny checkpoint as one folder (`pixel-testkit`).
 fn checkpoint() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let model = fixtures().join("models/tiny_flat");
-    for name in ["config.json", "model.safetensors"] {
-        std::fs::copy(model.join(name), dir.path().join(name)).expect("copy model");
-    }
-    let tokenizer = fixtures().join("tokenizer");
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.json",
-        "preprocessor_config.json",
-    ] {
-        std::fs::copy(tokenizer.join(name), dir.path().join(name)).expect("copy tokenizer");
-    }
-    dir
+    pixel_testkit::tiny_checkpoint()
 }
 
 fn picture() -> RgbImage {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::vstar_folder;
 use pixel_agent::{Engine, LocalEngine};
@@ -19,33 +19,9 @@ use pixel_vlm::Qwen25Vl;
 use pixel_vlm::backend::CpuBackend as B;
 use pixel_vlm::processor::Processor;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures")
-}
-
-/// The tiny model's weights and config beside the test tokenizer, chat template and preprocessor config.
+/// The committed tiny checkpoint as one folder (`pixel-testkit`).
 fn checkpoint() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["config.json", "model.safetensors"] {
-        std::fs::copy(
-            fixtures().join("models/tiny_flat").join(name),
-            dir.path().join(name),
-        )
-        .unwrap();
-    }
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.json",
-        "preprocessor_config.json",
-    ] {
-        std::fs::copy(
-            fixtures().join("tokenizer").join(name),
-            dir.path().join(name),
-        )
-        .unwrap();
-    }
-    dir
+    pixel_testkit::tiny_checkpoint()
 }
 
 #[test]

@@ -287,26 +287,12 @@ mod tests {
     use pixel_agent::{LocalEngine, Media, Query, run_group};
     use pixel_vlm::backend::CpuBackend;
     use pixel_vlm::sampling::SamplingParams;
-    use std::path::Path;
 
     type AB = Autodiff<CpuBackend>;
 
-    /// The committed tiny checkpoint (`pixel-vlm`'s fixtures) with the test tokenizer, as one folder.
+    /// The committed tiny checkpoint as one folder (`pixel-testkit`).
     fn checkpoint() -> tempfile::TempDir {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let files = [
-            ("models/tiny_flat", "config.json"),
-            ("models/tiny_flat", "model.safetensors"),
-            ("tokenizer", "tokenizer.json"),
-            ("tokenizer", "tokenizer_config.json"),
-            ("tokenizer", "chat_template.json"),
-            ("tokenizer", "preprocessor_config.json"),
-        ];
-        for (folder, name) in files {
-            std::fs::copy(fixtures.join(folder).join(name), dir.path().join(name)).expect("copy");
-        }
-        dir
+        pixel_testkit::tiny_checkpoint()
     }
 
     /// Every parameter's gradient, flattened, in visiting order.

@@ -9,7 +9,7 @@
 //! Without `--model` the committed tiny checkpoint (the test fixtures) is served, which measures the
 //! server's overhead (HTTP, JSON, base64 and PNG decoding, queueing, batching) more than the model.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -46,30 +46,9 @@ struct Args {
     max_batch: usize,
 }
 
+/// The committed tiny checkpoint as one folder (`pixel-testkit`).
 fn fixture_checkpoint() -> tempfile::TempDir {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures");
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (from, names) in [
-        (
-            "models/tiny_flat",
-            &["config.json", "model.safetensors"][..],
-        ),
-        (
-            "tokenizer",
-            &[
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "chat_template.json",
-                "preprocessor_config.json",
-            ][..],
-        ),
-    ] {
-        for name in names {
-            std::fs::copy(fixtures.join(from).join(name), dir.path().join(name))
-                .expect("copy the fixture checkpoint");
-        }
-    }
-    dir
+    pixel_testkit::tiny_checkpoint()
 }
 
 fn body(args: &Args, i: usize) -> Vec<u8> {

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,28 +15,9 @@ use pixel_serve::{ServeConfig, ServeError, Server, Stats, StatsSnapshot};
 use pixel_vlm::backend::CpuBackend;
 use serde_json::{Value, json};
 
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pixel-vlm/tests/fixtures")
-}
-
-/// A complete checkpoint folder: the tiny model's weights and config beside the test tokenizer, chat
-/// template and preprocessor config.
+/// The committed tiny checkpoint as one folder (`pixel-testkit`).
 pub fn checkpoint() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let model = fixtures().join("models/tiny_flat");
-    for name in ["config.json", "model.safetensors"] {
-        std::fs::copy(model.join(name), dir.path().join(name)).expect("copy model");
-    }
-    let tokenizer = fixtures().join("tokenizer");
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.json",
-        "preprocessor_config.json",
-    ] {
-        std::fs::copy(tokenizer.join(name), dir.path().join(name)).expect("copy tokenizer");
-    }
-    dir
+    pixel_testkit::tiny_checkpoint()
 }
 
 /// Settings for tests: the tiny model's 4,096 positions.
