@@ -26,6 +26,7 @@
 use burn::config::Config;
 use pixel_agent::RolloutConfig;
 use pixel_reward::{RewardConfig, RewardVariant};
+use pixel_vlm::lora::LoraConfig;
 
 use crate::error::RlError;
 use crate::loss::{LossAggregation, SurrogateSettings};
@@ -114,6 +115,11 @@ pub struct GrpoConfig {
     /// Checkpoints kept in the run folder (the newest).
     #[config(default = 2)]
     pub keep_checkpoints: usize,
+    /// Train LoRA adapters only (the base frozen; `None`: every trainable parameter). The trainer adds
+    /// them to the model it is given; checkpoints hold the adapters in PEFT's layout (`adapter/`), and
+    /// `export` merges them into the base.
+    #[config(default = "None")]
+    pub lora: Option<LoraConfig>,
 }
 
 impl GrpoConfig {
@@ -194,6 +200,9 @@ impl GrpoConfig {
         self.adamw.validate()?;
         self.surrogate.validate()?;
         self.reward.validate()?;
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+        }
         Ok(())
     }
 
@@ -246,6 +255,11 @@ pub struct SftConfig {
     /// Checkpoints kept in the run folder (the newest).
     #[config(default = 2)]
     pub keep_checkpoints: usize,
+    /// Train LoRA adapters only (the base frozen; `None`: every trainable parameter). The trainer adds
+    /// them to the model it is given; checkpoints hold the adapters in PEFT's layout (`adapter/`), and
+    /// `export` merges them into the base.
+    #[config(default = "None")]
+    pub lora: Option<LoraConfig>,
 }
 
 impl SftConfig {
@@ -283,6 +297,9 @@ impl SftConfig {
             self.min_lr_rate,
             self.max_grad_norm,
         )?;
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+        }
         self.adamw.validate()
     }
 }

@@ -77,6 +77,9 @@ pub enum RlError {
         /// What is wrong.
         reason: String,
     },
+    /// A data-parallel collective operation failed (joining, an all-reduce), or the ranks disagree.
+    #[error("data parallel: {0}")]
+    Collective(String),
 }
 
 /// `Result` with [`RlError`].

@@ -40,6 +40,7 @@
 //!   parameter ids).
 //! - [`data`], [`reward`]: RL tasks and their sources, the curiosity reward.
 //! - [`metrics`], [`plot`], [`progress`]: JSONL metrics, PNG charts, progress bars.
+//! - [`parallel`]: data-parallel training (threads or processes) over `burn-collective`'s all-reduce.
 //! - [`optim`]: the recipe's AdamW settings, **global** gradient-norm clipping (burn's
 //!   `GradientClippingConfig::Norm` clips each tensor on its own), and warmup then cosine to a minimum
 //!   learning rate (transformers' `cosine_with_min_lr`).
@@ -60,6 +61,7 @@ pub mod grpo;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod progress;
 pub mod reward;

@@ -14,8 +14,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Tensor, TensorData};
-use pixel_agent::{LocalEngine, RolloutConfig, RolloutEnd, Trajectory, run_group};
-use pixel_ops::EndReason;
+use pixel_agent::{RolloutConfig, Trajectory};
 use pixel_vlm::Qwen25Vl;
 use pixel_vlm::processor::Processor;
 use rand::SeedableRng;
@@ -24,133 +23,21 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::AdamWOptimizer;
 use crate::config::GrpoConfig;
-use crate::data::{EpochCursor, Task, TaskSource};
+use crate::data::{EpochCursor, TaskSource};
 use crate::error::{Result, RlError};
 use crate::grpo::{add_gap, policy_tokens_with_entropy};
 use crate::loss::{MiniBatchTotals, SurrogateStats, advantages, aggregate, clipped_surrogate};
 use crate::metrics::{MetricRecord, MetricSink};
 use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
-use crate::reward::{CuriosityReward, GroupScore, Reward};
+use crate::parallel::{Collective, DataParallel};
+use crate::reward::{CuriosityReward, Reward};
 use crate::trainer::replay::{ReplayBuffer, ReplayGroup};
-use crate::trainer::{Run, clip_and_step, emit, mix_seed, scalar};
-
-/// Where rollouts come from. The default, [`AgentEnvironment`], runs `pixel-agent`'s loop with the visual
-/// operations on the policy in-process; implement it to roll out in another environment (other tools, a
-/// simulator) without forking the trainer.
-pub trait Environment<B: Backend> {
-    /// `n` rollouts of `task` on `policy` (row order), token-exact (each trajectory needs its
-    /// `TokenRecord` to be trained on).
-    ///
-    /// # Errors
-    /// Whatever the environment fails with; the trainer stops with it.
-    fn rollouts(
-        &mut self,
-        policy: &Qwen25Vl<B>,
-        processor: &Processor,
-        task: &Task,
-        n: usize,
-        config: &RolloutConfig,
-    ) -> Result<Vec<Trajectory>>;
-}
-
-/// `pixel-agent`'s multi-turn loop on an in-process engine: the prompt prefilled once and forked into `n`
-/// rows, each row's KV cache allowed the episode's token budget plus one turn (it is allocated as the
-/// rollout grows, not at that size).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AgentEnvironment;
-
-impl<B: Backend> Environment<B> for AgentEnvironment {
-    fn rollouts(
-        &mut self,
-        policy: &Qwen25Vl<B>,
-        processor: &Processor,
-        task: &Task,
-        n: usize,
-        config: &RolloutConfig,
-    ) -> Result<Vec<Trajectory>> {
-        let budget = config.episode.max_total_tokens.unwrap_or(12_088);
-        let most = policy.max_cache_capacity(n, pixel_vlm::cache::DEFAULT_KV_CACHE_BUDGET);
-        let capacity = (budget + config.max_new_tokens).min(most);
-        let mut engine = LocalEngine::new(policy, processor, capacity);
-        Ok(run_group(&mut engine, &task.query, n, config)?)
-    }
-}
-
-/// One group of the current buffer.
-struct BufferGroup {
-    trajectories: Vec<Trajectory>,
-    advantages: Vec<f32>,
-}
-
-/// What the rollouts of one iteration measured.
-#[derive(Default)]
-struct RolloutStats {
-    groups_drawn: usize,
-    uniform: usize,
-    rollouts: usize,
-    correct: usize,
-    used_ops: usize,
-    curiosity: f64,
-    penalty: f64,
-    reward: f64,
-    ops_attempted: usize,
-    ops_failed: usize,
-    sampled_tokens: usize,
-    truncated: usize,
-}
-
-impl RolloutStats {
-    fn add(&mut self, trajectories: &[Trajectory], score: &GroupScore, uniform: bool) {
-        self.groups_drawn += 1;
-        self.uniform += usize::from(uniform);
-        for (i, t) in trajectories.iter().enumerate() {
-            self.rollouts += 1;
-            self.correct += usize::from(score.correct[i]);
-            self.used_ops += usize::from(t.stats.used_pixel_reasoning());
-            self.curiosity += score.curiosity[i];
-            self.penalty += score.penalty[i];
-            self.reward += score.rewards[i];
-            self.ops_attempted += t.stats.operations_attempted;
-            self.ops_failed += t.stats.operations_failed;
-            self.sampled_tokens += t.tokens.as_ref().map_or(0, |r| r.sampled_len());
-            self.truncated += usize::from(is_truncated(t));
-        }
-    }
-
-    fn write(&self, m: &mut MetricRecord) {
-        let n = self.rollouts.max(1) as f64;
-        m.set("accuracy", self.correct as f64 / n)
-            .set("rapr", self.used_ops as f64 / n)
-            .set("curiosity_bonus", self.curiosity / n)
-            .set("penalty", self.penalty / n)
-            .set("reward", self.reward / n)
-            .set(
-                "op_error_rate",
-                if self.ops_attempted == 0 {
-                    0.0
-                } else {
-                    self.ops_failed as f64 / self.ops_attempted as f64
-                },
-            )
-            .set(
-                "uniform_share",
-                self.uniform as f64 / self.groups_drawn.max(1) as f64,
-            )
-            .set("groups_drawn", self.groups_drawn as f64)
-            .set("response_length", self.sampled_tokens as f64 / n)
-            .set("truncated_share", self.truncated as f64 / n);
-    }
-}
-
-/// Whether the rollout ran out of tokens rather than answering or hitting a call/image limit.
-pub fn is_truncated(t: &Trajectory) -> bool {
-    matches!(
-        t.end,
-        RolloutEnd::TurnLength
-            | RolloutEnd::ObservationTooLong
-            | RolloutEnd::Episode(EndReason::TokenBudget)
-    )
-}
+pub use crate::trainer::rollout::{AgentEnvironment, Environment, is_truncated};
+use crate::trainer::rollout::{BufferGroup, RolloutStats};
+use crate::trainer::{
+    Run, Start, attach_lora, check_lora_run, clip_and_step, emit, export_merged, join_parallel,
+    mix_seed, resume_from, scalar,
+};
 
 /// The GRPO trainer. See the [module docs](self) for one iteration, and the crate docs for an example.
 pub struct GrpoTrainer<B: AutodiffBackend, S: TaskSource, R: Reward> {
@@ -169,6 +56,9 @@ pub struct GrpoTrainer<B: AutodiffBackend, S: TaskSource, R: Reward> {
     step: usize,
     sinks: Vec<Box<dyn MetricSink>>,
     run: Option<Run>,
+    source: Option<std::path::PathBuf>,
+    lora_base: Option<Qwen25Vl<B>>,
+    parallel: Option<Collective>,
 }
 
 impl<B: AutodiffBackend, S: TaskSource> GrpoTrainer<B, S, CuriosityReward> {
@@ -189,10 +79,13 @@ impl<B: AutodiffBackend, S: TaskSource> GrpoTrainer<B, S, CuriosityReward> {
 }
 
 impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
-    /// A trainer for `model` (with its checkpoint's `processor`) over `data`, scored by `reward`.
+    /// A trainer for `model` (with its checkpoint's `processor`) over `data`, scored by `reward`. With
+    /// `config.lora`, `model` is the base: the trainer adds the adapters and trains only them (the KL
+    /// reference, if any, is the base).
     ///
     /// # Errors
-    /// [`RlError::Setting`] for an invalid config or empty data.
+    /// [`RlError::Setting`] for an invalid config, empty data, or `config.lora` with a model that has
+    /// adapters already.
     pub fn new(
         model: Qwen25Vl<B>,
         processor: Processor,
@@ -206,6 +99,7 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
         } else {
             model.with_frozen_vision()
         };
+        let (model, lora_base) = attach_lora(model, config.lora.as_ref())?;
         let total = config.total_steps();
         let schedule = WarmupCosineSchedule::new(
             config.learning_rate,
@@ -213,7 +107,11 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             total,
             config.min_lr_rate,
         )?;
-        let reference = (config.surrogate.kl_beta > 0.0).then(|| model.valid());
+        let reference = (config.surrogate.kl_beta > 0.0).then(|| {
+            lora_base
+                .as_ref()
+                .map_or_else(|| model.valid(), |b| b.valid())
+        });
         Ok(Self {
             optimizer: config.adamw.config()?.init(),
             cursor: EpochCursor::new(data.len(), config.seed)?,
@@ -229,8 +127,46 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             step: 0,
             sinks: Vec::new(),
             run: None,
+            source: None,
+            lora_base,
+            parallel: None,
             config,
         })
+    }
+
+    /// Trains as rank `dp.rank` of a data-parallel run. Each rank rolls out its own share of the buffer's
+    /// queries (round `k` of the shared task order gives rank `r` the task at `k · world + r`, sampled
+    /// with that slot's seed, so the ranks together draw what one device would), and refills its own
+    /// uniform groups; the rollout metrics are summed over the ranks. Each mini-batch is normalised by the
+    /// totals of all ranks' mini-batches and the gradients are summed over the ranks before clipping and
+    /// the step, so the ranks stay identical. Blocks until every rank has joined; call it on every rank
+    /// before [`GrpoTrainer::with_run_dir`]. Only rank 0 writes the run folder; the others resume from it.
+    ///
+    /// # Errors
+    /// [`RlError::Setting`] for an invalid layout, when called after `with_run_dir`, or with
+    /// `selective_replay` (its buffer is per rank and not checkpointed per rank yet);
+    /// [`RlError::Collective`] when joining fails or the ranks' parameters differ.
+    pub fn with_data_parallel(mut self, dp: &DataParallel) -> Result<Self> {
+        if self.config.selective_replay && dp.world_size > 1 {
+            return Err(RlError::Setting(
+                "selective_replay is not supported with data parallel yet (turn it off)".into(),
+            ));
+        }
+        self.parallel = Some(join_parallel(&self.model, dp, self.run.is_some())?);
+        Ok(self)
+    }
+
+    /// Writes the trained policy as a Hugging Face folder in `dtype` at `dir`, LoRA adapters merged into
+    /// the base, with the run's source processor files beside it (when `with_run_dir` was given a source).
+    ///
+    /// # Errors
+    /// The model's save errors; I/O errors.
+    pub fn export(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+        dtype: burn::tensor::FloatDType,
+    ) -> Result<std::path::PathBuf> {
+        export_merged(&self.model, dir.as_ref(), dtype, self.source.as_deref())
     }
 
     /// Rolls out in `environment` instead of [`AgentEnvironment`].
@@ -260,9 +196,21 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
         run_dir: impl Into<std::path::PathBuf>,
         source: Option<&std::path::Path>,
     ) -> Result<Self> {
-        let run = Run::open(run_dir.into(), source)?;
-        if let Some(resumed) = run.resume::<B, GrpoConfig>(&self.config, &self.model.device())? {
-            let model = if self.config.train_vision {
+        check_lora_run(&self.model, self.lora_base.as_ref())?;
+        let run_dir = run_dir.into();
+        self.source = source.map(std::path::Path::to_path_buf);
+        let writes = self.parallel.as_ref().is_none_or(|c| c.rank() == 0);
+        let run = if writes {
+            Some(Run::open(run_dir.clone(), source)?)
+        } else {
+            None
+        };
+        let start = Start {
+            device: self.model.device(),
+            lora_base: self.lora_base.clone(),
+        };
+        if let Some(resumed) = resume_from::<B, GrpoConfig>(&run_dir, &self.config, &start)? {
+            let model = if self.config.train_vision || self.lora_base.is_some() {
                 resumed.model
             } else {
                 resumed.model.with_frozen_vision()
@@ -276,7 +224,7 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             self.step = resumed.state.step;
             self.iteration = resumed.state.counter;
             self.cursor = resumed.state.cursor;
-            if self.reference.is_some() {
+            if self.reference.is_some() && self.lora_base.is_none() {
                 self.reference = Some(Qwen25Vl::from_pretrained(
                     resumed.dir.join("reference"),
                     &self.model.device(),
@@ -287,7 +235,7 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 self.replay = ReplayBuffer::load(&replay, self.config.replay_capacity)?;
             }
         }
-        self.run = Some(run);
+        self.run = run;
         Ok(self)
     }
 
@@ -365,12 +313,28 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
         let policy = self.model.valid();
         let mut stats = RolloutStats::default();
         let mut buffer: Vec<BufferGroup> = Vec::new();
-        let max_draws = (cfg.queries_per_buffer as f64 * cfg.max_draw_factor).ceil() as usize;
+        let (rank, world) = self
+            .parallel
+            .as_ref()
+            .map_or((0, 1), |c| (c.rank(), c.world_size()));
+        // This rank's share of the buffer's queries.
+        let quota =
+            cfg.queries_per_buffer / world + usize::from(rank < cfg.queries_per_buffer % world);
+        let max_draws = (quota as f64 * cfg.max_draw_factor).ceil() as usize;
         let mut draws = 0;
-        while buffer.len() < cfg.queries_per_buffer && draws < max_draws {
-            let task = self.data.task(self.cursor.next_index())?;
+        while buffer.len() < quota && draws < max_draws {
+            // One round: the next `world` tasks of the shared order, this rank's at its rank.
+            let mut index = 0;
+            for k in 0..world {
+                let i = self.cursor.next_index();
+                if k == rank {
+                    index = i;
+                }
+            }
+            let task = self.data.task(index)?;
+            let slot = draws * world + rank;
             let rollout = RolloutConfig {
-                seed: mix_seed(cfg.seed, self.iteration as u64, draws as u64),
+                seed: mix_seed(cfg.seed, self.iteration as u64, slot as u64),
                 ..cfg.rollout.clone()
             };
             draws += 1;
@@ -410,6 +374,21 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 advantages: adv,
             });
         }
+        let device = self.model.device();
+        let mut global_groups = buffer.len();
+        if let Some(c) = &self.parallel {
+            // Every rank's cursor ends where the rank that drew the most rounds left it.
+            let rounds = c.gather::<B::InnerBackend>(draws as f64, &device)?;
+            let most = rounds.iter().fold(0.0f64, |a, &b| a.max(b)) as usize;
+            for _ in 0..most.saturating_sub(draws) * world {
+                self.cursor.next_index();
+            }
+            let mut values = stats.to_values();
+            values.push(buffer.len() as f64);
+            let summed = c.sum::<B::InnerBackend>(&values, &device)?;
+            global_groups = summed[summed.len() - 1] as usize;
+            stats = RolloutStats::from_values(&summed);
+        }
         let fresh = buffer.len();
         let mut rng =
             ChaCha8Rng::seed_from_u64(mix_seed(cfg.seed, self.iteration as u64, u64::MAX));
@@ -428,10 +407,13 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
         first.set("iteration", (self.iteration + 1) as f64);
         stats.write(&mut first);
         first
-            .set("groups_trained", buffer.len() as f64)
+            .set(
+                "groups_trained",
+                (global_groups + buffer.len() - fresh) as f64,
+            )
             .set("groups_replayed", (buffer.len() - fresh) as f64);
 
-        let records = if buffer.is_empty() {
+        let records = if global_groups + buffer.len() - fresh == 0 {
             // Nothing to learn from: the schedule still advances so the run keeps its length.
             let mut records = Vec::new();
             for u in 0..cfg.updates_per_buffer {
@@ -448,7 +430,8 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             }
             records
         } else {
-            self.update(buffer, first, &mut rng)?
+            let rows = (global_groups + buffer.len() - fresh) * cfg.group_size;
+            self.update(buffer, rows, first, &mut rng)?
         };
         self.iteration += 1;
         for m in &records {
@@ -457,10 +440,11 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
         Ok(records)
     }
 
-    /// The optimizer steps of one buffer.
+    /// The optimizer steps of one buffer (`global_rows`: the rows of all ranks' buffers).
     fn update(
         &mut self,
         buffer: Vec<BufferGroup>,
+        global_rows: usize,
         first: MetricRecord,
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<MetricRecord>> {
@@ -470,9 +454,11 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             .flat_map(|g| g.trajectories.into_iter().zip(g.advantages))
             .collect();
         rows.shuffle(rng);
-        let n_mini = cfg.updates_per_buffer.min(rows.len());
-        let per = rows.len().div_ceil(n_mini);
-        let minis: Vec<Vec<(Trajectory, f32)>> = rows.chunks(per).map(<[_]>::to_vec).collect();
+        // The same number of steps on every rank; a rank with fewer rows trains empty mini-batches.
+        let n_mini = cfg.updates_per_buffer.min(global_rows).max(1);
+        let per = rows.len().div_ceil(n_mini).max(1);
+        let mut minis: Vec<Vec<(Trajectory, f32)>> = rows.chunks(per).map(<[_]>::to_vec).collect();
+        minis.resize(n_mini, Vec::new());
 
         // Old (and reference) log-probs on the unchanged policy, before the first update.
         let policy = self.model.valid();
@@ -535,7 +521,18 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                     m.iter().skip(1).map(|&x| x && k).collect()
                 })
                 .collect();
-            let totals = MiniBatchTotals::from_masks(masks.iter().map(Vec::as_slice));
+            let mut totals = MiniBatchTotals::from_masks(masks.iter().map(Vec::as_slice));
+            if let Some(c) = &self.parallel {
+                // The loss of each rank is its part of the loss over all ranks' mini-batches.
+                let t = c.sum::<B::InnerBackend>(
+                    &[totals.tokens as f64, totals.sequences as f64],
+                    &self.model.device(),
+                )?;
+                totals = MiniBatchTotals {
+                    tokens: t[0] as usize,
+                    sequences: t[1] as usize,
+                };
+            }
             let mut accumulator = GradientsAccumulator::<Qwen25Vl<B>>::new();
             let mut surrogate_stats = SurrogateStats::default();
             let mut loss_sum = 0.0f64;
@@ -576,6 +573,14 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
                 accumulator.accumulate(&self.model, grads);
             }
+            if let Some(c) = &self.parallel {
+                let v = c.sum::<B::InnerBackend>(
+                    &[loss_sum, entropy.0, entropy.1 as f64],
+                    &self.model.device(),
+                )?;
+                loss_sum = v[0];
+                entropy = (v[1], v[2] as usize);
+            }
             let lr = self.schedule.lr_at(self.step);
             let (model, norm) = clip_and_step(
                 self.model.clone(),
@@ -583,6 +588,7 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
                 accumulator.grads(),
                 cfg.max_grad_norm,
                 lr,
+                self.parallel.as_ref(),
             )?;
             self.model = model;
             self.step += 1;
@@ -630,7 +636,8 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
             ));
         };
         let pending = run.begin(self.iteration)?;
-        if let Some(reference) = &self.reference {
+        // With LoRA the reference is the frozen base, rebuilt on resume.
+        if let Some(reference) = self.reference.as_ref().filter(|_| self.lora_base.is_none()) {
             reference.save_pretrained(
                 pending.dir().join("reference"),
                 burn::tensor::FloatDType::F32,

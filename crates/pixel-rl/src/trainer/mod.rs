@@ -10,6 +10,7 @@
 
 pub mod grpo;
 pub mod replay;
+mod rollout;
 pub mod sft;
 
 use std::path::{Path, PathBuf};
@@ -30,8 +31,10 @@ use crate::checkpoint::{
     save_optimizer, write_synced,
 };
 use crate::data::EpochCursor;
-use crate::error::Result;
+use crate::error::{Result, RlError};
 use crate::metrics::{JsonlSink, MetricSink, read_jsonl};
+use crate::parallel::{Collective, DataParallel, all_reduce_gradients};
+use pixel_vlm::lora::LoraConfig;
 
 /// The counters and cursor of a checkpoint (`state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,38 +82,6 @@ impl Run {
         })
     }
 
-    /// The newest checkpoint, if any, with its model loaded on `device`. Its config must equal `config`
-    /// except for the run length (`iterations`/`epochs` may be extended).
-    pub fn resume<B: Backend, C: Serialize>(
-        &self,
-        config: &C,
-        device: &B::Device,
-    ) -> Result<Option<Resumed<B>>> {
-        let Some(dir) = latest_checkpoint(&self.dir)? else {
-            return Ok(None);
-        };
-        let state = read_state(&dir)?;
-        let mut ours = serde_json::to_value(config).map_err(|e| bad(&dir, e.to_string()))?;
-        let mut theirs = state.config.clone();
-        for key in ["iterations", "epochs"] {
-            for v in [&mut ours, &mut theirs] {
-                if let Some(map) = v.as_object_mut() {
-                    map.remove(key);
-                }
-            }
-        }
-        if ours != theirs {
-            return Err(bad(
-                &dir,
-                format!(
-                    "written with another config:\n  checkpoint: {theirs}\n  now:        {ours}"
-                ),
-            ));
-        }
-        let model = Qwen25Vl::from_pretrained(dir.join("model"), device)?;
-        Ok(Some(Resumed { dir, model, state }))
-    }
-
     /// Starts a checkpoint folder.
     pub fn begin(&mut self, counter: usize) -> Result<PendingCheckpoint> {
         self.metrics.flush()?;
@@ -126,10 +97,15 @@ impl Run {
         state: &State,
         keep: usize,
     ) -> Result<PathBuf> {
-        let model_dir = pending.dir().join("model");
-        model.valid().save_pretrained(&model_dir, FloatDType::F32)?;
-        if let Some(source) = &self.source {
-            copy_processor_files(source, &model_dir)?;
+        if model.lora_sites().is_empty() {
+            let model_dir = pending.dir().join(MODEL_DIR);
+            model.valid().save_pretrained(&model_dir, FloatDType::F32)?;
+            if let Some(source) = &self.source {
+                copy_processor_files(source, &model_dir)?;
+            }
+        } else {
+            // The base is frozen and unchanged: only the adapters are written (PEFT's folder).
+            model.valid().save_lora(pending.dir().join(ADAPTER_DIR))?;
         }
         save_optimizer(
             optimizer,
@@ -150,22 +126,160 @@ impl Run {
     }
 }
 
+/// The newest checkpoint of `run_dir`, if any, with its model loaded on `start`'s device: the full model
+/// from `model/`, or `start`'s base with the adapters of `adapter/` for a LoRA run. Its config must equal
+/// `config` except for the run length (`iterations`/`epochs` may be extended). Reads only (ranks other than
+/// 0 of a data-parallel run resume this way without writing).
+pub(crate) fn resume_from<B: Backend, C: Serialize>(
+    run_dir: &Path,
+    config: &C,
+    start: &Start<B>,
+) -> Result<Option<Resumed<B>>> {
+    let Some(dir) = latest_checkpoint(run_dir)? else {
+        return Ok(None);
+    };
+    let state = read_state(&dir)?;
+    let mut ours = serde_json::to_value(config).map_err(|e| bad(&dir, e.to_string()))?;
+    let mut theirs = state.config.clone();
+    for key in ["iterations", "epochs"] {
+        for v in [&mut ours, &mut theirs] {
+            if let Some(map) = v.as_object_mut() {
+                map.remove(key);
+            }
+        }
+    }
+    if ours != theirs {
+        return Err(bad(
+            &dir,
+            format!("written with another config:\n  checkpoint: {theirs}\n  now:        {ours}"),
+        ));
+    }
+    let adapter = dir.join(ADAPTER_DIR);
+    let model = match &start.lora_base {
+        Some(base) if adapter.is_dir() => base.clone().load_lora(&adapter)?,
+        Some(_) => {
+            return Err(bad(
+                &dir,
+                "a LoRA run, but the checkpoint has no adapter/ folder",
+            ));
+        }
+        None if adapter.is_dir() => {
+            return Err(bad(
+                &dir,
+                "holds LoRA adapters (adapter/) but the trainer's config has no `lora`",
+            ));
+        }
+        None => Qwen25Vl::from_pretrained(dir.join(MODEL_DIR), &start.device)?,
+    };
+    Ok(Some(Resumed { dir, model, state }))
+}
+
+/// Where a checkpoint keeps the full model (Hugging Face layout).
+pub const MODEL_DIR: &str = "model";
+/// Where a LoRA run's checkpoint keeps the adapters (PEFT's layout).
+pub const ADAPTER_DIR: &str = "adapter";
+
+/// What a trainer starts from, for resuming: the device, and for a LoRA run the base model (the
+/// checkpoint's adapters are loaded onto it).
+pub(crate) struct Start<B: Backend> {
+    pub device: B::Device,
+    pub lora_base: Option<Qwen25Vl<B>>,
+}
+
+/// `model` with the adapters `lora` asks for (the base frozen), and the base kept for resuming; `model`
+/// unchanged without `lora`.
+///
+/// # Errors
+/// [`RlError::Setting`] when `lora` is set and the model has adapters already; the adapter config's errors.
+pub(crate) fn attach_lora<B: Backend>(
+    model: Qwen25Vl<B>,
+    lora: Option<&LoraConfig>,
+) -> Result<(Qwen25Vl<B>, Option<Qwen25Vl<B>>)> {
+    let Some(lora) = lora else {
+        return Ok((model, None));
+    };
+    if !model.lora_sites().is_empty() {
+        return Err(RlError::Setting(
+            "config.lora is set but the model has LoRA adapters already: pass the base model (the trainer \
+             adds the adapters)"
+                .into(),
+        ));
+    }
+    let base = burn::module::Module::no_grad(model.clone());
+    Ok((model.with_lora(lora)?, Some(base)))
+}
+
+/// Refuses a run folder for a model with adapters the trainer did not add (its checkpoints could not be
+/// resumed: the base is not known).
+pub(crate) fn check_lora_run<B: Backend>(
+    model: &Qwen25Vl<B>,
+    lora_base: Option<&Qwen25Vl<B>>,
+) -> Result<()> {
+    if lora_base.is_none() && !model.lora_sites().is_empty() {
+        return Err(RlError::Setting(
+            "the model has LoRA adapters the trainer did not add: set the config's `lora` and pass the base \
+             model to checkpoint a LoRA run (or train without a run folder and save_lora yourself)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `model` merged (adapters folded into the base, if any) as a Hugging Face folder in `dtype`, with
+/// `source`'s processor files beside it.
+pub(crate) fn export_merged<B: AutodiffBackend>(
+    model: &Qwen25Vl<B>,
+    dir: &Path,
+    dtype: FloatDType,
+    source: Option<&Path>,
+) -> Result<PathBuf> {
+    model.valid().merge_lora().save_pretrained(dir, dtype)?;
+    if let Some(source) = source {
+        copy_processor_files(source, dir)?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Joins a data-parallel run for `model` and checks that every rank holds the same parameters.
+pub(crate) fn join_parallel<B: AutodiffBackend>(
+    model: &Qwen25Vl<B>,
+    dp: &DataParallel,
+    has_run: bool,
+) -> Result<Collective> {
+    if has_run {
+        return Err(RlError::Setting(
+            "call with_data_parallel before with_run_dir (only rank 0 writes the run folder)"
+                .into(),
+        ));
+    }
+    let device = model.device();
+    let collective = dp.join::<B::InnerBackend>(&device)?;
+    collective.check_identical::<B::InnerBackend, _>(&model.valid(), &device)?;
+    Ok(collective)
+}
+
 fn read_state(dir: &Path) -> Result<State> {
     let path = dir.join("state.json");
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     serde_json::from_slice(&bytes).map_err(|e| bad(&path, e.to_string()))
 }
 
-/// Global gradient-norm clipping when `max_grad_norm` is set, then one AdamW step at `lr`. Returns the
-/// stepped model and the gradient norm before clipping.
+/// The gradients summed over the ranks of a data-parallel run (unchanged on one device), then global
+/// gradient-norm clipping when `max_grad_norm` is set, then one AdamW step at `lr`. Returns the stepped
+/// model and the gradient norm before clipping.
 pub(crate) fn clip_and_step<B: AutodiffBackend>(
     model: Qwen25Vl<B>,
     optimizer: &mut AdamWOptimizer<Qwen25Vl<B>, B>,
-    mut grads: burn::optim::GradientsParams,
+    grads: burn::optim::GradientsParams,
     max_grad_norm: Option<f32>,
     lr: f64,
+    parallel: Option<&Collective>,
 ) -> Result<(Qwen25Vl<B>, f32)> {
     use burn::optim::Optimizer;
+    let mut grads = match parallel {
+        Some(c) => all_reduce_gradients(&model, grads, c)?,
+        None => grads,
+    };
     let norm = match max_grad_norm {
         Some(max) => crate::optim::clip_grad_norm(&model, &mut grads, max)?,
         None => crate::optim::grad_norm(&model, &grads),

@@ -18,8 +18,12 @@ use crate::data::EpochCursor;
 use crate::error::{Result, RlError};
 use crate::metrics::{MetricRecord, MetricSink};
 use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
+use crate::parallel::{Collective, DataParallel};
 use crate::sft::{MaskRule, SftError, SftExample, build_example_with_system, sft_loss};
-use crate::trainer::{Run, State, clip_and_step, emit, scalar};
+use crate::trainer::{
+    Run, Start, State, attach_lora, check_lora_run, clip_and_step, emit, export_merged,
+    join_parallel, resume_from, scalar,
+};
 
 /// Builds the examples of `traces` under `rule`. Traces that cannot be built (an unknown tool set, a
 /// missing image) are returned with their error instead of stopping the others.
@@ -127,13 +131,18 @@ pub struct SftTrainer<B: AutodiffBackend> {
     step: usize,
     sinks: Vec<Box<dyn MetricSink>>,
     run: Option<Run>,
+    source: Option<std::path::PathBuf>,
+    lora_base: Option<Qwen25Vl<B>>,
+    parallel: Option<Collective>,
 }
 
 impl<B: AutodiffBackend> SftTrainer<B> {
-    /// A trainer for `model` on `examples`.
+    /// A trainer for `model` on `examples`. With `config.lora`, `model` is the base: the trainer adds the
+    /// adapters and trains only them.
     ///
     /// # Errors
-    /// [`RlError::Setting`] for an invalid config or no examples.
+    /// [`RlError::Setting`] for an invalid config, no examples, or `config.lora` with a model that has
+    /// adapters already.
     pub fn new(model: Qwen25Vl<B>, examples: Vec<SftExample>, config: SftConfig) -> Result<Self> {
         config.validate()?;
         let cursor = EpochCursor::new(examples.len(), config.seed)?;
@@ -142,6 +151,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         } else {
             model
         };
+        let (model, lora_base) = attach_lora(model, config.lora.as_ref())?;
         let total = Self::total_for(&config, examples.len());
         let schedule = WarmupCosineSchedule::new(
             config.learning_rate,
@@ -159,7 +169,25 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             step: 0,
             sinks: Vec::new(),
             run: None,
+            source: None,
+            lora_base,
+            parallel: None,
         })
+    }
+
+    /// Trains as rank `dp.rank` of a data-parallel run: every rank draws the same global batch of
+    /// `batch_size` examples, trains the examples at its positions ([`DataParallel::shard`]) with the loss
+    /// normalised by the global batch's trained tokens, and the gradients are summed over the ranks before
+    /// clipping and the step, so the ranks stay identical and the step is the one-device step on the global
+    /// batch. Blocks until every rank has joined; call it on every rank (one thread or process each) before
+    /// [`SftTrainer::with_run_dir`]. Only rank 0 writes the run folder; the others resume from it.
+    ///
+    /// # Errors
+    /// [`RlError::Setting`] for an invalid layout or when called after `with_run_dir`;
+    /// [`RlError::Collective`] when joining fails or the ranks' parameters differ.
+    pub fn with_data_parallel(mut self, dp: &DataParallel) -> Result<Self> {
+        self.parallel = Some(join_parallel(&self.model, dp, self.run.is_some())?);
+        Ok(self)
     }
 
     fn total_for(config: &SftConfig, n: usize) -> usize {
@@ -202,8 +230,20 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         run_dir: impl Into<std::path::PathBuf>,
         source: Option<&std::path::Path>,
     ) -> Result<Self> {
-        let run = Run::open(run_dir.into(), source)?;
-        if let Some(resumed) = run.resume::<B, SftConfig>(&self.config, &self.model.device())? {
+        check_lora_run(&self.model, self.lora_base.as_ref())?;
+        let run_dir = run_dir.into();
+        self.source = source.map(std::path::Path::to_path_buf);
+        let writes = self.parallel.as_ref().is_none_or(|c| c.rank() == 0);
+        let run = if writes {
+            Some(Run::open(run_dir.clone(), source)?)
+        } else {
+            None
+        };
+        let start = Start {
+            device: self.model.device(),
+            lora_base: self.lora_base.clone(),
+        };
+        if let Some(resumed) = resume_from::<B, SftConfig>(&run_dir, &self.config, &start)? {
             if resumed.state.cursor.len != self.examples.len() {
                 return Err(RlError::Checkpoint {
                     path: resumed.dir,
@@ -214,7 +254,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                     ),
                 });
             }
-            let model = if self.config.freeze_vision {
+            let model = if self.config.freeze_vision && self.lora_base.is_none() {
                 resumed.model.with_frozen_vision()
             } else {
                 resumed.model
@@ -228,8 +268,22 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             self.step = resumed.state.step;
             self.cursor = resumed.state.cursor;
         }
-        self.run = Some(run);
+        self.run = run;
         Ok(self)
+    }
+
+    /// Writes the trained model as a Hugging Face folder in `dtype` at `dir`, LoRA adapters merged into the
+    /// base, with the run's source processor files beside it (when `with_run_dir` was given a source): the
+    /// final export of a LoRA run, loadable by `Qwen25Vl::from_pretrained` and transformers.
+    ///
+    /// # Errors
+    /// The model's save errors; I/O errors.
+    pub fn export(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+        dtype: burn::tensor::FloatDType,
+    ) -> Result<std::path::PathBuf> {
+        export_merged(&self.model, dir.as_ref(), dtype, self.source.as_deref())
     }
 
     /// Trains the remaining steps with a progress bar and checkpoints; plots at the end. Returns the
@@ -275,14 +329,22 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         let take = self.config.batch_size.min(remaining);
         let indices: Vec<usize> = (0..take).map(|_| self.cursor.next_index()).collect();
         let batch: Vec<&SftExample> = indices.iter().map(|&i| &self.examples[i]).collect();
+        // The global batch's count: each rank's loss is a part of the one-device loss.
         let normalizer: usize = batch.iter().map(|e| e.trained_tokens()).sum();
+        let mine: Vec<&SftExample> = match &self.parallel {
+            Some(c) => c.layout().shard(batch.len()).map(|i| batch[i]).collect(),
+            None => batch,
+        };
         let mut accumulator = GradientsAccumulator::<Qwen25Vl<B>>::new();
         let mut loss_sum = 0.0f64;
-        for micro in batch.chunks(self.config.micro_batch_size) {
+        for micro in mine.chunks(self.config.micro_batch_size) {
             let loss = sft_loss(&self.model, micro, normalizer.max(1))?;
             loss_sum += f64::from(scalar(loss.clone().detach()));
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
+        }
+        if let Some(c) = &self.parallel {
+            loss_sum = c.sum::<B::InnerBackend>(&[loss_sum], &self.model.device())?[0];
         }
         let lr = self.schedule.lr_at(self.step);
         let (model, norm) = clip_and_step(
@@ -291,6 +353,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             accumulator.grads(),
             self.config.max_grad_norm,
             lr,
+            self.parallel.as_ref(),
         )?;
         self.model = model;
         self.step += 1;
@@ -305,10 +368,11 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         Ok(m)
     }
 
-    /// Writes a checkpoint into the run folder.
+    /// Writes a checkpoint into the run folder: the model (`model/`), or for a LoRA run only the adapters
+    /// (`adapter/`, PEFT's layout), the optimizer state and the counters.
     ///
     /// # Errors
-    /// [`RlError::Setting`] without a run folder; I/O errors.
+    /// [`RlError::Setting`] without a run folder (ranks other than 0 have none); I/O errors.
     pub fn checkpoint(&mut self) -> Result<std::path::PathBuf> {
         let Some(run) = &mut self.run else {
             return Err(RlError::Setting(
