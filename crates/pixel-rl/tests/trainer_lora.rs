@@ -1,6 +1,7 @@
 //! LoRA through the trainers (`config.lora`): SFT steps move only the adapters, a run's checkpoints hold the
 //! adapters in PEFT's layout and resume to the same state as a run that never stopped, and the merged
-//! export loads as a plain Hugging Face folder with the adapter model's logits.
+//! export loads as a plain Hugging Face folder with the adapter model's logits; a GRPO run with adapters and
+//! a KL term (the base as the reference) checkpoints and resumes the same way.
 
 mod common;
 
@@ -10,12 +11,16 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::FloatDType;
 use common::{checkpoint, max_param_diff, needle_examples, params_by_path};
-use pixel_rl::config::SftConfig;
-use pixel_rl::metrics::read_jsonl;
+use pixel_agent::Trajectory;
+use pixel_rl::config::{GrpoConfig, SftConfig};
+use pixel_rl::data::Task;
+use pixel_rl::metrics::{MetricRecord, read_jsonl};
+use pixel_rl::reward::PerRollout;
 use pixel_rl::sft::SftExample;
-use pixel_rl::trainer::SftTrainer;
+use pixel_rl::trainer::{GrpoTrainer, SftTrainer};
 use pixel_vlm::backend::CpuBackend as B;
 use pixel_vlm::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoraConfig};
+use pixel_vlm::processor::Processor;
 use pixel_vlm::{ForwardInput, Qwen25Vl};
 
 type AB = Autodiff<B>;
@@ -197,4 +202,51 @@ fn a_lora_config_with_a_model_that_has_adapters_is_refused() {
         .expect("refused")
         .to_string();
     assert!(err.contains("did not add"), "{err}");
+}
+
+/// GRPO with LoRA adapters and the k3 KL against the frozen base, one text task, groups of 2.
+fn grpo_lora_run(source: &Path, run_dir: &Path, iterations: usize) -> Vec<MetricRecord> {
+    let mut config = GrpoConfig::demo(iterations)
+        .with_group_size(2)
+        .with_queries_per_buffer(1)
+        .with_updates_per_buffer(1)
+        .with_learning_rate(1e-2)
+        .with_min_lr_rate(1.0)
+        .with_rollout(common::short_rollout(3))
+        .with_lora(Some(LoraConfig::new().with_rank(2)));
+    config.surrogate.kl_beta = 0.1;
+    let reward = PerRollout(|_: &Task, t: &Trajectory| f64::from(u8::from(t.row == 0)));
+    let mut trainer = GrpoTrainer::new(
+        load(source),
+        Processor::from_pretrained(source).expect("processor"),
+        common::text_tasks(1),
+        reward,
+        config,
+    )
+    .expect("grpo")
+    .with_run_dir(run_dir, Some(source))
+    .expect("run dir");
+    trainer.train().expect("train")
+}
+
+#[test]
+fn a_lora_grpo_run_checkpoints_its_adapters_and_resumes_to_the_same_metrics() {
+    let dir = checkpoint();
+    let runs = tempfile::tempdir().expect("temp");
+    let (whole, stopped) = (runs.path().join("whole"), runs.path().join("stopped"));
+    let records = grpo_lora_run(dir.path(), &whole, 3);
+    // The reference is the base: KL 0 before the first step, then positive.
+    let kl: Vec<f64> = records.iter().map(|r| r.get("kl").expect("kl")).collect();
+    assert!(kl[0].abs() < 1e-6 && kl[2] > 0.0, "{kl:?}");
+    let last = pixel_rl::checkpoint::latest_checkpoint(&whole)
+        .expect("list")
+        .expect("a checkpoint");
+    assert!(last.join("adapter").join(ADAPTER_WEIGHTS_FILE).is_file());
+    assert!(!last.join("model").exists() && !last.join("reference").exists());
+    grpo_lora_run(dir.path(), &stopped, 1);
+    grpo_lora_run(dir.path(), &stopped, 3);
+    assert_eq!(
+        read_jsonl(&whole.join("metrics.jsonl")).expect("whole"),
+        read_jsonl(&stopped.join("metrics.jsonl")).expect("resumed")
+    );
 }
