@@ -159,12 +159,24 @@ fn assert_same_record(a: &MetricRecord, b: &MetricRecord, keys: &[&str]) {
 
 #[test]
 fn sft_on_two_thread_ranks_takes_the_one_device_step() {
+    sft_on_two_threads(sft_config(), "SFT");
+}
+
+#[test]
+fn lora_sft_on_two_thread_ranks_takes_the_one_device_step() {
+    // Only the adapters are trainable: only they are reduced, and the base stays where it was.
+    let lora = LoraConfig::new().with_rank(4).with_alpha(8.0);
+    sft_on_two_threads(sft_config().with_lora(Some(lora)), "LoRA SFT");
+}
+
+fn sft_on_two_threads(config: SftConfig, what: &str) {
     let _lock = serial();
     let dir = checkpoint();
     let examples = needle_examples(dir.path());
-    let start = params_by_path(&load(dir.path()).valid());
+    let sft_config = || config.clone();
     let mut single =
         SftTrainer::new(load(dir.path()), examples.clone(), sft_config()).expect("sft");
+    let start = params_by_path(&single.model().valid());
     let want: Vec<MetricRecord> = (0..2).map(|_| single.train_step().expect("step")).collect();
     let want_params = params_by_path(&single.model().valid());
 
@@ -183,7 +195,7 @@ fn sft_on_two_thread_ranks_takes_the_one_device_step() {
         let moved = max_param_diff(&start, params);
         let diff = max_param_diff(&want_params, params);
         eprintln!(
-            "SFT 2 steps: params moved up to {moved:e}, one device vs data parallel {diff:e}"
+            "{what} 2 steps: params moved up to {moved:e}, one device vs data parallel {diff:e}"
         );
         assert!(moved > 1e-4, "the steps must move the parameters: {moved}");
         assert!(diff < 1e-5, "{diff}");
