@@ -237,3 +237,84 @@ impl TcpGroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_address() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    }
+
+    /// `f(rank, group)` on `world` threads joined at a fresh loopback address; results by rank.
+    fn ranks<T: Send>(world: usize, f: impl Fn(usize, TcpGroup) -> T + Sync) -> Vec<T> {
+        let address = free_address();
+        let f = &f;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..world)
+                .map(|r| {
+                    let address = address.clone();
+                    s.spawn(move || {
+                        let g = TcpGroup::connect(r, world, &address, Duration::from_secs(10))
+                            .expect("join");
+                        f(r, g)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("rank"))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn every_rank_gets_the_sum_call_after_call() {
+        let out = ranks(3, |r, g| {
+            let base = r as f32;
+            let first = g.all_reduce(&[base, 10.0 * base, 0.5]).expect("first");
+            // Longer than one read buffer (16 Ki values), to cross the chunking.
+            let long: Vec<f32> = (0..40_000).map(|i| (i % 7) as f32 + base).collect();
+            let second = g.all_reduce(&long).expect("second");
+            (first, second)
+        });
+        for (first, second) in &out {
+            assert_eq!(first, &[3.0, 30.0, 1.5]);
+            assert_eq!(second.len(), 40_000);
+            assert!(
+                second
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| *v == 3.0 * (i % 7) as f32 + 3.0)
+            );
+        }
+    }
+
+    #[test]
+    fn ranks_that_diverge_get_an_error_instead_of_waiting() {
+        let out = ranks(2, |r, g| g.all_reduce(&vec![1.0; 2 + r]).map(|_| ()));
+        let rank0 = out[0].as_ref().expect_err("rank 0").to_string();
+        assert!(rank0.contains("diverged"), "{rank0}");
+        assert!(out[1].is_err(), "rank 1 sees the closed connection");
+    }
+
+    #[test]
+    fn a_rank_of_another_world_size_is_refused_at_joining() {
+        let address = free_address();
+        let a = address.clone();
+        let zero = std::thread::spawn(move || TcpGroup::connect(0, 2, &a, Duration::from_secs(10)));
+        let one = TcpGroup::connect(1, 3, &address, Duration::from_secs(10));
+        assert!(one.expect_err("refused").to_string().contains("refused"));
+        let zero = zero.join().expect("thread").expect_err("rank 0 refuses");
+        assert!(zero.to_string().contains("of 3"), "{zero}");
+        // Nobody at the address: the wait ends with a message naming it.
+        let lonely = TcpGroup::connect(1, 2, &free_address(), Duration::from_millis(200));
+        assert!(
+            lonely
+                .expect_err("unreachable")
+                .to_string()
+                .contains("not reachable")
+        );
+    }
+}

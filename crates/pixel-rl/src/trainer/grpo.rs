@@ -139,8 +139,9 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
     /// with that slot's seed, so the ranks together draw what one device would), and refills its own
     /// uniform groups; the rollout metrics are summed over the ranks. Each mini-batch is normalised by the
     /// totals of all ranks' mini-batches and the gradients are summed over the ranks before clipping and
-    /// the step, so the ranks stay identical. Blocks until every rank has joined; call it on every rank
-    /// before [`GrpoTrainer::with_run_dir`]. Only rank 0 writes the run folder; the others resume from it.
+    /// the step, so the ranks stay identical. Blocks until every rank has joined (threads: with no
+    /// timeout; processes: up to the group's `join_timeout`); call it on every rank before
+    /// [`GrpoTrainer::with_run_dir`]. Only rank 0 writes the run folder; the others resume from it.
     ///
     /// # Errors
     /// [`RlError::Setting`] for an invalid layout, when called after `with_run_dir`, or with

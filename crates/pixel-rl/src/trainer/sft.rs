@@ -179,7 +179,8 @@ impl<B: AutodiffBackend> SftTrainer<B> {
     /// `batch_size` examples, trains the examples at its positions ([`DataParallel::shard`]) with the loss
     /// normalised by the global batch's trained tokens, and the gradients are summed over the ranks before
     /// clipping and the step, so the ranks stay identical and the step is the one-device step on the global
-    /// batch. Blocks until every rank has joined; call it on every rank (one thread or process each) before
+    /// batch. Blocks until every rank has joined (threads: with no timeout; processes: up to the group's
+    /// `join_timeout`); call it on every rank (one thread or process each) before
     /// [`SftTrainer::with_run_dir`]. Only rank 0 writes the run folder; the others resume from it.
     ///
     /// # Errors
