@@ -206,6 +206,59 @@ fn sft_on_two_threads(config: SftConfig, what: &str) {
     );
 }
 
+#[test]
+fn rank_0_writes_the_run_folder_and_every_rank_resumes_from_it() {
+    let _lock = serial();
+    let dir = checkpoint();
+    let examples = needle_examples(dir.path());
+    let runs = tempfile::tempdir().expect("temp");
+    let run = runs.path().join("run");
+    // Two steps (2 epochs of one batch of 4), then the run extended to 3 epochs and resumed; a constant
+    // learning rate, so the schedule does not depend on the run's length.
+    let constant_lr = || sft_config().with_min_lr_rate(1.0);
+    let ranks_run = |epochs: usize| {
+        two_ranks(|rank| {
+            let config = constant_lr().with_epochs(epochs).with_checkpoint_every(1);
+            let mut t = SftTrainer::new(load(dir.path()), examples.clone(), config)
+                .expect("sft")
+                .with_data_parallel(&DataParallel::threads(rank, 2))
+                .expect("join")
+                .with_run_dir(&run, Some(dir.path()))
+                .expect("run dir");
+            let resumed_at = t.step();
+            t.train().expect("train");
+            (resumed_at, params_by_path(&t.model().valid()))
+        })
+    };
+    let first = ranks_run(2);
+    assert_eq!([first[0].0, first[1].0], [0, 0]);
+    let lines = || {
+        pixel_rl::metrics::read_jsonl(&run.join("metrics.jsonl"))
+            .expect("metrics")
+            .len()
+    };
+    assert_eq!(lines(), 2, "one line per step: rank 1 writes nothing");
+    let second = ranks_run(3);
+    assert_eq!(
+        [second[0].0, second[1].0],
+        [2, 2],
+        "both ranks resume at step 2"
+    );
+    assert_eq!(lines(), 3);
+    assert_eq!(
+        second[0].1, second[1].1,
+        "the ranks' parameters are identical"
+    );
+    let mut single =
+        SftTrainer::new(load(dir.path()), examples, constant_lr().with_epochs(3)).expect("sft");
+    single.train().expect("train");
+    let diff = max_param_diff(&params_by_path(&single.model().valid()), &second[0].1);
+    assert!(
+        diff < 1e-5,
+        "resumed data-parallel run vs one device: {diff}"
+    );
+}
+
 /// Two text tasks, groups of 2, one update per buffer on the whole buffer; row 0 of each group rewarded.
 fn grpo_config() -> GrpoConfig {
     GrpoConfig::demo(2)
