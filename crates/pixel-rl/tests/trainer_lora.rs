@@ -250,3 +250,46 @@ fn a_lora_grpo_run_checkpoints_its_adapters_and_resumes_to_the_same_metrics() {
         read_jsonl(&stopped.join("metrics.jsonl")).expect("resumed")
     );
 }
+
+#[test]
+fn an_older_checkpoint_without_lora_resumes_and_other_adapters_are_refused() {
+    let dir = checkpoint();
+    let runs = tempfile::tempdir().expect("temp");
+    let (plain, adapted) = (runs.path().join("plain"), runs.path().join("lora"));
+    let trainer = |config: SftConfig, run: &Path| {
+        SftTrainer::new(load(dir.path()), needle_examples(dir.path()), config)
+            .expect("trainer")
+            .with_run_dir(run, Some(dir.path()))
+    };
+    // A run without adapters, its state.json rewritten as before the `lora` field existed.
+    let mut t = trainer(config().with_lora(None), &plain).expect("run");
+    t.train_step().expect("step");
+    let ckpt = t.checkpoint().expect("checkpoint");
+    drop(t);
+    let state_path = ckpt.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).expect("state")).expect("json");
+    let removed = state["config"]
+        .as_object_mut()
+        .expect("config")
+        .remove("lora");
+    assert_eq!(removed, Some(serde_json::Value::Null));
+    std::fs::write(&state_path, serde_json::to_vec(&state).expect("json")).expect("write");
+    assert_eq!(
+        trainer(config().with_lora(None), &plain)
+            .expect("resume")
+            .step(),
+        1
+    );
+
+    // A LoRA checkpoint is refused by a run with other adapters, and by a run without any.
+    let mut t = trainer(config(), &adapted).expect("run");
+    t.train_step().expect("step");
+    t.checkpoint().expect("checkpoint");
+    drop(t);
+    let other = config().with_lora(Some(LoraConfig::new().with_rank(8)));
+    for c in [other, config().with_lora(None)] {
+        let err = trainer(c, &adapted).err().expect("refused").to_string();
+        assert!(err.contains("another config"), "{err}");
+    }
+}

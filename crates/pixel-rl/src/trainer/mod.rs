@@ -141,11 +141,13 @@ pub(crate) fn resume_from<B: Backend, C: Serialize>(
     let state = read_state(&dir)?;
     let mut ours = serde_json::to_value(config).map_err(|e| bad(&dir, e.to_string()))?;
     let mut theirs = state.config.clone();
-    for key in ["iterations", "epochs"] {
-        for v in [&mut ours, &mut theirs] {
-            if let Some(map) = v.as_object_mut() {
-                map.remove(key);
-            }
+    for v in [&mut ours, &mut theirs] {
+        if let Some(map) = v.as_object_mut() {
+            map.remove("iterations");
+            map.remove("epochs");
+            // An unset optional field (`lora: null`) equals its absence in a checkpoint written before the
+            // field existed.
+            map.retain(|_, value| !value.is_null());
         }
     }
     if ours != theirs {
