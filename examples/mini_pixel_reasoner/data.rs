@@ -58,14 +58,18 @@ pub fn digit_sample(
     seed: u64,
     index: u64,
 ) -> anyhow::Result<pixel_traces::AnnotatedSample> {
-    let s = needle.generate(seed, index)?;
+    Ok(digit_question(needle.generate(seed, index)?))
+}
+
+/// A generated needle sample turned into the digit question (see [`digit_sample`]).
+pub fn digit_question(s: pixel_traces::datasets::NeedleSample) -> pixel_traces::AnnotatedSample {
     let mut sample = s.sample;
     if let Some((question, _)) = sample.question.split_once("\nOptions:") {
         sample.question = question.to_owned();
     }
     sample.options.clear();
     sample.answer = s.digit.to_string();
-    Ok(sample)
+    sample
 }
 
 pub fn task_of(

@@ -74,10 +74,23 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         .enumerate()
         .map(|(k, l)| (k as f64 + 1.0, l.1))
         .collect();
+    let grounding = |pick: fn(&(f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        i.warmup
+            .grounding_losses
+            .iter()
+            .enumerate()
+            .map(|(k, l)| (k as f64 + 1.0, pick(l)))
+            .collect()
+    };
     plot_series(
-        "vision warm-up losses",
+        "warm-up losses",
         "cross-entropy",
-        &[("read (crop)", warm), ("locate (global)", locate)],
+        &[
+            ("read (tower, crop)", warm),
+            ("locate (tower, global)", locate),
+            ("first turns (whole model)", grounding(|l| l.0)),
+            ("locate (text model probe)", grounding(|l| l.1)),
+        ],
         &plots.join("warmup.png"),
     )?;
     let sft: Vec<(f64, f64)> = i
@@ -230,9 +243,13 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "Vision warm-up, held out: reads the crop {}, locates the tag's token in the global view {}.\n",
+        "Warm-up, held out: the tower reads the crop {} and finds the tag's token in the global view {}; the text model's locate probe (the tag's cell from the last prompt token) {}; the warmed model's greedy first calls crop around the tag {}.\n",
         pct(i.warmup.read_accuracy),
-        pct(i.warmup.locate_accuracy)
+        pct(i.warmup.locate_accuracy),
+        i.warmup.probe_accuracy.map_or("(not trained)".into(), pct),
+        i.warmup
+            .grounding_crop_hit
+            .map_or("(not trained)".into(), pct)
     )?;
 
     writeln!(
@@ -281,7 +298,9 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         "quick": i.quick,
         "seed": i.seed,
         "scores": i.scores,
-        "warmup": {"read_accuracy": i.warmup.read_accuracy, "locate_accuracy": i.warmup.locate_accuracy, "global_read_accuracy": i.warmup.global_read_accuracy},
+        "warmup": {"read_accuracy": i.warmup.read_accuracy, "locate_accuracy": i.warmup.locate_accuracy,
+                   "text_locate_probe_accuracy": i.warmup.probe_accuracy, "first_call_crop_hit": i.warmup.grounding_crop_hit,
+                   "global_read_accuracy": i.warmup.global_read_accuracy},
         "times": i.times,
     });
     std::fs::write(
