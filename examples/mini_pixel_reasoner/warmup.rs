@@ -321,7 +321,7 @@ fn grounding_forward<B: Backend>(
             let start = (axis * b + row) * s;
             positions[start..start + n].copy_from_slice(&e.positions[axis]);
         }
-        for i in 0..n - 1 {
+        for i in 0..n.saturating_sub(1) {
             targets[row * s + i] = e.token_ids[i + 1];
             weights[row * s + i] = f32::from(u8::from(e.loss_mask[i + 1]));
         }
