@@ -20,14 +20,13 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use pixel_rl::sft::{MaskRule, SftExample, build_example_with_system};
+use pixel_rl::sft::{MaskRule, SftExample, build_example_with_system, sft_loss_and_hidden};
 use pixel_traces::datasets::NeedleConfig;
 use pixel_traces::geometry::{official_crop, round_outward};
 use pixel_traces::synth::ImageMix;
 use pixel_traces::{SynthConfig, Synthesizer};
 use pixel_vlm::processor::Processor;
-use pixel_vlm::train::Targets;
-use pixel_vlm::{ForwardInput, Qwen25Vl, VisualInput};
+use pixel_vlm::{Qwen25Vl, VisualInput};
 
 use crate::data::{SYSTEM, TerseNarrator, VIEW, digit_question, strip_guidelines};
 
@@ -301,35 +300,18 @@ fn grounding_forward<B: Backend>(
     examples: &[SftExample],
 ) -> anyhow::Result<GroundingOut<B>> {
     let b = examples.len();
+    // The rows of `hidden` are the examples right-padded to the longest (`sft_loss_and_hidden`).
     let s = examples.iter().map(|e| e.len()).max().unwrap_or(0);
-    anyhow::ensure!(b > 0 && s > 1, "no grounding examples");
-    let mut ids = vec![0u32; b * s];
-    let mut valid = vec![false; b * s];
-    let mut positions = vec![0i64; 3 * b * s];
-    let mut targets = vec![0u32; b * s];
-    let mut weights = vec![0f32; b * s];
     let mut last_prompt = Vec::with_capacity(b);
     let mut image_slots = Vec::new();
     let mut cell_labels = Vec::new();
     let image_token = vlm.config.image_token_id;
-    let mut images = VisualInput::default();
     for (row, e) in examples.iter().enumerate() {
-        let n = e.len();
-        ids[row * s..row * s + n].copy_from_slice(&e.token_ids);
-        valid[row * s..row * s + n].fill(true);
-        for axis in 0..3 {
-            let start = (axis * b + row) * s;
-            positions[start..start + n].copy_from_slice(&e.positions[axis]);
-        }
-        for i in 0..n.saturating_sub(1) {
-            targets[row * s + i] = e.token_ids[i + 1];
-            weights[row * s + i] = f32::from(u8::from(e.loss_mask[i + 1]));
-        }
         // The position whose output is the first trained token: the prompt's last token.
-        let first = e.loss_mask.iter().position(|&m| m).unwrap_or(n);
+        let first = e.loss_mask.iter().position(|&m| m).unwrap_or(e.len());
         last_prompt.push((row * s + first.saturating_sub(1)) as i64);
         // The global view's 16 tokens (the first image).
-        let slots: Vec<usize> = (0..n)
+        let slots: Vec<usize> = (0..e.len())
             .filter(|&i| e.token_ids[i] == image_token)
             .take(16)
             .collect();
@@ -342,30 +324,22 @@ fn grounding_forward<B: Backend>(
             image_slots.push((row * s + i) as i64);
             cell_labels.push(k as i64);
         }
-        images.extend(&e.images);
     }
-    let input = ForwardInput {
-        input_ids: &ids,
-        batch: b,
-        positions: &positions,
-        valid: Some(&valid),
-        generated: None,
-        images: (!images.grid_thw.is_empty()).then_some(&images),
-        videos: None,
-    };
-    let hidden = vlm.forward_train(&input)?;
+    let refs: Vec<&SftExample> = examples.iter().collect();
+    let tokens = refs
+        .iter()
+        .map(|e| e.trained_tokens())
+        .sum::<usize>()
+        .max(1);
+    let (loss, hidden) = sft_loss_and_hidden(vlm, &refs, tokens)?;
     let device = vlm.device();
     let h = hidden.dims()[2];
-    let flat = hidden.clone().reshape([b * s, h]);
+    let flat = hidden.reshape([b * s, h]);
     let at = Tensor::<B, 1, Int>::from_data(TensorData::new(last_prompt, [b]), &device);
     let probe = heads.locate_lm.forward(flat.clone().select(0, at));
     let slots = image_slots.len();
     let at = Tensor::<B, 1, Int>::from_data(TensorData::new(image_slots, [slots]), &device);
     let cells = heads.cell_lm.forward(flat.select(0, at));
-    let scores = vlm.target_logprobs(hidden, &Targets::new(&targets))?;
-    let tokens: f32 = weights.iter().sum();
-    let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [b, s]), &device);
-    let loss = (scores.logprobs * weights).sum().neg() / f64::from(tokens.max(1.0));
     Ok(GroundingOut {
         loss,
         probe,

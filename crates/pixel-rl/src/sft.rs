@@ -303,6 +303,19 @@ pub fn sft_loss<B: Backend>(
     batch: &[&SftExample],
     normalizer: usize,
 ) -> Result<Tensor<B, 1>, SftError> {
+    Ok(sft_loss_and_hidden(model, batch, normalizer)?.0)
+}
+
+/// [`sft_loss`] and the final hidden states it was computed from, `[rows, longest, hidden]` (row `r` holds
+/// `batch[r]`'s tokens from position 0, right-padded): for auxiliary heads trained beside the SFT loss.
+///
+/// # Errors
+/// As [`sft_loss`].
+pub fn sft_loss_and_hidden<B: Backend>(
+    model: &Qwen25Vl<B>,
+    batch: &[&SftExample],
+    normalizer: usize,
+) -> Result<(Tensor<B, 1>, Tensor<B, 3>), SftError> {
     if batch.is_empty() || normalizer == 0 {
         return Err(SftError::Batch(format!(
             "{} examples with a normalizer of {normalizer}",
@@ -348,8 +361,9 @@ pub fn sft_loss<B: Backend>(
         videos: (!videos.grid_thw.is_empty()).then_some(&videos),
     };
     let hidden = model.forward_train(&input)?;
-    let scores = model.target_logprobs(hidden, &Targets::new(&targets))?;
+    let scores = model.target_logprobs(hidden.clone(), &Targets::new(&targets))?;
     let device = model.device();
     let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [b, s]), &device);
-    Ok((scores.logprobs * weights).sum().neg() / normalizer as f64)
+    let loss = (scores.logprobs * weights).sum().neg() / normalizer as f64;
+    Ok((loss, hidden))
 }
