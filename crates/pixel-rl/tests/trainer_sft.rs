@@ -84,17 +84,7 @@ fn sft_run(source: &Path, run_dir: &Path, stop_after: Option<usize>) {
         .expect("trainer")
         .with_run_dir(run_dir, Some(source))
         .expect("run dir");
-    match stop_after {
-        Some(n) => {
-            while trainer.step() < n {
-                trainer.train_step().expect("step");
-            }
-            trainer.checkpoint().expect("checkpoint");
-        }
-        None => {
-            trainer.train().expect("train");
-        }
-    }
+    common::train_until(&mut trainer, stop_after);
 }
 
 #[test]

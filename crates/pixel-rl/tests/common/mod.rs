@@ -120,3 +120,22 @@ pub fn needle_examples(source: &std::path::Path) -> Vec<pixel_rl::sft::SftExampl
     assert!(failed.is_empty(), "{failed:?}");
     ok
 }
+
+/// Trains `trainer` to step `stop_after` and checkpoints there (a run that is interrupted), or to the end.
+#[allow(dead_code)]
+pub fn train_until<B: burn::tensor::backend::AutodiffBackend>(
+    trainer: &mut pixel_rl::trainer::SftTrainer<B>,
+    stop_after: Option<usize>,
+) {
+    match stop_after {
+        Some(n) => {
+            while trainer.step() < n {
+                trainer.train_step().expect("step");
+            }
+            trainer.checkpoint().expect("checkpoint");
+        }
+        None => {
+            trainer.train().expect("train");
+        }
+    }
+}
