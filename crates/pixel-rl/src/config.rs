@@ -120,6 +120,20 @@ pub struct GrpoConfig {
     /// `export` merges them into the base.
     #[config(default = "None")]
     pub lora: Option<LoraConfig>,
+    /// Keep f32 master copies of the trainable parameters and step the optimizer on them
+    /// ([`pixel_vlm::train::MasterWeights`]): for full fine-tuning of a bf16/f16 policy, whose parameters
+    /// would silently drop updates far below their rounding step (at lr 1e-6, almost all). The policy is
+    /// cast from the copies after every step; checkpoints hold the copies (f32). No effect on an f32
+    /// policy; refused with `lora` (the adapters are f32 already).
+    #[config(default = false)]
+    pub master_weights: bool,
+    /// Recompute each decoder layer's activations during the backward pass
+    /// ([`pixel_vlm::Qwen25Vl::backward_recomputed`]): activation memory of the layers' inputs plus one
+    /// layer's graph instead of every layer's, for one more forward of the decoder. The gradients are the
+    /// plain backward's up to the order of summation. Refused with LoRA dropout (the recomputed forward
+    /// would draw other masks).
+    #[config(default = false)]
+    pub recompute_activations: bool,
 }
 
 impl GrpoConfig {
@@ -200,10 +214,11 @@ impl GrpoConfig {
         self.adamw.validate()?;
         self.surrogate.validate()?;
         self.reward.validate()?;
-        if let Some(lora) = &self.lora {
-            lora.validate()?;
-        }
-        Ok(())
+        validate_memory(
+            self.lora.as_ref(),
+            self.master_weights,
+            self.recompute_activations,
+        )
     }
 
     /// Total optimizer steps of the run.
@@ -260,6 +275,20 @@ pub struct SftConfig {
     /// `export` merges them into the base.
     #[config(default = "None")]
     pub lora: Option<LoraConfig>,
+    /// Keep f32 master copies of the trainable parameters and step the optimizer on them
+    /// ([`pixel_vlm::train::MasterWeights`]): for full fine-tuning of a bf16/f16 policy, whose parameters
+    /// would silently drop updates far below their rounding step (at lr 1e-6, almost all). The policy is
+    /// cast from the copies after every step; checkpoints hold the copies (f32). No effect on an f32
+    /// policy; refused with `lora` (the adapters are f32 already).
+    #[config(default = false)]
+    pub master_weights: bool,
+    /// Recompute each decoder layer's activations during the backward pass
+    /// ([`pixel_vlm::Qwen25Vl::backward_recomputed`]): activation memory of the layers' inputs plus one
+    /// layer's graph instead of every layer's, for one more forward of the decoder. The gradients are the
+    /// plain backward's up to the order of summation. Refused with LoRA dropout (the recomputed forward
+    /// would draw other masks).
+    #[config(default = false)]
+    pub recompute_activations: bool,
 }
 
 impl SftConfig {
@@ -297,11 +326,41 @@ impl SftConfig {
             self.min_lr_rate,
             self.max_grad_norm,
         )?;
-        if let Some(lora) = &self.lora {
-            lora.validate()?;
-        }
+        validate_memory(
+            self.lora.as_ref(),
+            self.master_weights,
+            self.recompute_activations,
+        )?;
         self.adamw.validate()
     }
+}
+
+/// The LoRA config's own checks, and the combinations the trainers refuse: master weights with LoRA (the
+/// adapters are trained in f32 already: there is nothing to keep a master copy of) and activation
+/// recompute with LoRA dropout (the recomputed forward would draw new dropout masks).
+fn validate_memory(
+    lora: Option<&LoraConfig>,
+    master_weights: bool,
+    recompute_activations: bool,
+) -> crate::Result<()> {
+    let Some(lora) = lora else {
+        return Ok(());
+    };
+    lora.validate()?;
+    if master_weights {
+        return Err(RlError::Setting(
+            "master_weights is for full fine-tuning: with lora the adapters are f32 already (turn one off)"
+                .into(),
+        ));
+    }
+    if recompute_activations && lora.dropout > 0.0 {
+        return Err(RlError::Setting(format!(
+            "recompute_activations cannot recompute LoRA dropout {} identically: set lora.dropout to 0 or \
+             turn recompute_activations off",
+            lora.dropout
+        )));
+    }
+    Ok(())
 }
 
 /// The checks both trainers' configs share: a positive learning rate, `warmup_ratio` in `[0, 1)`,

@@ -92,108 +92,189 @@ fn policy_tokens_at<B: Backend>(
     entropy: bool,
     head: Head,
 ) -> Result<(PolicyTokens<B>, Option<Tensor<B, 2>>)> {
-    if trajectories.is_empty() || trajectories.len() != advantages.len() {
-        return Err(RlError::Shape(format!(
-            "{} trajectories with {} advantages",
-            trajectories.len(),
-            advantages.len()
-        )));
-    }
-    let records = trajectories
-        .iter()
-        .map(|t| {
-            t.tokens.as_ref().ok_or_else(|| {
-                RlError::Shape(format!(
-                    "trajectory {} has no token record (only token-exact engines can be trained on)",
-                    t.row
-                ))
+    let batch = PolicyBatch::new(processor, trajectories, advantages, rollout)?;
+    let hidden = model.forward_train(&batch.input())?; // [b, s, hidden]
+    Ok(batch.tokens_at(model, hidden, entropy, head)?)
+}
+
+/// A micro-batch of trajectories assembled for the policy's training forward: right-padded token ids,
+/// positions, images, and what the loss reads one token ahead (targets, mask, old log-probs,
+/// temperatures). [`policy_tokens_with_entropy`] is `batch.tokens(model, model.forward_train(&batch.input()))`;
+/// a trainer differentiating the decoder layer by layer hands [`PolicyBatch::tokens`] the hidden states.
+pub(crate) struct PolicyBatch {
+    rows: usize,
+    len: usize,
+    ids: Vec<u32>,
+    valid: Vec<bool>,
+    positions: Vec<i64>,
+    generated: Vec<bool>,
+    images: VisualInput,
+    targets: Vec<u32>,
+    old: Vec<f32>,
+    mask: Vec<bool>,
+    temperature: Vec<f32>,
+    advantages: Vec<f32>,
+}
+
+impl PolicyBatch {
+    /// Assembles `trajectories` (see [`policy_tokens`]).
+    ///
+    /// # Errors
+    /// As [`policy_tokens`], except the model's.
+    pub(crate) fn new(
+        processor: &Processor,
+        trajectories: &[&Trajectory],
+        advantages: &[f32],
+        rollout: &RolloutConfig,
+    ) -> Result<Self> {
+        if trajectories.is_empty() || trajectories.len() != advantages.len() {
+            return Err(RlError::Shape(format!(
+                "{} trajectories with {} advantages",
+                trajectories.len(),
+                advantages.len()
+            )));
+        }
+        let records = trajectories
+            .iter()
+            .map(|t| {
+                t.tokens.as_ref().ok_or_else(|| {
+                    RlError::Shape(format!(
+                        "trajectory {} has no token record (only token-exact engines can be trained on)",
+                        t.row
+                    ))
+                })
             })
+            .collect::<Result<Vec<_>>>()?;
+        let b = records.len();
+        let s = records.iter().map(|r| r.len()).max().unwrap_or(0);
+        if s < 2 {
+            return Err(RlError::Shape("records need at least two tokens".into()));
+        }
+        let mut ids = vec![0u32; b * s];
+        let mut valid = vec![false; b * s];
+        let mut positions = vec![0i64; 3 * b * s];
+        let mut targets = vec![0u32; b * s];
+        let mut old = vec![0f32; b * s];
+        let mut mask = vec![false; b * s];
+        let mut temperature = vec![1f32; b * s];
+        let mut images = VisualInput::default();
+        for (row, (t, r)) in trajectories.iter().zip(&records).enumerate() {
+            let n = r.len();
+            let base = row * s;
+            ids[base..base + n].copy_from_slice(&r.token_ids);
+            valid[base..base + n].iter_mut().for_each(|v| *v = true);
+            for axis in 0..3 {
+                let start = (axis * b + row) * s;
+                positions[start..start + n].copy_from_slice(&r.positions[axis]);
+            }
+            let temps = turn_temperatures(&r.loss_mask, rollout);
+            // Position i predicts token i + 1: everything about the target is read one token ahead.
+            targets[base..base + n - 1].copy_from_slice(&r.token_ids[1..]);
+            mask[base..base + n - 1].copy_from_slice(&r.loss_mask[1..]);
+            old[base..base + n - 1].copy_from_slice(&r.logprobs[1..]);
+            temperature[base..base + n - 1].copy_from_slice(&temps[1..]);
+            if r.visuals.iter().any(|v| v.kind == VisualKind::Video) {
+                return Err(RlError::Shape(format!(
+                    "trajectory {}: video rollouts are not supported by policy_tokens yet",
+                    t.row
+                )));
+            }
+            let patches = processor.image_processor.preprocess_images(&t.images)?;
+            let grids: Vec<[usize; 3]> = r.visuals.iter().map(|v| v.grid_thw).collect();
+            if patches.grid_thw != grids {
+                return Err(RlError::Shape(format!(
+                    "trajectory {}: its images give grids {:?}, the record has {grids:?}",
+                    t.row, patches.grid_thw
+                )));
+            }
+            images.extend(&VisualInput {
+                pixel_values: patches.pixel_values,
+                grid_thw: patches.grid_thw,
+            });
+        }
+        // Tokens the model sampled are embedded as text whatever their id (a sampled pad is not a
+        // placeholder).
+        let mut generated = vec![false; b * s];
+        for (row, r) in records.iter().enumerate() {
+            for (i, &m) in r.loss_mask.iter().enumerate() {
+                generated[row * s + i] = m;
+            }
+        }
+        Ok(Self {
+            rows: b,
+            len: s,
+            ids,
+            valid,
+            positions,
+            generated,
+            images,
+            targets,
+            old,
+            mask,
+            temperature,
+            advantages: advantages.to_vec(),
         })
-        .collect::<Result<Vec<_>>>()?;
-    let b = records.len();
-    let s = records.iter().map(|r| r.len()).max().unwrap_or(0);
-    if s < 2 {
-        return Err(RlError::Shape("records need at least two tokens".into()));
     }
-    let mut ids = vec![0u32; b * s];
-    let mut valid = vec![false; b * s];
-    let mut positions = vec![0i64; 3 * b * s];
-    let mut targets = vec![0u32; b * s];
-    let mut old = vec![0f32; b * s];
-    let mut mask = vec![false; b * s];
-    let mut temperature = vec![1f32; b * s];
-    let mut images = VisualInput::default();
-    for (row, (t, r)) in trajectories.iter().zip(&records).enumerate() {
-        let n = r.len();
-        let base = row * s;
-        ids[base..base + n].copy_from_slice(&r.token_ids);
-        valid[base..base + n].iter_mut().for_each(|v| *v = true);
-        for axis in 0..3 {
-            let start = (axis * b + row) * s;
-            positions[start..start + n].copy_from_slice(&r.positions[axis]);
-        }
-        let temps = turn_temperatures(&r.loss_mask, rollout);
-        // Position i predicts token i + 1: everything about the target is read one token ahead.
-        targets[base..base + n - 1].copy_from_slice(&r.token_ids[1..]);
-        mask[base..base + n - 1].copy_from_slice(&r.loss_mask[1..]);
-        old[base..base + n - 1].copy_from_slice(&r.logprobs[1..]);
-        temperature[base..base + n - 1].copy_from_slice(&temps[1..]);
-        if r.visuals.iter().any(|v| v.kind == VisualKind::Video) {
-            return Err(RlError::Shape(format!(
-                "trajectory {}: video rollouts are not supported by policy_tokens yet",
-                t.row
-            )));
-        }
-        let patches = processor.image_processor.preprocess_images(&t.images)?;
-        let grids: Vec<[usize; 3]> = r.visuals.iter().map(|v| v.grid_thw).collect();
-        if patches.grid_thw != grids {
-            return Err(RlError::Shape(format!(
-                "trajectory {}: its images give grids {:?}, the record has {grids:?}",
-                t.row, patches.grid_thw
-            )));
-        }
-        images.extend(&VisualInput {
-            pixel_values: patches.pixel_values,
-            grid_thw: patches.grid_thw,
-        });
-    }
-    // Tokens the model sampled are embedded as text whatever their id (a sampled pad is not a placeholder).
-    let mut generated = vec![false; b * s];
-    for (row, r) in records.iter().enumerate() {
-        for (i, &m) in r.loss_mask.iter().enumerate() {
-            generated[row * s + i] = m;
+
+    /// The policy's input for this batch.
+    pub(crate) fn input(&self) -> ForwardInput<'_> {
+        ForwardInput {
+            input_ids: &self.ids,
+            batch: self.rows,
+            positions: &self.positions,
+            valid: Some(&self.valid),
+            generated: Some(&self.generated),
+            images: (!self.images.grid_thw.is_empty()).then_some(&self.images),
+            videos: None,
         }
     }
-    let input = ForwardInput {
-        input_ids: &ids,
-        batch: b,
-        positions: &positions,
-        valid: Some(&valid),
-        generated: Some(&generated),
-        images: (!images.grid_thw.is_empty()).then_some(&images),
-        videos: None,
-    };
-    let hidden = model.forward_train(&input)?; // [b, s, hidden]
-    let (logp, entropy) = score(
-        model,
-        hidden,
-        &Scored {
-            targets: &targets,
-            temperature: &temperature,
-            mask: &mask,
-            entropy,
-        },
-        head,
-    )?;
-    let device = model.device();
-    let tokens = PolicyTokens {
-        logp,
-        old_logp: Tensor::from_data(TensorData::new(old, [b, s]), &device),
-        ref_logp: None,
-        advantages: Tensor::from_data(TensorData::new(advantages.to_vec(), [b]), &device),
-        mask: Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [b, s]), &device),
-    };
-    Ok((tokens, entropy))
+
+    /// The tokens of [`policy_tokens_with_entropy`] from the final hidden states `[b, s, hidden]` of
+    /// [`PolicyBatch::input`].
+    ///
+    /// # Errors
+    /// The model's errors.
+    pub(crate) fn tokens<B: Backend>(
+        &self,
+        model: &Qwen25Vl<B>,
+        hidden: Tensor<B, 3>,
+        entropy: bool,
+    ) -> std::result::Result<(PolicyTokens<B>, Option<Tensor<B, 2>>), pixel_vlm::VlmError> {
+        self.tokens_at(model, hidden, entropy, Head::Trained)
+    }
+
+    fn tokens_at<B: Backend>(
+        &self,
+        model: &Qwen25Vl<B>,
+        hidden: Tensor<B, 3>,
+        entropy: bool,
+        head: Head,
+    ) -> std::result::Result<(PolicyTokens<B>, Option<Tensor<B, 2>>), pixel_vlm::VlmError> {
+        let (b, s) = (self.rows, self.len);
+        let (logp, entropy) = score(
+            model,
+            hidden,
+            &Scored {
+                targets: &self.targets,
+                temperature: &self.temperature,
+                mask: &self.mask,
+                entropy,
+            },
+            head,
+        )?;
+        let device = model.device();
+        let tokens = PolicyTokens {
+            logp,
+            old_logp: Tensor::from_data(TensorData::new(self.old.clone(), [b, s]), &device),
+            ref_logp: None,
+            advantages: Tensor::from_data(TensorData::new(self.advantages.clone(), [b]), &device),
+            mask: Tensor::<B, 2, Bool>::from_data(
+                TensorData::new(self.mask.clone(), [b, s]),
+                &device,
+            ),
+        };
+        Ok((tokens, entropy))
+    }
 }
 
 /// Adds the sum of |log-prob - rollout log-prob| over the masked tokens of `tokens`, and their count, to
@@ -236,7 +317,7 @@ fn score<B: Backend>(
     hidden: Tensor<B, 3>,
     scored: &Scored<'_>,
     head: Head,
-) -> Result<(Tensor<B, 2>, Option<Tensor<B, 2>>)> {
+) -> std::result::Result<(Tensor<B, 2>, Option<Tensor<B, 2>>), pixel_vlm::VlmError> {
     let [b, s, width] = hidden.dims();
     if head == Head::Every {
         let targets = Targets {

@@ -316,54 +316,108 @@ pub fn sft_loss_and_hidden<B: Backend>(
     batch: &[&SftExample],
     normalizer: usize,
 ) -> Result<(Tensor<B, 1>, Tensor<B, 3>), SftError> {
-    if batch.is_empty() || normalizer == 0 {
-        return Err(SftError::Batch(format!(
-            "{} examples with a normalizer of {normalizer}",
-            batch.len()
-        )));
-    }
-    let b = batch.len();
-    let s = batch.iter().map(|e| e.len()).max().unwrap_or(0);
-    if s < 2 {
-        return Err(SftError::Batch("examples need at least two tokens".into()));
-    }
-    let mut ids = vec![0u32; b * s];
-    let mut valid = vec![false; b * s];
-    let mut positions = vec![0i64; 3 * b * s];
-    let mut targets = vec![0u32; b * s];
-    let mut weights = vec![0f32; b * s];
-    let mut images = VisualInput::default();
-    let mut videos = VisualInput::default();
-    for (row, e) in batch.iter().enumerate() {
-        let n = e.len();
-        ids[row * s..row * s + n].copy_from_slice(&e.token_ids);
-        valid[row * s..row * s + n]
-            .iter_mut()
-            .for_each(|v| *v = true);
-        for axis in 0..3 {
-            let start = (axis * b + row) * s;
-            positions[start..start + n].copy_from_slice(&e.positions[axis]);
+    let batch = SftBatch::new(batch, normalizer)?;
+    let hidden = model.forward_train(&batch.input())?;
+    Ok((batch.loss(model, hidden.clone())?, hidden))
+}
+
+/// A micro-batch of [`SftExample`]s assembled for the model: right-padded rows, their positions, targets
+/// and loss weights. [`sft_loss`] is `batch.loss(model, model.forward_train(&batch.input()))`; a trainer
+/// that differentiates the decoder layer by layer (`Qwen25Vl::backward_recomputed`) hands
+/// [`SftBatch::loss`] the final hidden states itself.
+#[derive(Debug, Clone)]
+pub struct SftBatch {
+    rows: usize,
+    len: usize,
+    ids: Vec<u32>,
+    valid: Vec<bool>,
+    positions: Vec<i64>,
+    targets: Vec<u32>,
+    weights: Vec<f32>,
+    images: VisualInput,
+    videos: VisualInput,
+    normalizer: usize,
+}
+
+impl SftBatch {
+    /// Assembles `batch` (rows right-padded to the longest; position `i` predicts token `i + 1`) for a loss
+    /// divided by `normalizer`.
+    ///
+    /// # Errors
+    /// [`SftError::Batch`] for an empty batch, a normalizer of 0, or examples shorter than two tokens.
+    pub fn new(batch: &[&SftExample], normalizer: usize) -> Result<Self, SftError> {
+        if batch.is_empty() || normalizer == 0 {
+            return Err(SftError::Batch(format!(
+                "{} examples with a normalizer of {normalizer}",
+                batch.len()
+            )));
         }
-        for i in 0..n.saturating_sub(1) {
-            targets[row * s + i] = e.token_ids[i + 1];
-            weights[row * s + i] = f32::from(u8::from(e.loss_mask[i + 1]));
+        let b = batch.len();
+        let s = batch.iter().map(|e| e.len()).max().unwrap_or(0);
+        if s < 2 {
+            return Err(SftError::Batch("examples need at least two tokens".into()));
         }
-        images.extend(&e.images);
-        videos.extend(&e.videos);
+        let mut out = Self {
+            rows: b,
+            len: s,
+            ids: vec![0u32; b * s],
+            valid: vec![false; b * s],
+            positions: vec![0i64; 3 * b * s],
+            targets: vec![0u32; b * s],
+            weights: vec![0f32; b * s],
+            images: VisualInput::default(),
+            videos: VisualInput::default(),
+            normalizer,
+        };
+        for (row, e) in batch.iter().enumerate() {
+            let n = e.len();
+            out.ids[row * s..row * s + n].copy_from_slice(&e.token_ids);
+            out.valid[row * s..row * s + n]
+                .iter_mut()
+                .for_each(|v| *v = true);
+            for axis in 0..3 {
+                let start = (axis * b + row) * s;
+                out.positions[start..start + n].copy_from_slice(&e.positions[axis]);
+            }
+            for i in 0..n.saturating_sub(1) {
+                out.targets[row * s + i] = e.token_ids[i + 1];
+                out.weights[row * s + i] = f32::from(u8::from(e.loss_mask[i + 1]));
+            }
+            out.images.extend(&e.images);
+            out.videos.extend(&e.videos);
+        }
+        Ok(out)
     }
-    let input = ForwardInput {
-        input_ids: &ids,
-        batch: b,
-        positions: &positions,
-        valid: Some(&valid),
-        generated: None,
-        images: (!images.grid_thw.is_empty()).then_some(&images),
-        videos: (!videos.grid_thw.is_empty()).then_some(&videos),
-    };
-    let hidden = model.forward_train(&input)?;
-    let scores = model.target_logprobs(hidden.clone(), &Targets::new(&targets))?;
-    let device = model.device();
-    let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [b, s]), &device);
-    let loss = (scores.logprobs * weights).sum().neg() / normalizer as f64;
-    Ok((loss, hidden))
+
+    /// The model's input for this batch.
+    pub fn input(&self) -> ForwardInput<'_> {
+        ForwardInput {
+            input_ids: &self.ids,
+            batch: self.rows,
+            positions: &self.positions,
+            valid: Some(&self.valid),
+            generated: None,
+            images: (!self.images.grid_thw.is_empty()).then_some(&self.images),
+            videos: (!self.videos.grid_thw.is_empty()).then_some(&self.videos),
+        }
+    }
+
+    /// The loss (see [`sft_loss`]) from the final hidden states `[rows, longest, hidden]` of
+    /// [`SftBatch::input`].
+    ///
+    /// # Errors
+    /// The model's errors (hidden states of another shape).
+    pub fn loss<B: Backend>(
+        &self,
+        model: &Qwen25Vl<B>,
+        hidden: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 1>, VlmError> {
+        let (b, s) = (self.rows, self.len);
+        let scores = model.target_logprobs(hidden, &Targets::new(&self.targets))?;
+        let weights = Tensor::<B, 2>::from_data(
+            TensorData::new(self.weights.clone(), [b, s]),
+            &model.device(),
+        );
+        Ok((scores.logprobs * weights).sum().neg() / self.normalizer as f64)
+    }
 }

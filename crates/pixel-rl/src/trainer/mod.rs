@@ -9,6 +9,7 @@
 //! - `plots/*.png`: one chart per metric, written at the end of `train()`.
 
 pub mod grpo;
+mod memory;
 pub mod replay;
 mod rollout;
 pub mod sft;
@@ -145,6 +146,12 @@ pub(crate) fn resume_from<B: Backend, C: Serialize>(
         if let Some(map) = v.as_object_mut() {
             map.remove("iterations");
             map.remove("epochs");
+            // Recompute changes memory and time, not the step: a run may resume with it on or off.
+            map.remove("recompute_activations");
+            // Absent in checkpoints written before the field existed: the default.
+            if map.get("master_weights") == Some(&Value::Bool(false)) {
+                map.remove("master_weights");
+            }
             // An unset optional field (`lora: null`) equals its absence in a checkpoint written before the
             // field existed.
             map.retain(|_, value| !value.is_null());
@@ -267,8 +274,9 @@ fn read_state(dir: &Path) -> Result<State> {
 }
 
 /// The gradients summed over the ranks of a data-parallel run (unchanged on one device), then global
-/// gradient-norm clipping when `max_grad_norm` is set, then one AdamW step at `lr`. Returns the stepped
-/// model and the gradient norm before clipping.
+/// gradient-norm clipping when `max_grad_norm` is set, then one AdamW step at `lr`: on the model, or with
+/// `master` on its f32 copies, the model cast back from them. Returns the stepped model and the gradient
+/// norm before clipping.
 pub(crate) fn clip_and_step<B: AutodiffBackend>(
     model: Qwen25Vl<B>,
     optimizer: &mut AdamWOptimizer<Qwen25Vl<B>, B>,
@@ -276,6 +284,7 @@ pub(crate) fn clip_and_step<B: AutodiffBackend>(
     max_grad_norm: Option<f32>,
     lr: f64,
     parallel: Option<&Collective>,
+    master: Option<&mut memory::Master<B>>,
 ) -> Result<(Qwen25Vl<B>, f32)> {
     use burn::optim::Optimizer;
     let mut grads = match parallel {
@@ -286,7 +295,11 @@ pub(crate) fn clip_and_step<B: AutodiffBackend>(
         Some(max) => crate::optim::clip_grad_norm(&model, &mut grads, max)?,
         None => crate::optim::grad_norm(&model, &grads),
     };
-    Ok((optimizer.step(lr, model, grads), norm))
+    let model = match master {
+        Some(master) => master.step(optimizer, lr, model, grads),
+        None => optimizer.step(lr, model, grads),
+    };
+    Ok((model, norm))
 }
 
 /// Sends a record to the user's sinks and to the run folder's `metrics.jsonl`.

@@ -5,7 +5,7 @@
 //! loss mask is fixed before training: the paper's spans or the released code's last two turns. An epoch
 //! is a permutation of the examples seeded by `(seed, epoch)`; its last batch may be smaller.
 
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsAccumulator;
 use burn::tensor::backend::AutodiffBackend;
 use image::RgbImage;
 use pixel_traces::Trace;
@@ -19,10 +19,11 @@ use crate::error::{Result, RlError};
 use crate::metrics::{MetricRecord, MetricSink};
 use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
 use crate::parallel::{Collective, DataParallel};
-use crate::sft::{MaskRule, SftError, SftExample, build_example_with_system, sft_loss};
+use crate::sft::{MaskRule, SftBatch, SftError, SftExample, build_example_with_system};
+use crate::trainer::memory::{Master, adopt_dtypes, gradients};
 use crate::trainer::{
     Run, Start, State, attach_lora, check_lora_run, clip_and_step, emit, export_merged,
-    join_parallel, resume_from, scalar,
+    join_parallel, resume_from,
 };
 
 /// Builds the examples of `traces` under `rule`. Traces that cannot be built (an unknown tool set, a
@@ -134,6 +135,7 @@ pub struct SftTrainer<B: AutodiffBackend> {
     source: Option<std::path::PathBuf>,
     lora_base: Option<Qwen25Vl<B>>,
     parallel: Option<Collective>,
+    master: Option<Master<B>>,
 }
 
 impl<B: AutodiffBackend> SftTrainer<B> {
@@ -152,6 +154,9 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             model
         };
         let (model, lora_base) = attach_lora(model, config.lora.as_ref())?;
+        let master = config
+            .master_weights
+            .then(|| pixel_vlm::train::MasterWeights::new(&model));
         let total = Self::total_for(&config, examples.len());
         let schedule = WarmupCosineSchedule::new(
             config.learning_rate,
@@ -172,6 +177,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             source: None,
             lora_base,
             parallel: None,
+            master,
         })
     }
 
@@ -213,6 +219,17 @@ impl<B: AutodiffBackend> SftTrainer<B> {
     /// The trained model.
     pub fn into_model(self) -> Qwen25Vl<B> {
         self.model
+    }
+
+    /// The f32 master copies of the trainable parameters (a model whose trainable parameters are f32),
+    /// when the config's `master_weights` is on.
+    pub fn master_weights(&self) -> Option<&Qwen25Vl<B>> {
+        self.master.as_ref().map(|m| m.master())
+    }
+
+    /// The weights checkpoints and exports are written from: the master copies, else the model.
+    fn weights(&self) -> &Qwen25Vl<B> {
+        self.master_weights().unwrap_or(&self.model)
     }
 
     /// Also sends every step's metrics to `sink`.
@@ -260,6 +277,8 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             } else {
                 resumed.model
             };
+            let (model, master) = adopt_dtypes(model, &self.model, self.config.master_weights)?;
+            self.master = master;
             self.optimizer = crate::checkpoint::load_optimizer(
                 self.config.adamw.config()?.init(),
                 &model,
@@ -284,7 +303,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         dir: impl AsRef<std::path::Path>,
         dtype: burn::tensor::FloatDType,
     ) -> Result<std::path::PathBuf> {
-        export_merged(&self.model, dir.as_ref(), dtype, self.source.as_deref())
+        export_merged(self.weights(), dir.as_ref(), dtype, self.source.as_deref())
     }
 
     /// Trains the remaining steps with a progress bar and checkpoints; plots at the end. Returns the
@@ -339,9 +358,15 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         let mut accumulator = GradientsAccumulator::<Qwen25Vl<B>>::new();
         let mut loss_sum = 0.0f64;
         for micro in mine.chunks(self.config.micro_batch_size) {
-            let loss = sft_loss(&self.model, micro, normalizer.max(1))?;
-            loss_sum += f64::from(scalar(loss.clone().detach()));
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            let batch = SftBatch::new(micro, normalizer.max(1))?;
+            let model = &self.model;
+            let (loss, grads) = gradients(
+                model,
+                &batch.input(),
+                self.config.recompute_activations,
+                |hidden| Ok(batch.loss(model, hidden)?),
+            )?;
+            loss_sum += loss;
             accumulator.accumulate(&self.model, grads);
         }
         if let Some(c) = &self.parallel {
@@ -355,6 +380,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             self.config.max_grad_norm,
             lr,
             self.parallel.as_ref(),
+            self.master.as_mut(),
         )?;
         self.model = model;
         self.step += 1;
@@ -381,6 +407,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             ));
         };
         let pending = run.begin(self.step)?;
+        let weights = self.master.as_ref().map_or(&self.model, |m| m.master());
         let state = State {
             counter: self.step,
             step: self.step,
@@ -390,7 +417,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         };
         run.commit(
             pending,
-            &self.model,
+            weights,
             &self.optimizer,
             &state,
             self.config.keep_checkpoints,

@@ -40,6 +40,8 @@ use burn::optim::{GradientsParams, LearningRate, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
 
+use crate::error::{Result, VlmError};
+
 /// f32 copies of a model's trainable parameters, stepped by an optimizer (see the module docs).
 #[derive(Debug)]
 pub struct MasterWeights<B: AutodiffBackend, M: AutodiffModule<B>> {
@@ -63,6 +65,41 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> MasterWeights<B, M> {
             dtypes: widen.dtypes,
             _backend: std::marker::PhantomData,
         }
+    }
+
+    /// Master weights continued from f32 copies saved earlier (a checkpoint): `master`'s trainable float
+    /// parameters become the copies (widened to f32 if they are not), and each parameter takes in the model
+    /// the dtype of the parameter at the same place, in module order, of `model` (the model being trained,
+    /// of the same architecture). Frozen parameters are cast to that dtype in the copies too (shared, as in
+    /// [`MasterWeights::new`]). The ids are `master`'s.
+    ///
+    /// # Errors
+    /// [`VlmError::Input`] when the two modules do not have the same number of float parameters.
+    pub fn from_master(master: M, model: &M) -> Result<Self> {
+        let mut dtypes = Dtypes(Vec::new());
+        model.visit(&mut dtypes);
+        let mut count = Dtypes(Vec::new());
+        master.visit(&mut count);
+        if count.0.len() != dtypes.0.len() {
+            return Err(VlmError::Input {
+                input: "master",
+                reason: format!(
+                    "{} float parameters, the model has {}",
+                    count.0.len(),
+                    dtypes.0.len()
+                ),
+            });
+        }
+        let mut adopt = Adopt {
+            order: dtypes.0.into_iter(),
+            dtypes: HashMap::new(),
+        };
+        let master = master.map(&mut adopt);
+        Ok(Self {
+            master: Some(master),
+            dtypes: adopt.dtypes,
+            _backend: std::marker::PhantomData,
+        })
     }
 
     /// One optimizer step on the f32 copies with `grads` (computed on `model`, widened to f32 here); returns
@@ -124,6 +161,38 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Widen {
             recast(tensor, DType::F32, true)
         } else {
             tensor
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Every float parameter's dtype, in module order.
+struct Dtypes(Vec<DType>);
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Dtypes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.val().dtype());
+    }
+}
+
+/// Saved copies to master copies: each parameter takes the next dtype of `order` as its model dtype;
+/// trainable ones are widened to f32, frozen ones cast to the model dtype.
+struct Adopt {
+    order: std::vec::IntoIter<DType>,
+    dtypes: HashMap<ParamId, DType>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Adopt {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let dtype = self.order.next().unwrap_or_else(|| tensor.dtype());
+        self.dtypes.insert(id, dtype);
+        let require_grad = tensor.is_require_grad();
+        let keep = if require_grad { DType::F32 } else { dtype };
+        let tensor = if tensor.dtype() == keep {
+            tensor
+        } else {
+            recast(tensor, keep, require_grad)
         };
         Param::from_mapped_value(id, tensor, mapper)
     }
