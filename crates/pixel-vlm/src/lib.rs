@@ -26,6 +26,7 @@ pub mod cache;
 pub mod chat_template;
 pub mod config;
 pub mod error;
+pub mod fused;
 pub mod generation;
 pub mod layers;
 pub mod loading;

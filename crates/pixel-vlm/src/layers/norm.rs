@@ -1,8 +1,8 @@
 //! RMSNorm as transformers' `Qwen2RMSNorm` computes it, in any dtype.
 
 use burn::nn::RmsNorm;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
 
 /// `gamma * (x / sqrt(mean(x²) + eps))`, with the statistics and the normalisation in f32 and the result cast
 /// back to the input dtype before the scale, as `Qwen2RMSNorm` does (burn's `RmsNorm::forward` divides in the
@@ -12,18 +12,14 @@ use burn::tensor::{DType, Tensor};
 /// - `x`: `[.., d_model]`
 /// - output: the shape of `x`
 pub fn rms_norm<B: Backend, const D: usize>(norm: &RmsNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let dtype = x.dtype();
-    let x = x.cast(DType::F32);
-    let inv_rms = (x.clone().square().mean_dim(D - 1) + norm.epsilon)
-        .sqrt()
-        .recip();
-    (x * inv_rms).cast(dtype) * norm.gamma.val().unsqueeze()
+    crate::fused::rms_norm(x, norm.gamma.val(), norm.epsilon)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::module::Param;
+    use burn::tensor::DType;
     use burn::tensor::TensorData;
 
     type B = crate::backend::CpuBackend;

@@ -3,9 +3,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::silu;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
 
 use crate::layers::linear::linear;
 use crate::layers::lora::{LoraAdapter, adapted};
@@ -75,20 +74,18 @@ impl<B: Backend> SwiGlu<B> {
     /// - `x`: `[.., hidden]`
     /// - output: `[.., hidden]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        // The activation in f32 and rounded once, as torch's fused kernel does in bf16.
+        // The activation in f32 and rounded once, as torch's fused kernel does in bf16 (`fused::silu_mul`).
         let gate = adapted(
             self.gate_proj_lora.as_ref(),
             linear(&self.gate_proj, x.clone()),
             x.clone(),
         ); // [.., inter]
-        let dtype = gate.dtype();
-        let gate = silu(gate.cast(DType::F32)).cast(dtype);
         let up = adapted(
             self.up_proj_lora.as_ref(),
             linear(&self.up_proj, x.clone()),
             x,
         );
-        let inner = gate * up;
+        let inner = crate::fused::silu_mul(gate, up);
         adapted(
             self.down_proj_lora.as_ref(),
             linear(&self.down_proj, inner.clone()),

@@ -3,12 +3,12 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::backend::{linear_forward, matmul};
 use crate::cache::KvCache;
+use crate::fused::permute;
 use crate::layers::linear::linear;
 use crate::layers::lora::{LoraAdapter, adapted};
 use crate::layers::rope::apply_rotary;
@@ -150,7 +150,8 @@ impl<B: Backend> TextAttention<B> {
     ) -> Tensor<B, 3> {
         let (q, k, v) = self.project(x, cos, sin);
         let (k_all, v_all) = cache.update(layer, k, v); // [b, kvh, total, d]
-        self.attend(q, k_all, v_all, mask)
+        // The keys transposed as a view: the product reads it in place (a copy would be of the whole cache).
+        self.attend(q, k_all.swap_dims(2, 3), v_all, mask)
     }
 
     /// Attention of a whole sequence to itself, without a cache (training).
@@ -168,7 +169,9 @@ impl<B: Backend> TextAttention<B> {
         mask: Tensor<B, 5>,
     ) -> Tensor<B, 3> {
         let (q, k, v) = self.project(x, cos, sin);
-        self.attend(q, k, v, mask)
+        // The keys transposed into a copy of their own: its backward hands the rotation a contiguous
+        // gradient (through a view, every element-wise operation there walks it element by element).
+        self.attend(q, permute(k, [0, 1, 3, 2]), v, mask)
     }
 
     /// Queries `[b, h, s, d]` and keys/values `[b, kvh, s, d]`, rotated.
@@ -188,42 +191,44 @@ impl<B: Backend> TextAttention<B> {
         };
         let q = project(&self.q_proj, &self.q_proj_lora).reshape([b, s, h, d]);
         let k = project(&self.k_proj, &self.k_proj_lora).reshape([b, s, kvh, d]);
-        let v = project(&self.v_proj, &self.v_proj_lora)
-            .reshape([b, s, kvh, d])
-            .swap_dims(1, 2); // [b, kvh, s, d]
+        let v = permute(
+            project(&self.v_proj, &self.v_proj_lora).reshape([b, s, kvh, d]),
+            [0, 2, 1, 3],
+        ); // [b, kvh, s, d]
         // Heads first in memory, then the rotation with the tables repeated over the heads: every operand is
         // contiguous and of one shape, forward and backward, which CPU backends multiply in one pass. A
         // `[b, heads, s, d]` view of the projection times `[b, 1, s, d]` tables broadcast over the heads
         // cost `Flex` a strided walk per element (~2x slower for the rotation, forward and backward).
         let q = apply_rotary(
-            contiguous(q.swap_dims(1, 2)),
+            permute(q, [0, 2, 1, 3]),
             cos.clone().repeat_dim(1, h),
             sin.clone().repeat_dim(1, h),
         ); // [b, h, s, d]
         let k = apply_rotary(
-            contiguous(k.swap_dims(1, 2)),
+            permute(k, [0, 2, 1, 3]),
             cos.repeat_dim(1, kvh),
             sin.repeat_dim(1, kvh),
         ); // [b, kvh, s, d]
         (q, k, v)
     }
 
-    /// Scaled dot-product attention of `q` `[b, h, s, d]` over `k`, `v` `[b, kvh, total, d]` with an
-    /// additive f32 `mask` `[b, 1, 1, s, total]`; output `[b, s, hidden]` after `o_proj`.
+    /// Scaled dot-product attention of `q` `[b, h, s, d]` over keys transposed `k_t` `[b, kvh, d, total]`
+    /// and values `v` `[b, kvh, total, d]` with an additive f32 `mask` `[b, 1, 1, s, total]`; output
+    /// `[b, s, hidden]` after `o_proj`.
     fn attend(
         &self,
         q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
+        k_t: Tensor<B, 4>,
         v: Tensor<B, 4>,
         mask: Tensor<B, 5>,
     ) -> Tensor<B, 3> {
         let [b, h, s, d] = q.dims();
         let kvh = self.num_kv_heads;
         let groups = h / kvh;
-        let total = k.dims()[2];
+        let total = k_t.dims()[3];
         // Query head j uses key/value head j / groups: fold the groups into the query length.
         let q = q.reshape([b, kvh, groups * s, d]);
-        let scores = matmul(q, k.swap_dims(2, 3)) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
+        let scores = matmul(q, k_t) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
         // Masking and softmax in f32 whatever the model dtype, as transformers' eager attention does.
         let dtype = scores.dtype();
         // The mask repeated over the heads when that is small: adding a `[b, 1, 1, s, total]` mask broadcast
@@ -236,26 +241,18 @@ impl<B: Backend> TextAttention<B> {
             mask
         };
         let scores = scores.reshape([b, kvh, groups, s, total]).cast(DType::F32) + mask;
-        let probs = softmax(scores, 4)
-            .cast(dtype)
-            .reshape([b, kvh, groups * s, total]);
-        let out = matmul(probs, v)
-            .reshape([b, h, s, d])
-            .swap_dims(1, 2)
-            .reshape([b, s, h * d]);
+        let probs =
+            crate::fused::softmax_dim(scores, 4)
+                .cast(dtype)
+                .reshape([b, kvh, groups * s, total]);
+        let out =
+            permute(matmul(probs, v).reshape([b, h, s, d]), [0, 2, 1, 3]).reshape([b, s, h * d]);
         adapted(
             self.o_proj_lora.as_ref(),
             linear(&self.o_proj, out.clone()),
             out,
         )
     }
-}
-
-/// `t` laid out contiguously in its logical order (a copy of a permuted view, the tensor itself otherwise):
-/// a reshape to one dimension and back.
-fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
-    let dims = t.dims();
-    t.reshape([dims.iter().product::<usize>()]).reshape(dims)
 }
 
 #[cfg(test)]

@@ -32,8 +32,10 @@
 //!
 //! Log-probs are computed chunk by chunk along the sequence ([`Targets::chunk`] positions at a time), so
 //! a forward never holds `[batch, seq, vocab]` logits at once (20 GB in f32 at batch 8 x 4,096 tokens of
-//! Qwen's 151,936-token vocabulary). Under autodiff each chunk's softmax is kept for the backward pass;
-//! a fused log-softmax-gather backward that recomputes it is future work.
+//! Qwen's 151,936-token vocabulary). Without entropy, on `Flex` / `Autodiff<Flex>` each chunk is one fused
+//! operation ([`crate::fused`]) whose backward recomputes the softmax from the logits and each row's
+//! log-sum-exp, so only the chunk's logits are kept for the backward pass; elsewhere (and with entropy)
+//! each chunk's log-softmax is kept.
 
 mod master;
 mod recompute;
@@ -170,6 +172,26 @@ impl<B: Backend> Qwen25Vl<B> {
             let logits = self
                 .logits(hidden.clone().narrow(1, start, len))
                 .cast(DType::F32); // [b, len, vocab]
+            if !targets.entropy {
+                // One fused operation (on CPU): no `[b, len, vocab]` log-softmax is kept for the backward.
+                let t: Option<Vec<f32>> = targets.temperature.map(|t| {
+                    (0..b)
+                        .flat_map(|row| t[row * s + start..row * s + start + len].iter().copied())
+                        .collect()
+                });
+                let ids: Vec<u32> = (0..b)
+                    .flat_map(|row| targets.ids[row * s + start..row * s + start + len].iter())
+                    .copied()
+                    .collect();
+                let lp = crate::fused::target_logprobs(
+                    logits.reshape([b * len, vocab]),
+                    &ids,
+                    t.as_deref(),
+                );
+                logprobs.push(lp.reshape([b, len]));
+                start += len;
+                continue;
+            }
             let logits = match targets.temperature {
                 Some(t) => {
                     let t: Vec<f32> = (0..b)

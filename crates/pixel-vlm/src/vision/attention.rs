@@ -3,7 +3,6 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
@@ -109,7 +108,7 @@ impl<B: Backend> VisionAttention<B> {
             };
             let (qc, kc, vc) = (chunk(&q), chunk(&k), chunk(&v));
             let scores = matmul(qc, kc.swap_dims(2, 3)) * scale; // [count, heads, len, len]
-            let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
+            let probs = crate::fused::softmax_dim(scores.cast(DType::F32), 3).cast(dtype);
             let out = matmul(probs, vc); // [count, heads, len, head_dim]
             outputs.push(out.swap_dims(1, 2).reshape([count * len, dim]));
         }
