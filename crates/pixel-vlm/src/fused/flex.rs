@@ -302,6 +302,103 @@ fn softmax_autodiff<C: CheckpointStrategy>(x: AdPrim) -> AdPrim {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// softmax(x * scale + mask) over the last dimension
+
+/// Softmax of f32 `x * scale + mask` over the last dimension; `mask` (no gradient) has `x`'s last
+/// dimension and, elsewhere, `x`'s sizes or 1 (broadcast). The caller checks the shapes.
+pub(super) fn softmax_scaled_masked<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    scale: f32,
+    mask: Option<Tensor<B, D>>,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Option<Tensor<B, D>>)> {
+    let Some(kind) = kind::<B>() else {
+        return Err((x, mask));
+    };
+    let out: B::FloatTensorPrimitive = match kind {
+        Kind::Inner => {
+            let mask = mask.map(|m| dense(&same::<_, FlexTensor>(prim(m))));
+            same(masked_forward(&dense(&same(prim(x))), scale, mask.as_ref()))
+        }
+        Kind::Plain | Kind::Balanced => {
+            let x: AdPrim = same(prim(x));
+            let mask = mask.map(|m| dense(&same::<_, AdPrim>(prim(m)).primitive));
+            let out = masked_forward(&dense(&x.primitive), scale, mask.as_ref());
+            let out = if matches!(kind, Kind::Plain) {
+                masked_autodiff::<NoCheckpointing>(x, scale, out)
+            } else {
+                masked_autodiff::<BalancedCheckpointing>(x, scale, out)
+            };
+            same(out)
+        }
+    };
+    Ok(wrap(out))
+}
+
+/// The start of the mask row that each row of `x` adds (see [`softmax_scaled_masked`]).
+fn mask_row_starts(x: &Shape, mask: &Shape) -> Vec<usize> {
+    let rank = x.num_dims();
+    let n = last(x);
+    let rows: usize = (0..rank.saturating_sub(1)).map(|d| x[d]).product();
+    // Stride (in mask rows) of each leading dimension, 0 where the mask broadcasts.
+    let mut strides = vec![0usize; rank.saturating_sub(1)];
+    let mut stride = 1;
+    for d in (0..rank.saturating_sub(1)).rev() {
+        strides[d] = if mask[d] == 1 { 0 } else { stride };
+        stride *= mask[d];
+    }
+    (0..rows)
+        .map(|mut r| {
+            let mut start = 0;
+            for d in (0..rank - 1).rev() {
+                start += (r % x[d]) * strides[d];
+                r /= x[d];
+            }
+            start * n
+        })
+        .collect()
+}
+
+fn masked_forward(x: &FlexTensor, scale: f32, mask: Option<&FlexTensor>) -> FlexTensor {
+    let shape = x.shape();
+    let starts = mask.map(|m| mask_row_starts(&shape, &m.shape()));
+    let mask = mask.zip(starts.as_deref()).map(|(m, s)| (f32s(m), s));
+    tensor(
+        kernels::softmax_scaled_masked(f32s(x), scale, mask, last(&shape)),
+        shape,
+    )
+}
+
+#[derive(Debug)]
+struct SoftmaxScaled;
+
+impl Backward<Flex, 1> for SoftmaxScaled {
+    /// The output and the scale.
+    type State = (FlexTensor, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [Some(node)] = ops.parents else {
+            return;
+        };
+        let grad = dense(&grads.consume::<Flex>(&ops.node));
+        let (y, scale) = ops.state;
+        let shape = y.shape();
+        let dx = kernels::softmax_scaled_backward(f32s(&y), f32s(&grad), scale, last(&shape));
+        grads.register::<Flex>(node.id, tensor(dx, shape));
+    }
+}
+
+fn masked_autodiff<C: CheckpointStrategy>(x: AdPrim, scale: f32, out: FlexTensor) -> AdPrim {
+    match SoftmaxScaled
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((out.clone(), scale), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // target log-probabilities
 
 /// Per-row target data of [`target_logprobs`]: the targets, the inverse temperatures and each row's

@@ -327,13 +327,41 @@ pub(crate) fn rms_norm_backward(
 
 /// Softmax over rows of length `n`.
 pub(crate) fn softmax(x: &[f32], n: usize) -> Vec<f32> {
+    softmax_scaled_masked(x, 1.0, None, n)
+}
+
+/// Softmax of `x * scale + mask` over rows of length `n`, where row `r` of `x` adds the mask row that
+/// starts at `mask.1[r]` in `mask.0` (a mask broadcast over heads is one row per query, shared).
+///
+/// Callers check that every mask row lies within the mask.
+pub(crate) fn softmax_scaled_masked(
+    x: &[f32],
+    scale: f32,
+    mask: Option<(&[f32], &[usize])>,
+    n: usize,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     for_row_blocks(&mut y, n, |first, y| {
         for (i, y) in y.chunks_exact_mut(n).enumerate() {
-            let xr = &x[(first + i) * n..(first + i + 1) * n];
-            let m = max(xr);
-            for (y, &x) in y.iter_mut().zip(xr) {
-                *y = exp(x - m);
+            let row = first + i;
+            let xr = &x[row * n..(row + 1) * n];
+            match mask {
+                Some((mask, starts)) => {
+                    let mr = &mask[starts[row]..starts[row] + n];
+                    for ((y, &x), &m) in y.iter_mut().zip(xr).zip(mr) {
+                        *y = x * scale + m;
+                    }
+                }
+                None if scale != 1.0 => {
+                    for (y, &x) in y.iter_mut().zip(xr) {
+                        *y = x * scale;
+                    }
+                }
+                None => y.copy_from_slice(xr),
+            }
+            let m = max(y);
+            for y in y.iter_mut() {
+                *y = exp(*y - m);
             }
             let inv = 1.0 / sum(y);
             for y in y.iter_mut() {
@@ -346,14 +374,25 @@ pub(crate) fn softmax(x: &[f32], n: usize) -> Vec<f32> {
 
 /// Gradient of [`softmax`] from its output `y`: `d x = y * (grad - sum(grad * y))` per row.
 pub(crate) fn softmax_backward(y: &[f32], grad: &[f32], n: usize) -> Vec<f32> {
+    softmax_scaled_backward(y, grad, 1.0, n)
+}
+
+/// Gradient of [`softmax_scaled_masked`] with respect to `x`: `scale * y * (grad - sum(grad * y))`.
+pub(crate) fn softmax_scaled_backward(y: &[f32], grad: &[f32], scale: f32, n: usize) -> Vec<f32> {
     let mut dx = vec![0.0f32; y.len()];
     for_row_blocks(&mut dx, n, |first, dx| {
         for (i, dx) in dx.chunks_exact_mut(n).enumerate() {
             let range = (first + i) * n..(first + i + 1) * n;
             let (yr, gr) = (&y[range.clone()], &grad[range]);
             let c = dot(yr, gr);
-            for ((d, &y), &g) in dx.iter_mut().zip(yr).zip(gr) {
-                *d = y * (g - c);
+            if scale == 1.0 {
+                for ((d, &y), &g) in dx.iter_mut().zip(yr).zip(gr) {
+                    *d = y * (g - c);
+                }
+            } else {
+                for ((d, &y), &g) in dx.iter_mut().zip(yr).zip(gr) {
+                    *d = scale * y * (g - c);
+                }
             }
         }
     });

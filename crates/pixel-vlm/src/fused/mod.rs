@@ -194,6 +194,43 @@ pub fn permute<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize; D]) ->
     x.permute(axes)
 }
 
+/// Softmax over the last dimension of `x * scale + mask` (attention probabilities from raw scores), in f32
+/// whatever `x`'s dtype: `(x * scale)` in `x`'s dtype, widened, plus the mask, as transformers' eager
+/// attention computes it. The mask gets no gradient (it is a constant of the batch).
+///
+/// # Shapes
+/// - `x`: `[.., n]`
+/// - `mask`: f32, `n` last and, in every other dimension, `x`'s size or 1 (broadcast)
+/// - output: the shape of `x`, f32
+pub fn softmax_scaled_masked<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    scale: f64,
+    mask: Option<Tensor<B, D>>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (x, mask) = if active::<B>()
+        && x.dtype() == DType::F32
+        && mask.as_ref().is_none_or(|m| {
+            let (xd, md) = (x.dims(), m.dims());
+            m.dtype() == DType::F32
+                && md[D - 1] == xd[D - 1]
+                && xd.iter().zip(&md).all(|(&a, &b)| b == a || b == 1)
+        }) {
+        match flex::softmax_scaled_masked(x, scale as f32, mask) {
+            Ok(out) => return out,
+            Err(inputs) => inputs,
+        }
+    } else {
+        (x, mask)
+    };
+    let scores = (x * scale).cast(DType::F32);
+    let scores = match mask {
+        Some(mask) => scores + mask,
+        None => scores,
+    };
+    softmax(scores, D - 1)
+}
+
 /// `log_softmax(logits / temperature)[target]` per row, f32.
 ///
 /// # Shapes

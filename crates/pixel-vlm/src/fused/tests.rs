@@ -177,3 +177,34 @@ fn permute_matches_burn_forward_and_backward() {
 fn permute_rejects_a_repeated_axis() {
     let _ = permute(random([2, 3], 1.0, 19), [0, 0]);
 }
+
+#[test]
+fn scaled_masked_softmax_matches_the_composite_with_a_mask_broadcast_over_heads() {
+    let device = Default::default();
+    // [batch 2, kv heads 2, groups 3, queries 5, keys 7]; mask [2, 1, 1, 5, 7]: causal + padding per row.
+    let leaf = random([2, 2, 3, 5, 7], 4.0, 20).require_grad();
+    let mask: Vec<f32> = (0..2)
+        .flat_map(|b| {
+            (0..5).flat_map(move |i| {
+                (0..7).map(move |j| {
+                    if j > i + 2 || (b == 1 && j == 0) {
+                        f32::MIN
+                    } else {
+                        0.0
+                    }
+                })
+            })
+        })
+        .collect();
+    let mask = Tensor::<AB, 5>::from_data(TensorData::new(mask, [2, 1, 1, 5, 7]), &device);
+    let out = softmax_scaled_masked(leaf.clone(), 0.3, Some(mask.clone()));
+    let grads = weighted_sum(out.clone(), 21).backward();
+    let fx = leaf.grad(&grads).unwrap();
+    let comp = softmax(leaf.clone() * 0.3 + mask, 4);
+    let grads = weighted_sum(comp.clone(), 21).backward();
+    assert_close(out.inner(), comp.inner(), 1e-6, "output");
+    assert_close(fx, leaf.grad(&grads).unwrap(), 1e-5, "d scores");
+    // Without a mask: the scale alone.
+    let out = softmax_scaled_masked(leaf.clone(), 0.3, None).inner();
+    assert_close(out, softmax(leaf.inner() * 0.3, 4), 1e-6, "unmasked");
+}

@@ -3,20 +3,16 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
 
 use crate::backend::{linear_forward, matmul};
 use crate::cache::KvCache;
-use crate::fused::permute;
+use crate::fused::{permute, softmax_scaled_masked};
 use crate::layers::linear::linear;
 use crate::layers::lora::{LoraAdapter, adapted};
 use crate::layers::rope::apply_rotary;
 use crate::loading::ParamLoader;
-
-/// Largest attention mask, in elements once repeated over the heads, that [`TextAttention`] repeats before
-/// adding it to the scores (64 MiB in f32); a larger one is added broadcast.
-const MAX_REPEATED_MASK: usize = 1 << 24;
 
 /// Causal GQA attention (keys `q_proj`, `k_proj`, `v_proj` with biases, `o_proj` without).
 #[derive(Module, Debug)]
@@ -228,23 +224,13 @@ impl<B: Backend> TextAttention<B> {
         let total = k_t.dims()[3];
         // Query head j uses key/value head j / groups: fold the groups into the query length.
         let q = q.reshape([b, kvh, groups * s, d]);
-        let scores = matmul(q, k_t) * (d as f64).powf(-0.5); // [b, kvh, g*s, total]
-        // Masking and softmax in f32 whatever the model dtype, as transformers' eager attention does.
+        let scores = matmul(q, k_t).reshape([b, kvh, groups, s, total]);
         let dtype = scores.dtype();
-        // The mask repeated over the heads when that is small: adding a `[b, 1, 1, s, total]` mask broadcast
-        // over two middle dimensions is a strided walk per element on `Flex`, twice as slow as the copy and
-        // a contiguous add together.
-        let [_, mask_kvh, mask_groups, _, _] = mask.dims();
-        let mask = if mask_kvh == 1 && mask_groups == 1 && b * h * s * total <= MAX_REPEATED_MASK {
-            mask.repeat_dim(1, kvh).repeat_dim(2, groups)
-        } else {
-            mask
-        };
-        let scores = scores.reshape([b, kvh, groups, s, total]).cast(DType::F32) + mask;
-        let probs =
-            crate::fused::softmax_dim(scores, 4)
-                .cast(dtype)
-                .reshape([b, kvh, groups * s, total]);
+        // Scaling, masking (the mask broadcast over the heads) and softmax in f32 whatever the model dtype,
+        // as transformers' eager attention does; one fused operation on CPU.
+        let probs = softmax_scaled_masked(scores, (d as f64).powf(-0.5), Some(mask))
+            .cast(dtype)
+            .reshape([b, kvh, groups * s, total]);
         let out =
             permute(matmul(probs, v).reshape([b, h, s, d]), [0, 2, 1, 3]).reshape([b, s, h * d]);
         adapted(

@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::backend::{linear_forward, matmul};
+use crate::fused::{permute, softmax_scaled_masked};
 use crate::layers::lora::{LoraAdapter, adapted};
 use crate::layers::rope::apply_rotary;
 use crate::loading::ParamLoader;
@@ -90,9 +91,11 @@ impl<B: Backend> VisionAttention<B> {
             x,
         )
         .reshape([n, 3, heads, head_dim]);
-        let q = qkv.clone().narrow(1, 0, 1).reshape([n, heads, head_dim]);
-        let k = qkv.clone().narrow(1, 1, 1).reshape([n, heads, head_dim]);
-        let v = qkv.narrow(1, 2, 1).reshape([n, heads, head_dim]);
+        // q, k and v each contiguous: one permuted copy, then slices of whole blocks.
+        let qkv = permute(qkv, [1, 0, 2, 3]); // [3, n, heads, head_dim]
+        let q = qkv.clone().narrow(0, 0, 1).reshape([n, heads, head_dim]);
+        let k = qkv.clone().narrow(0, 1, 1).reshape([n, heads, head_dim]);
+        let v = qkv.narrow(0, 2, 1).reshape([n, heads, head_dim]);
         // Rotary in f32 (`cos`/`sin` are f32), softmax in f32, the rest in the model dtype, as transformers.
         let dtype = q.dtype();
         let q = apply_rotary(q.cast(DType::F32), cos.clone(), sin.clone()).cast(dtype);
@@ -100,17 +103,22 @@ impl<B: Backend> VisionAttention<B> {
         let scale = (head_dim as f64).powf(-0.5);
         let mut outputs = Vec::with_capacity(runs.len());
         for &(start, len, count) in runs {
-            let chunk = |t: &Tensor<B, 3>| {
-                t.clone()
+            // Contiguous copies with the heads first (the keys transposed): views would make the element-wise
+            // operations of the backward walk them element by element.
+            let chunk = |t: &Tensor<B, 3>, axes: [usize; 4]| {
+                let t = t
+                    .clone()
                     .narrow(0, start, len * count)
-                    .reshape([count, len, heads, head_dim])
-                    .swap_dims(1, 2) // [count, heads, len, head_dim]
+                    .reshape([count, len, heads, head_dim]);
+                permute(t, axes)
             };
-            let (qc, kc, vc) = (chunk(&q), chunk(&k), chunk(&v));
-            let scores = matmul(qc, kc.swap_dims(2, 3)) * scale; // [count, heads, len, len]
-            let probs = crate::fused::softmax_dim(scores.cast(DType::F32), 3).cast(dtype);
+            let qc = chunk(&q, [0, 2, 1, 3]); // [count, heads, len, head_dim]
+            let kc = chunk(&k, [0, 2, 3, 1]); // [count, heads, head_dim, len]
+            let vc = chunk(&v, [0, 2, 1, 3]);
+            let scores = matmul(qc, kc); // [count, heads, len, len]
+            let probs = softmax_scaled_masked(scores, scale, None).cast(dtype);
             let out = matmul(probs, vc); // [count, heads, len, head_dim]
-            outputs.push(out.swap_dims(1, 2).reshape([count * len, dim]));
+            outputs.push(permute(out, [0, 2, 1, 3]).reshape([count * len, dim]));
         }
         let out = Tensor::cat(outputs, 0);
         adapted(
