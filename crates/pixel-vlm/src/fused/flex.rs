@@ -304,13 +304,16 @@ fn softmax_autodiff<C: CheckpointStrategy>(x: AdPrim) -> AdPrim {
 // ---------------------------------------------------------------------------------------------------------
 // softmax(x * scale + mask) over the last dimension
 
+/// The inputs of [`softmax_scaled_masked`], given back when `B` is not handled here.
+type ScoresAndMask<B, const D: usize> = (Tensor<B, D>, Option<Tensor<B, D>>);
+
 /// Softmax of f32 `x * scale + mask` over the last dimension; `mask` (no gradient) has `x`'s last
 /// dimension and, elsewhere, `x`'s sizes or 1 (broadcast). The caller checks the shapes.
 pub(super) fn softmax_scaled_masked<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     scale: f32,
     mask: Option<Tensor<B, D>>,
-) -> Result<Tensor<B, D>, (Tensor<B, D>, Option<Tensor<B, D>>)> {
+) -> Result<Tensor<B, D>, ScoresAndMask<B, D>> {
     let Some(kind) = kind::<B>() else {
         return Err((x, mask));
     };
