@@ -11,7 +11,7 @@
 //! back to a plain FMA kernel (`SimpleUnit`) only where that is unavailable. For f32 operands, the tensor-core
 //! kernels stage both operands as TF32 (10 mantissa bits instead of 23) wherever the device lists TF32 as a
 //! type, and cubecl-cuda lists it on every CUDA device; burn and cubecl have no setting to turn it off
-//! (`docs/performance.md`, *CUDA parity*, cites the lines). On the tiny parity checkpoints that puts f32
+//! (`docs/performance-cuda.md`, *CUDA parity*, cites the lines). On the tiny parity checkpoints that puts f32
 //! logits ~2e-2 away from transformers (which runs f32 products in full f32 by default).
 //!
 //! [`F32Matmul::Exact`] makes this crate run every f32 product of the model (linear layers, attention,
