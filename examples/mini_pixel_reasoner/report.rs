@@ -90,6 +90,15 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
             ("locate (tower, global)", locate),
             ("first turns (whole model)", grounding(|l| l.0)),
             ("locate (text model probe)", grounding(|l| l.1)),
+            (
+                "answers after the crop (whole model)",
+                i.warmup
+                    .answer_losses
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &l)| (k as f64 + 1.0, l))
+                    .collect(),
+            ),
         ],
         &plots.join("warmup.png"),
     )?;

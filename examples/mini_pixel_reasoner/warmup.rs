@@ -59,6 +59,9 @@ pub struct Batch {
     pub cells: Vec<i64>,
     /// First turns of clean crop traces on the same canvases (empty without [`Grounding`]).
     pub traces: Vec<SftExample>,
+    /// The same traces whole, the loss on the answer after the crop only (empty without
+    /// [`Grounding::read`]).
+    pub answers: Vec<SftExample>,
     /// The tag's cell for each of `traces`.
     pub trace_cells: Vec<i64>,
 }
@@ -72,15 +75,20 @@ pub struct Grounding {
     /// them, the text model's locate probe ended at 23 % (39 % after 250 steps with grounding throughout):
     /// the features it had learned to read had moved.
     pub steps: usize,
+    /// Also train reading through the text model: each grounding step adds the whole clean traces of the
+    /// same canvases with the loss on the answer after the crop only (the first turn is trained by the
+    /// first-turn examples), so the text model learns to read the digit from the crop's tokens.
+    pub read: bool,
 }
 
 impl Grounding {
-    /// The first turn of a clean crop trace of `sample` (question, narration, call), tokenized.
+    /// The first turn of a clean crop trace of `sample` (question, narration, call), tokenized, and with
+    /// [`Grounding::read`] the whole trace with the loss on its last turn (the answer) only.
     fn clean_trace(
         &self,
         sample: &pixel_traces::AnnotatedSample,
         index: u64,
-    ) -> anyhow::Result<Option<SftExample>> {
+    ) -> anyhow::Result<Option<(SftExample, Option<SftExample>)>> {
         let synth = Synthesizer::new(
             SynthConfig {
                 image_mix: ImageMix {
@@ -103,10 +111,35 @@ impl Grounding {
         // The first turn only (question, narration, call): with whole traces (crop and answer too) the
         // text model's locate probe went higher (55-75 % against 38 %) but the SFT model's calls were worse
         // (28-52 % malformed, first crops holding the tag 10-18 % against 0 % and 64 %; one run each).
-        made.trace.messages.truncate(2);
         strip_guidelines(&mut made.trace);
         let images: std::collections::HashMap<_, _> = made.images.into_iter().collect();
         let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
+        let answer = if self.read {
+            let mut whole = build_example_with_system(
+                &self.processor,
+                &made.trace,
+                MaskRule::Paper,
+                Some(SYSTEM),
+                &load,
+            )?;
+            // The last run of trained tokens is the last assistant turn: keep only it.
+            let end = whole
+                .loss_mask
+                .iter()
+                .rposition(|&m| m)
+                .map_or(0, |i| i + 1);
+            let start = whole.loss_mask[..end]
+                .iter()
+                .rposition(|&m| !m)
+                .map_or(0, |i| i + 1);
+            for (i, m) in whole.loss_mask.iter_mut().enumerate() {
+                *m = *m && i >= start;
+            }
+            Some(whole)
+        } else {
+            None
+        };
+        made.trace.messages.truncate(2);
         let example = build_example_with_system(
             &self.processor,
             &made.trace,
@@ -114,7 +147,7 @@ impl Grounding {
             Some(SYSTEM),
             &load,
         )?;
-        Ok(Some(example))
+        Ok(Some((example, answer)))
     }
 }
 
@@ -134,6 +167,7 @@ pub fn make_batch(
         digits: Vec::new(),
         cells: Vec::new(),
         traces: Vec::new(),
+        answers: Vec::new(),
         trace_cells: Vec::new(),
     };
     for i in 0..n as u64 {
@@ -163,9 +197,10 @@ pub fn make_batch(
         b.crops.push(crop);
         b.digits.push(i64::from(digit));
         b.cells.push((row * gw + col) as i64);
-        if let Some(example) = grounded {
+        if let Some((example, answer)) = grounded {
             b.traces.push(example);
             b.trace_cells.push((row * gw + col) as i64);
+            b.answers.extend(answer);
         }
     }
     Ok(b)
@@ -245,6 +280,8 @@ pub struct WarmupReport {
     pub losses: Vec<(f64, f64)>,
     /// Per grounding step: the traces' SFT loss and the text-model probes' loss.
     pub grounding_losses: Vec<(f64, f64)>,
+    /// Per grounding step with [`Grounding::read`]: the SFT loss of the answers after the crops.
+    pub answer_losses: Vec<f64>,
 }
 
 impl<B: AutodiffBackend> Warm<B> {
@@ -425,6 +462,19 @@ pub fn train<B: AutodiffBackend>(
                 .grounding_losses
                 .push((f64::from(g), report.final_probe_loss));
             loss = loss + grounding_loss + probe_loss;
+        }
+        if !b.answers.is_empty() {
+            let refs: Vec<&SftExample> = b.answers.iter().collect();
+            let tokens = refs
+                .iter()
+                .map(|e| e.trained_tokens())
+                .sum::<usize>()
+                .max(1);
+            let (answer_loss, _) = sft_loss_and_hidden(&warm.vlm, &refs, tokens)?;
+            report
+                .answer_losses
+                .push(f64::from(scalar(answer_loss.clone().detach())));
+            loss = loss + answer_loss;
         }
         let r = scalar(read_loss.detach());
         let l = locate_loss.map_or(0.0, |t| scalar(t.detach()));
