@@ -101,6 +101,17 @@ pub fn f32_matmul() -> F32Matmul {
     }
 }
 
+/// Moves `value` into type `U`, which must be its own type (the callers check `TypeId`s first): how generic
+/// model code hands a tensor to a backend-specific kernel (`cuda_exact`, `crate::fused`) without `unsafe`.
+#[cfg(any(feature = "flex", feature = "cuda"))]
+pub(crate) fn same<T: 'static, U: 'static>(value: T) -> U {
+    let mut slot = Some(value);
+    (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take)
+        .expect("the same type")
+}
+
 /// Whether `B` is burn's CUDA backend or `Autodiff` over it (never without the `cuda` feature).
 #[cfg_attr(not(feature = "cuda"), allow(clippy::extra_unused_type_parameters))]
 fn on_cuda<B: Backend>() -> bool {

@@ -11,7 +11,7 @@
 //! types by `Any` downcasting when `B` is `Cuda` (any float element: they share one primitive) or
 //! `Autodiff<Cuda>`, so nothing here is unsafe.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -28,6 +28,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek::matmul::launch::{Strategy, launch_ref};
 use cubek::std::InputBinding;
+
+use super::same;
 
 /// burn's default CUDA backend (f32 floats, i32 ints), named in full for calls of its operations.
 type CudaF32 = Cuda<f32, i32>;
@@ -47,15 +49,6 @@ fn is_autodiff_cuda<B: Backend>() -> bool {
 /// Whether `B` is one of the CUDA backends [`matmul`] takes products on.
 pub(super) fn handles<B: Backend>() -> bool {
     is_cuda::<B>() || is_autodiff_cuda::<B>()
-}
-
-/// Moves `value` into type `U`, which must be its own type (checked by the caller through `TypeId`).
-fn same<T: 'static, U: 'static>(value: T) -> U {
-    let mut slot = Some(value);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<U>>()
-        .and_then(Option::take)
-        .expect("the same type")
 }
 
 /// `lhs @ rhs` (f32, with burn's broadcasting of leading dimensions) in full f32; `B` must be one of the

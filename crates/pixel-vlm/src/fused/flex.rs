@@ -6,7 +6,7 @@
 //! checkpointing), so nothing here is unsafe. Every entry point gives its inputs back (`Err`) when `B` is
 //! another backend, so the caller can run the composite version.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{
@@ -20,6 +20,7 @@ use burn::tensor::{Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 use super::kernels;
+use crate::backend::same;
 
 /// The float primitive of `Autodiff<Flex, C>` (the same type for every checkpointing strategy).
 type AdPrim = <Autodiff<Flex> as BackendTypes>::FloatTensorPrimitive;
@@ -51,15 +52,6 @@ fn kind<B: Backend>() -> Option<Kind> {
 /// Whether `B` is one of the backends handled here.
 pub(super) fn handles<B: Backend>() -> bool {
     kind::<B>().is_some()
-}
-
-/// Moves `value` into type `U`, which must be its own type (checked by the caller through `TypeId`).
-fn same<T: 'static, U: 'static>(value: T) -> U {
-    let mut slot = Some(value);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<U>>()
-        .and_then(Option::take)
-        .expect("the same type")
 }
 
 fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {

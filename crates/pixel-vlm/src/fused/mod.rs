@@ -75,16 +75,9 @@ pub fn fused() -> bool {
 }
 
 /// Whether the fused kernels run for `B` (they are on, and `B` is a backend they handle).
-#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
+#[cfg(feature = "flex")]
 fn active<B: Backend>() -> bool {
-    #[cfg(feature = "flex")]
-    {
-        fused() && flex::handles::<B>()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        false
-    }
+    fused() && flex::handles::<B>()
 }
 
 /// `silu(gate) * up` with the activation in f32 and rounded once to the inputs' dtype (as torch's fused
