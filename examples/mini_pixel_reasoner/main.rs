@@ -100,6 +100,11 @@ struct Args {
     /// and 10 % after SFT (55.8 % of calls malformed), as with whole traces before (docs/demo.md).
     #[arg(long)]
     read_grounding: bool,
+    /// Grounding also trains a read probe on the text model (the digit from its hidden states at the crop's
+    /// tokens in whole clean traces, no loss on their text unless `--read-grounding`). Not measured yet: the
+    /// one run with it (2026-11-27) had a bug that skipped the probe (docs/demo.md).
+    #[arg(long)]
+    read_probe: bool,
     /// SFT traces (default: the plan's).
     #[arg(long)]
     sft_traces: Option<usize>,
@@ -307,6 +312,7 @@ fn main() -> anyhow::Result<()> {
                 decimals: args.box_decimals,
                 steps: plan.grounding_steps,
                 read: args.read_grounding,
+                read_probe: args.read_probe,
             }),
         },
         &progress,
@@ -317,6 +323,7 @@ fn main() -> anyhow::Result<()> {
         decimals: args.box_decimals,
         steps: 1,
         read: false,
+        read_probe: false,
     };
     let held_out: Vec<evaluate::EvalTask> = (0..plan.eval_samples as u64)
         .map(|i| {

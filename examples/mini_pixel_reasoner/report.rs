@@ -91,6 +91,15 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
             ("first turns (whole model)", grounding(|l| l.0)),
             ("locate (text model probe)", grounding(|l| l.1)),
             (
+                "read probe (text model, crop tokens)",
+                i.warmup
+                    .read_probe_losses
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &l)| (k as f64 + 1.0, l))
+                    .collect(),
+            ),
+            (
                 "answers after the crop (whole model)",
                 i.warmup
                     .answer_losses

@@ -41,6 +41,9 @@ pub struct Heads<B: Backend> {
     /// Each image token's own cell from its final hidden state in the text model (dense supervision of
     /// the position code the locate probe then copies from the tag's token).
     cell_lm: Linear<B>,
+    /// The digit from the text model's final hidden states at the crop's tokens (mean), in whole clean
+    /// traces ([`Grounding::read_probe`]).
+    read_lm: Linear<B>,
 }
 
 /// A model and its heads, trained together (the text model gets no gradient: it is not on the path).
@@ -60,8 +63,10 @@ pub struct Batch {
     /// First turns of clean crop traces on the same canvases (empty without [`Grounding`]).
     pub traces: Vec<SftExample>,
     /// The same traces whole, the loss on the answer after the crop only (empty without
-    /// [`Grounding::read`]).
+    /// [`Grounding::read`] or [`Grounding::read_probe`]).
     pub answers: Vec<SftExample>,
+    /// The digit of each of `answers`.
+    pub answer_digits: Vec<i64>,
     /// The tag's cell for each of `traces`.
     pub trace_cells: Vec<i64>,
 }
@@ -79,6 +84,10 @@ pub struct Grounding {
     /// same canvases with the loss on the answer after the crop only (the first turn is trained by the
     /// first-turn examples), so the text model learns to read the digit from the crop's tokens.
     pub read: bool,
+    /// Also train a read probe on the text model: the digit from its final hidden states at the crop's
+    /// tokens in the whole clean traces (no loss on their text unless [`Grounding::read`]), so the text
+    /// model carries the digit where the answer can attend to it.
+    pub read_probe: bool,
 }
 
 impl Grounding {
@@ -114,7 +123,7 @@ impl Grounding {
         strip_guidelines(&mut made.trace);
         let images: std::collections::HashMap<_, _> = made.images.into_iter().collect();
         let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
-        let answer = if self.read {
+        let answer = if self.read || self.read_probe {
             let mut whole = build_example_with_system(
                 &self.processor,
                 &made.trace,
@@ -133,7 +142,7 @@ impl Grounding {
                 .rposition(|&m| !m)
                 .map_or(0, |i| i + 1);
             for (i, m) in whole.loss_mask.iter_mut().enumerate() {
-                *m = *m && i >= start;
+                *m = *m && i >= start && self.read;
             }
             Some(whole)
         } else {
@@ -168,6 +177,7 @@ pub fn make_batch(
         cells: Vec::new(),
         traces: Vec::new(),
         answers: Vec::new(),
+        answer_digits: Vec::new(),
         trace_cells: Vec::new(),
     };
     for i in 0..n as u64 {
@@ -200,7 +210,10 @@ pub fn make_batch(
         if let Some((example, answer)) = grounded {
             b.traces.push(example);
             b.trace_cells.push((row * gw + col) as i64);
-            b.answers.extend(answer);
+            if let Some(answer) = answer {
+                b.answers.push(answer);
+                b.answer_digits.push(i64::from(digit));
+            }
         }
     }
     Ok(b)
@@ -282,6 +295,8 @@ pub struct WarmupReport {
     pub grounding_losses: Vec<(f64, f64)>,
     /// Per grounding step with [`Grounding::read`]: the SFT loss of the answers after the crops.
     pub answer_losses: Vec<f64>,
+    /// Per grounding step with [`Grounding::read_probe`]: the text model's read probe loss.
+    pub read_probe_losses: Vec<f64>,
 }
 
 impl<B: AutodiffBackend> Warm<B> {
@@ -294,6 +309,7 @@ impl<B: AutodiffBackend> Warm<B> {
                 locate: LinearConfig::new(hidden, 1).init(device),
                 locate_lm: LinearConfig::new(hidden, 16).init(device),
                 cell_lm: LinearConfig::new(hidden, 16).init(device),
+                read_lm: LinearConfig::new(hidden, 10).init(device),
             },
         }
     }
@@ -328,6 +344,45 @@ struct GroundingOut<B: Backend> {
     /// The cell probe's logits at every image token, `[rows * 16, 16]`, and their cells (raster order).
     cells: Tensor<B, 2>,
     cell_labels: Vec<i64>,
+}
+
+/// The read probe's logits `[rows, 10]`: the mean of the text model's final hidden states at each whole
+/// trace's crop (every image token after the global view's 16: a crop's token count follows its aspect
+/// ratio); `None` where a trace has no crop.
+fn read_probe<B: Backend>(
+    warm: &Warm<B>,
+    examples: &[SftExample],
+    hidden: Tensor<B, 3>,
+) -> anyhow::Result<Option<Tensor<B, 2>>> {
+    let [b, s, h] = hidden.dims();
+    let image_token = warm.vlm.config.image_token_id;
+    let mut slots = Vec::new();
+    // Row `r` of the pooling matrix averages that trace's crop tokens.
+    let mut pool = Vec::new();
+    for (row, e) in examples.iter().enumerate() {
+        let crop: Vec<usize> = (0..e.len())
+            .filter(|&i| e.token_ids[i] == image_token)
+            .skip(16)
+            .collect();
+        if crop.is_empty() {
+            return Ok(None);
+        }
+        let weight = 1.0 / crop.len() as f32;
+        for i in crop {
+            pool.push((row, slots.len(), weight));
+            slots.push((row * s + i) as i64);
+        }
+    }
+    let n = slots.len();
+    let mut matrix = vec![0.0f32; b * n];
+    for (row, col, w) in pool {
+        matrix[row * n + col] = w;
+    }
+    let device = warm.vlm.device();
+    let at = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [n]), &device);
+    let tokens = hidden.reshape([b * s, h]).select(0, at); // [n, h]
+    let matrix = Tensor::<B, 2>::from_data(TensorData::new(matrix, [b, n]), &device);
+    Ok(Some(warm.heads.read_lm.forward(matrix.matmul(tokens))))
 }
 
 /// One forward of the whole model over the grounding examples (one 16-token image each).
@@ -470,11 +525,25 @@ pub fn train<B: AutodiffBackend>(
                 .map(|e| e.trained_tokens())
                 .sum::<usize>()
                 .max(1);
-            let (answer_loss, _) = sft_loss_and_hidden(&warm.vlm, &refs, tokens)?;
-            report
-                .answer_losses
-                .push(f64::from(scalar(answer_loss.clone().detach())));
-            loss = loss + answer_loss;
+            let (answer_loss, hidden) = sft_loss_and_hidden(&warm.vlm, &refs, tokens)?;
+            // Without `Grounding::read` the whole traces train no token: only the probe below.
+            if refs.iter().any(|e| e.trained_tokens() > 0) {
+                report
+                    .answer_losses
+                    .push(f64::from(scalar(answer_loss.clone().detach())));
+                loss = loss + answer_loss;
+            }
+            if let Some(probe) = read_probe(&warm, &b.answers, hidden)? {
+                let digits = Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(b.answer_digits.clone(), [b.answer_digits.len()]),
+                    &device,
+                );
+                let probe_loss = ce.forward(probe, digits);
+                report
+                    .read_probe_losses
+                    .push(f64::from(scalar(probe_loss.clone().detach())));
+                loss = loss + probe_loss;
+            }
         }
         let r = scalar(read_loss.detach());
         let l = locate_loss.map_or(0.0, |t| scalar(t.detach()));
