@@ -101,8 +101,8 @@ struct Args {
     #[arg(long)]
     read_grounding: bool,
     /// Grounding also trains a read probe on the text model (the digit from its hidden states at the crop's
-    /// tokens in whole clean traces, no loss on their text unless `--read-grounding`). Not measured yet: the
-    /// one run with it (2026-11-27) had a bug that skipped the probe (docs/demo.md).
+    /// tokens in whole clean traces, no loss on their text unless `--read-grounding`). One run (docs/demo.md):
+    /// the probe learned part of the digit, the SFT model still did not read it.
     #[arg(long)]
     read_probe: bool,
     /// SFT traces (default: the plan's).
