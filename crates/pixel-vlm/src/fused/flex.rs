@@ -241,59 +241,6 @@ fn rms_norm_autodiff<C: CheckpointStrategy>(x: AdPrim, w: AdPrim, eps: f32) -> A
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// softmax over the last dimension
-
-/// Softmax of an f32 tensor over its last dimension.
-pub(super) fn softmax_last<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    unary(
-        x,
-        |x| softmax_forward(&dense(&x)),
-        softmax_autodiff::<NoCheckpointing>,
-        softmax_autodiff::<BalancedCheckpointing>,
-    )
-}
-
-fn softmax_forward(x: &FlexTensor) -> FlexTensor {
-    let shape = x.shape();
-    let n = last(&shape);
-    tensor(kernels::softmax(f32s(x), n), shape)
-}
-
-#[derive(Debug)]
-struct Softmax;
-
-impl Backward<Flex, 1> for Softmax {
-    /// The output.
-    type State = FlexTensor;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [Some(node)] = ops.parents else {
-            return;
-        };
-        let grad = dense(&grads.consume::<Flex>(&ops.node));
-        let y = ops.state;
-        let shape = y.shape();
-        let n = last(&shape);
-        let dx = kernels::softmax_backward(f32s(&y), f32s(&grad), n);
-        grads.register::<Flex>(node.id, tensor(dx, shape));
-    }
-}
-
-fn softmax_autodiff<C: CheckpointStrategy>(x: AdPrim) -> AdPrim {
-    let out = softmax_forward(&dense(&x.primitive));
-    match Softmax
-        .prepare::<C>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // softmax(x * scale + mask) over the last dimension
 
 /// The inputs of [`softmax_scaled_masked`], given back when `B` is not handled here.

@@ -154,9 +154,9 @@ pub(crate) fn composite_rms_norm<B: Backend, const D: usize>(
 pub fn softmax_dim<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
     let x = if active::<B>() && dim == D - 1 && x.dtype() == DType::F32 {
-        match flex::softmax_last(x) {
+        match flex::softmax_scaled_masked(x, 1.0, None) {
             Ok(out) => return out,
-            Err(x) => x,
+            Err((x, _)) => x,
         }
     } else {
         x

@@ -163,57 +163,37 @@ impl<B: Backend> Qwen25Vl<B> {
         let mut start = 0;
         while start < s {
             let len = targets.chunk.min(s - start);
-            let pick = |v: &[u32]| -> Vec<i64> {
-                (0..b)
-                    .flat_map(|row| v[row * s + start..row * s + start + len].iter())
-                    .map(|&id| i64::from(id))
-                    .collect()
-            };
+            let ids = chunk_rows(targets.ids, b, s, start, len);
+            let t = targets.temperature.map(|t| chunk_rows(t, b, s, start, len));
             let logits = self
                 .logits(hidden.clone().narrow(1, start, len))
                 .cast(DType::F32); // [b, len, vocab]
-            if !targets.entropy {
-                // One fused operation (on CPU): no `[b, len, vocab]` log-softmax is kept for the backward.
-                let t: Option<Vec<f32>> = targets.temperature.map(|t| {
-                    (0..b)
-                        .flat_map(|row| t[row * s + start..row * s + start + len].iter().copied())
-                        .collect()
-                });
-                let ids: Vec<u32> = (0..b)
-                    .flat_map(|row| targets.ids[row * s + start..row * s + start + len].iter())
-                    .copied()
-                    .collect();
+            if targets.entropy {
+                let logits = match t {
+                    Some(t) => {
+                        let t = Tensor::<B, 3>::from_data(
+                            TensorData::new(t, [b, len, 1]),
+                            (&device, DType::F32),
+                        );
+                        logits / t
+                    }
+                    None => logits,
+                };
+                let logp = log_softmax(logits, 2); // [b, len, vocab]
+                let ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+                let ids =
+                    Tensor::<B, 3, Int>::from_data(TensorData::new(ids, [b, len, 1]), &device);
+                logprobs.push(logp.clone().gather(2, ids).reshape([b, len]));
+                let p = logp.clone().exp();
+                entropies.push((p * logp).sum_dim(2).neg().reshape([b, len]));
+            } else {
+                // One fused operation on CPU: no `[b, len, vocab]` log-softmax is kept for the backward.
                 let lp = crate::fused::target_logprobs(
                     logits.reshape([b * len, vocab]),
                     &ids,
                     t.as_deref(),
                 );
                 logprobs.push(lp.reshape([b, len]));
-                start += len;
-                continue;
-            }
-            let logits = match targets.temperature {
-                Some(t) => {
-                    let t: Vec<f32> = (0..b)
-                        .flat_map(|row| t[row * s + start..row * s + start + len].iter().copied())
-                        .collect();
-                    let t = Tensor::<B, 3>::from_data(
-                        TensorData::new(t, [b, len, 1]),
-                        (&device, DType::F32),
-                    );
-                    logits / t
-                }
-                None => logits,
-            };
-            let logp = log_softmax(logits, 2); // [b, len, vocab]
-            let ids = Tensor::<B, 3, Int>::from_data(
-                TensorData::new(pick(targets.ids), [b, len, 1]),
-                &device,
-            );
-            logprobs.push(logp.clone().gather(2, ids).reshape([b, len]));
-            if targets.entropy {
-                let p = logp.clone().exp();
-                entropies.push((p * logp).sum_dim(2).neg().reshape([b, len]));
             }
             start += len;
         }
@@ -235,4 +215,11 @@ impl<B: Backend> Qwen25Vl<B> {
         self.model.text.embed_tokens = self.model.text.embed_tokens.no_grad();
         self
     }
+}
+
+/// Positions `start..start + len` of each of the `b` rows of a row-major `[b, s]` slice, row after row.
+fn chunk_rows<T: Copy>(v: &[T], b: usize, s: usize, start: usize, len: usize) -> Vec<T> {
+    (0..b)
+        .flat_map(|row| v[row * s + start..row * s + start + len].iter().copied())
+        .collect()
 }

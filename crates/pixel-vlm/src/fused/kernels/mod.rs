@@ -15,8 +15,7 @@ pub(crate) use layout::permute;
 pub(crate) use norm::{rms_norm, rms_norm_backward};
 pub(crate) use silu::{silu_mul, silu_mul_backward};
 pub(crate) use softmax::{
-    softmax, softmax_backward, softmax_scaled_backward, softmax_scaled_masked, target_logprobs,
-    target_logprobs_backward,
+    softmax_scaled_backward, softmax_scaled_masked, target_logprobs, target_logprobs_backward,
 };
 
 use rayon::prelude::*;

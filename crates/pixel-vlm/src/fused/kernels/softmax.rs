@@ -5,11 +5,6 @@ use rayon::prelude::*;
 
 use super::{PARALLEL_MIN, dot, exp, for_row_blocks, max, sum};
 
-/// Softmax over rows of length `n`.
-pub(crate) fn softmax(x: &[f32], n: usize) -> Vec<f32> {
-    softmax_scaled_masked(x, 1.0, None, n)
-}
-
 /// Softmax of `x * scale + mask` over rows of length `n`, where row `r` of `x` adds the mask row that
 /// starts at `mask.1[r]` in `mask.0` (a mask broadcast over heads is one row per query, shared).
 ///
@@ -50,11 +45,6 @@ pub(crate) fn softmax_scaled_masked(
         }
     });
     y
-}
-
-/// Gradient of [`softmax`] from its output `y`: `d x = y * (grad - sum(grad * y))` per row.
-pub(crate) fn softmax_backward(y: &[f32], grad: &[f32], n: usize) -> Vec<f32> {
-    softmax_scaled_backward(y, grad, 1.0, n)
 }
 
 /// Gradient of [`softmax_scaled_masked`] with respect to `x`: `scale * y * (grad - sum(grad * y))`.
