@@ -117,20 +117,14 @@ impl Grounding {
         let Ok(mut made) = synth.synthesize(sample, index) else {
             return Ok(None);
         };
-        // The first turn only (question, narration, call): with whole traces (crop and answer too) the
-        // text model's locate probe went higher (55-75 % against 38 %) but the SFT model's calls were worse
-        // (28-52 % malformed, first crops holding the tag 10-18 % against 0 % and 64 %; one run each).
         strip_guidelines(&mut made.trace);
         let images: std::collections::HashMap<_, _> = made.images.into_iter().collect();
         let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
+        let build = |trace: &pixel_traces::Trace| {
+            build_example_with_system(&self.processor, trace, MaskRule::Paper, Some(SYSTEM), &load)
+        };
         let answer = if self.read || self.read_probe {
-            let mut whole = build_example_with_system(
-                &self.processor,
-                &made.trace,
-                MaskRule::Paper,
-                Some(SYSTEM),
-                &load,
-            )?;
+            let mut whole = build(&made.trace)?;
             // The last run of trained tokens is the last assistant turn: keep only it.
             let end = whole
                 .loss_mask
@@ -148,15 +142,11 @@ impl Grounding {
         } else {
             None
         };
+        // The first turn only (question, narration, call): with whole traces (crop and answer too) the
+        // text model's locate probe went higher (55-75 % against 38 %) but the SFT model's calls were worse
+        // (28-52 % malformed, first crops holding the tag 10-18 % against 0 % and 64 %; one run each).
         made.trace.messages.truncate(2);
-        let example = build_example_with_system(
-            &self.processor,
-            &made.trace,
-            MaskRule::Paper,
-            Some(SYSTEM),
-            &load,
-        )?;
-        Ok(Some((example, answer)))
+        Ok(Some((build(&made.trace)?, answer)))
     }
 }
 
