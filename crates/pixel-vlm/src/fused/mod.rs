@@ -10,7 +10,7 @@
 //! are scalar. For the CPU demo's model, where products are small, those passes take about as long as the
 //! matrix products (`docs/performance.md`, "pixel-vlm: training step (CPU)").
 //!
-//! Here each operation is one kernel forward and one kernel backward (`kernels.rs`): a single pass over
+//! Here each operation is one kernel forward and one kernel backward (`fused/kernels/`): a single pass over
 //! its rows, on two threads when the tensor is large, with a vectorizable `exp`. On `Autodiff<Flex>` each
 //! is one autodiff node (burn's backward-operation API) whose state is what its backward reads: the
 //! inputs, or the output for softmax, and per-row statistics.
