@@ -18,8 +18,8 @@ pub fn needle_defaults() -> NeedleConfig {
     NeedleConfig {
         width: 448,
         height: 448,
-        glyph_min: 28,
-        glyph_max: 34,
+        glyph_min: 36,
+        glyph_max: 42,
         clutter: 40,
         decoys: 0,
         tag_noise: 30,
@@ -29,6 +29,14 @@ pub fn needle_defaults() -> NeedleConfig {
 
 /// The model's view: every image (global view and crops) at 112 x 112 (16 merged tokens).
 pub const VIEW: u64 = 112 * 112;
+
+/// The smallest image the processor, the tool and the synthesizer resize to (transformers' default,
+/// 56 x 56). Not [`VIEW`]: with `min_pixels == max_pixels`, `smart_resize` is not idempotent for
+/// non-square images (an 84 x 112 crop, resized again, becomes 112 x 140), and the rollout resizes a crop
+/// twice (the tool, then the processor) where SFT resized it an even number of times. The first runs of
+/// this demo did that: after a crop the model saw 20 tokens where training had shown it 12, and wrote
+/// garbage. With the lower bound here, an image already resized is left as it is.
+pub const VIEW_MIN: u64 = 56 * 56;
 
 /// The demo's system prompt. The official one (the tool block and its instructions) and the guidelines
 /// after the question are ~600 constant tokens that a model trained from scratch cannot read: the demo
@@ -143,7 +151,7 @@ pub fn build_traces(
                 coarse_to_fine: 0.2,
             },
             box_decimals,
-            observation_min_pixels: VIEW,
+            observation_min_pixels: VIEW_MIN,
             observation_max_pixels: VIEW,
             ..SynthConfig::default()
         },

@@ -29,7 +29,7 @@ use anyhow::Context;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use clap::Parser;
-use data::{SYSTEM, VIEW, digit_sample, needle_defaults, task_of};
+use data::{SYSTEM, VIEW, VIEW_MIN, digit_sample, needle_defaults, task_of};
 use pixel_agent::RolloutConfig;
 use pixel_ops::{CropConfig, CropSource, EpisodeConfig, PixelLimits};
 use pixel_reward::RewardConfig;
@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Digit heights in pixels on the 448 px canvas, `MIN-MAX`.
-    #[arg(long, default_value = "28-34")]
+    #[arg(long, default_value = "36-42")]
     glyph: String,
     /// Noise amplitude inside the tags (levels).
     #[arg(long, default_value_t = 30)]
@@ -105,6 +105,18 @@ struct Args {
     /// the probe learned part of the digit, the SFT model still did not read it.
     #[arg(long)]
     read_probe: bool,
+    /// Warm up without reading through the whole model (the tower's read head only): the comparison that
+    /// shows why it is there.
+    #[arg(long)]
+    no_reading: bool,
+    /// Largest margin (normalized) added to each side of the tag's box for the warm-up's crops (the
+    /// tower's read head and the reading objective): crops of varied size with the tag off-centre, as a
+    /// trained model's calls make them.
+    #[arg(long, default_value_t = 0.05)]
+    crop_jitter: f64,
+    /// Reading examples per warm-up step (of the batch's samples).
+    #[arg(long, default_value_t = 8)]
+    read_batch: usize,
     /// SFT traces (default: the plan's).
     #[arg(long)]
     sft_traces: Option<usize>,
@@ -121,6 +133,7 @@ struct Args {
 struct Plan {
     warmup_steps: usize,
     grounding_steps: usize,
+    reading_steps: usize,
     check_steps: usize,
     warmup_batch: usize,
     sft_traces: usize,
@@ -136,6 +149,7 @@ impl Plan {
             Self {
                 warmup_steps: 3,
                 grounding_steps: 2,
+                reading_steps: 2,
                 check_steps: 3,
                 warmup_batch: 4,
                 sft_traces: 8,
@@ -150,6 +164,9 @@ impl Plan {
                 // costs ~0.1 s, the grounding steps (the last 400) ~0.46 s.
                 warmup_steps: 2000,
                 grounding_steps: 400,
+                // The second half: the crops have their full jitter from half-way (see `warmup`); a
+                // reading step (8 rows through the whole model) adds ~0.11 s.
+                reading_steps: 1000,
                 check_steps: 400,
                 warmup_batch: 16,
                 sft_traces: 320,
@@ -178,6 +195,23 @@ fn needle(args: &Args) -> anyhow::Result<NeedleConfig> {
     })
 }
 
+/// The warm-up's reading objective (`None` with `--no-reading`).
+fn reading(
+    args: &Args,
+    plan: &Plan,
+    base: &std::path::Path,
+) -> anyhow::Result<Option<warmup::Reading>> {
+    Ok((!args.no_reading)
+        .then(|| -> anyhow::Result<_> {
+            Ok(warmup::Reading {
+                processor: Processor::from_pretrained(base)?,
+                per_batch: args.read_batch,
+                steps: plan.reading_steps,
+            })
+        })
+        .transpose()?)
+}
+
 fn spec(seed: u64, rope_theta: f64) -> TinySpec {
     TinySpec {
         rope_theta,
@@ -191,7 +225,7 @@ fn spec(seed: u64, rope_theta: f64) -> TinySpec {
         vision_intermediate_size: 128,
         vision_num_heads: 2,
         bpe_vocab_size: 4096,
-        min_pixels: VIEW,
+        min_pixels: VIEW_MIN,
         max_pixels: VIEW,
         standardize_per_image: true,
         seed,
@@ -212,7 +246,7 @@ fn rollout_config() -> RolloutConfig {
                 ..CropConfig::default()
             },
             crop_resize: PixelLimits {
-                min_pixels: VIEW,
+                min_pixels: VIEW_MIN,
                 max_pixels: VIEW,
             },
             max_total_tokens: Some(2048),
@@ -251,8 +285,9 @@ fn main() -> anyhow::Result<()> {
         plan.sft_epochs = n;
     }
     plan.grounding_steps = plan.grounding_steps.min(plan.warmup_steps);
+    plan.reading_steps = plan.reading_steps.min(plan.warmup_steps);
     if let Some(dir) = &args.inspect {
-        return inspect(dir, &needle(&args)?, args.seed);
+        return inspect(dir, &needle(&args)?, &args);
     }
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -315,6 +350,8 @@ fn main() -> anyhow::Result<()> {
                 read_probe: args.read_probe,
             }),
         },
+        reading(&args, &plan, &base)?,
+        args.crop_jitter,
         &progress,
     )?;
     progress.finish();
@@ -353,6 +390,8 @@ fn main() -> anyhow::Result<()> {
         args.seed + 1001,
         false,
         (!args.no_grounding).then_some(&grounding),
+        reading(&args, &plan, &base)?.as_ref(),
+        args.crop_jitter,
         &mut warm_report,
     )?;
     let progress = StageProgress::new("data check (global view)", plan.check_steps as u64);
@@ -369,6 +408,8 @@ fn main() -> anyhow::Result<()> {
         args.seed + 2,
         true,
         None,
+        None,
+        args.crop_jitter,
         &progress,
     )?;
     progress.finish();
@@ -382,6 +423,8 @@ fn main() -> anyhow::Result<()> {
         args.seed + 1001,
         true,
         None,
+        None,
+        args.crop_jitter,
         &mut warm_report,
     )?;
     drop(check);
@@ -395,6 +438,15 @@ fn main() -> anyhow::Result<()> {
         "vision warm-up + data check".into(),
         t.elapsed().as_secs_f64(),
     ));
+    println!(
+        "warm-up (held out): the whole model reads the crop {}",
+        warm_report
+            .read_lm_accuracy
+            .map_or("(not trained)".to_string(), |h| format!(
+                "{:.1} %",
+                100.0 * h
+            ))
+    );
     println!(
         "warm-up (held out): reads the crop {:.1} %, locates the tag {:.1} % (tower) / {} (text model), first calls' crops hold the tag {}; told-where classifier reads the global view {:.1} %",
         100.0 * warm_report.read_accuracy,
@@ -571,10 +623,67 @@ fn main() -> anyhow::Result<()> {
 
 /// `--inspect`: greedy rollouts of a trained folder on 50 held-out questions: two printed turn by turn,
 /// then the scores of all.
-fn inspect(dir: &std::path::Path, needle: &NeedleConfig, seed: u64) -> anyhow::Result<()> {
+fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> anyhow::Result<()> {
+    let seed = args.seed;
     let device = Default::default();
     let model = Qwen25Vl::<CpuBackend>::from_pretrained(dir, &device)?;
     let processor = Processor::from_pretrained(dir)?;
+    // Reading alone: the answer after held-out crops around the tag (jittered as in the warm-up).
+    let reading = warmup::Reading {
+        processor: Processor::from_pretrained(dir)?,
+        per_batch: 0,
+        steps: 0,
+    };
+    for jitter in [0.0, args.crop_jitter] {
+        let b = warmup::make_batch(
+            needle,
+            args.box_decimals,
+            seed + 1001,
+            0,
+            64,
+            (4, 4),
+            None,
+            Some(&reading),
+            64,
+            jitter,
+        )?;
+        println!(
+            "reads the digit after a crop (teacher-forced, crop jitter {jitter}): {:.1} %",
+            100.0 * warmup::answers_right(&model, &b.reads)?
+        );
+    }
+    {
+        let built = data::build_traces(needle, 24, seed + 5, args.box_decimals)?;
+        let load = |name: &str| {
+            built
+                .images
+                .get(name)
+                .cloned()
+                .ok_or(format!("no image {name}"))
+        };
+        let (mut examples, _) = build_examples_with_system(
+            &processor,
+            &built.traces,
+            MaskRule::Paper,
+            Some(SYSTEM),
+            &load,
+        );
+        for e in &mut examples {
+            let end = e.loss_mask.iter().rposition(|&m| m).map_or(0, |i| i + 1);
+            let start = e.loss_mask[..end]
+                .iter()
+                .rposition(|&m| !m)
+                .map_or(0, |i| i + 1);
+            for (i, m) in e.loss_mask.iter_mut().enumerate() {
+                *m = *m && i >= start;
+            }
+        }
+        println!(
+            "the last turn of 24 synthesized traces (teacher-forced, every token right): {:.1} % of {}",
+            100.0 * warmup::answers_right(&model, &examples)?,
+            examples.len()
+        );
+    }
     let tasks: Vec<evaluate::EvalTask> = (0..50)
         .map(|i| {
             let (task, reference) = task_of(&digit_sample(needle, seed + 999, i)?)?;
