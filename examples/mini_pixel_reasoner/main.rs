@@ -19,7 +19,9 @@
 
 mod data;
 mod evaluate;
+mod inspect;
 mod report;
+mod samples;
 mod warmup;
 
 use std::path::PathBuf;
@@ -82,8 +84,9 @@ struct Args {
     /// Learning rate of the vision warm-up.
     #[arg(long, default_value_t = 2e-3)]
     warmup_lr: f64,
-    /// Print two greedy held-out rollouts of the model in this folder (one a stage wrote), then its scores
-    /// on 50 held-out questions, and exit.
+    /// Print, for the model in this folder (one a stage wrote), its teacher-forced reading of held-out
+    /// crops (exact and jittered) and of the last turn of synthesized traces, two greedy held-out rollouts,
+    /// then its scores on 50 held-out questions, and exit.
     #[arg(long)]
     inspect: Option<PathBuf>,
     /// Stop after the vision warm-up and its data check, printing their held-out accuracies (for tuning
@@ -114,8 +117,10 @@ struct Args {
     /// trained model's calls make them.
     #[arg(long, default_value_t = 0.05)]
     crop_jitter: f64,
-    /// Reading examples per warm-up step (of the batch's samples).
-    #[arg(long, default_value_t = 8)]
+    /// Reading examples per warm-up step (of the batch's samples). 16 against 8 (one run each): the whole
+    /// model read 46.9 % of held-out jittered crops after the warm-up against 23.4 %, the warm-up ~80 s
+    /// longer.
+    #[arg(long, default_value_t = 16)]
     read_batch: usize,
     /// SFT traces (default: the plan's).
     #[arg(long)]
@@ -160,12 +165,14 @@ impl Plan {
             }
         } else {
             Self {
-                // 2,000 tower steps read 78 % of held-out crops, 800 read 61 % (one run each); a tower step
-                // costs ~0.1 s, the grounding steps (the last 400) ~0.46 s.
+                // 2,000 tower steps read 78 % of held-out crops, 800 read 61 % (one run each, exact crops);
+                // a tower step costs ~0.1 s, a grounding step ~0.46 s. 600 grounding steps: the text
+                // model's locate probe 34 % and SFT first crops on the tag 34 %, against 22 % and 6 % with
+                // 400 (one run each, docs/demo.md).
                 warmup_steps: 2000,
-                grounding_steps: 400,
+                grounding_steps: 600,
                 // The second half: the crops have their full jitter from half-way (see `warmup`); a
-                // reading step (8 rows through the whole model) adds ~0.11 s.
+                // reading step adds ~0.11 s with 8 rows through the whole model, ~0.15 s with 16.
                 reading_steps: 1000,
                 check_steps: 400,
                 warmup_batch: 16,
@@ -201,15 +208,14 @@ fn reading(
     plan: &Plan,
     base: &std::path::Path,
 ) -> anyhow::Result<Option<warmup::Reading>> {
-    Ok((!args.no_reading)
-        .then(|| -> anyhow::Result<_> {
-            Ok(warmup::Reading {
-                processor: Processor::from_pretrained(base)?,
-                per_batch: args.read_batch,
-                steps: plan.reading_steps,
-            })
-        })
-        .transpose()?)
+    if args.no_reading {
+        return Ok(None);
+    }
+    Ok(Some(warmup::Reading {
+        processor: Processor::from_pretrained(base)?,
+        per_batch: args.read_batch,
+        steps: plan.reading_steps,
+    }))
 }
 
 fn spec(seed: u64, rope_theta: f64) -> TinySpec {
@@ -287,7 +293,7 @@ fn main() -> anyhow::Result<()> {
     plan.grounding_steps = plan.grounding_steps.min(plan.warmup_steps);
     plan.reading_steps = plan.reading_steps.min(plan.warmup_steps);
     if let Some(dir) = &args.inspect {
-        return inspect(dir, &needle(&args)?, &args);
+        return inspect::inspect(dir, &needle(&args)?, &args);
     }
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -618,96 +624,5 @@ fn main() -> anyhow::Result<()> {
         times: &times,
     })?;
     println!("report: {}", out.join("report.md").display());
-    Ok(())
-}
-
-/// `--inspect`: greedy rollouts of a trained folder on 50 held-out questions: two printed turn by turn,
-/// then the scores of all.
-fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> anyhow::Result<()> {
-    let seed = args.seed;
-    let device = Default::default();
-    let model = Qwen25Vl::<CpuBackend>::from_pretrained(dir, &device)?;
-    let processor = Processor::from_pretrained(dir)?;
-    // Reading alone: the answer after held-out crops around the tag (jittered as in the warm-up).
-    let reading = warmup::Reading {
-        processor: Processor::from_pretrained(dir)?,
-        per_batch: 0,
-        steps: 0,
-    };
-    for jitter in [0.0, args.crop_jitter] {
-        let b = warmup::make_batch(
-            needle,
-            args.box_decimals,
-            seed + 1001,
-            0,
-            64,
-            (4, 4),
-            None,
-            Some(&reading),
-            64,
-            jitter,
-        )?;
-        println!(
-            "reads the digit after a crop (teacher-forced, crop jitter {jitter}): {:.1} %",
-            100.0 * warmup::answers_right(&model, &b.reads)?
-        );
-    }
-    {
-        let built = data::build_traces(needle, 24, seed + 5, args.box_decimals)?;
-        let load = |name: &str| {
-            built
-                .images
-                .get(name)
-                .cloned()
-                .ok_or(format!("no image {name}"))
-        };
-        let (mut examples, _) = build_examples_with_system(
-            &processor,
-            &built.traces,
-            MaskRule::Paper,
-            Some(SYSTEM),
-            &load,
-        );
-        for e in &mut examples {
-            let end = e.loss_mask.iter().rposition(|&m| m).map_or(0, |i| i + 1);
-            let start = e.loss_mask[..end]
-                .iter()
-                .rposition(|&m| !m)
-                .map_or(0, |i| i + 1);
-            for (i, m) in e.loss_mask.iter_mut().enumerate() {
-                *m = *m && i >= start;
-            }
-        }
-        println!(
-            "the last turn of 24 synthesized traces (teacher-forced, every token right): {:.1} % of {}",
-            100.0 * warmup::answers_right(&model, &examples)?,
-            examples.len()
-        );
-    }
-    let tasks: Vec<evaluate::EvalTask> = (0..50)
-        .map(|i| {
-            let (task, reference) = task_of(&digit_sample(needle, seed + 999, i)?)?;
-            Ok(evaluate::EvalTask { task, reference })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let (scores, trajectories) = evaluate::evaluate(
-        "inspect",
-        &model,
-        &processor,
-        &tasks,
-        &rollout_config(),
-        true,
-    )?;
-    for (t, traj) in tasks.iter().zip(&trajectories).take(2) {
-        println!("## {} (answer {:?})", t.task.query.question, t.task.answers);
-        for turn in &traj.turns {
-            println!("--- model\n{}", turn.text);
-        }
-        for op in &traj.operations {
-            println!("--- operation: {op:?}");
-        }
-        println!("--- ended: {:?}", traj.end);
-    }
-    println!("{scores:?}");
     Ok(())
 }

@@ -207,6 +207,39 @@ mod tests {
     }
 
     #[test]
+    fn min_equal_to_max_is_not_idempotent_for_a_non_square_image() {
+        // 209 x 157 -> 112 x 84 (the downscale branch floors), and again -> 140 x 112 (84 x 112 is below
+        // `min_pixels`, the upscale branch ceils): an image resized twice has another size and token count
+        // than one resized once. The mini Pixel Reasoner's rollouts did that to every crop.
+        let view = PixelLimits::new(112 * 112, 112 * 112);
+        let once = smart_resize(157, 209, 28, view).unwrap();
+        assert_eq!(once, (84, 112));
+        assert_eq!(smart_resize(once.0, once.1, 28, view).unwrap(), (112, 140));
+    }
+
+    #[test]
+    fn a_resized_size_is_a_fixed_point_when_min_is_well_below_max() {
+        // With `min_pixels` at transformers' default (56 x 56) a second resize leaves every size alone.
+        let limits = PixelLimits::new(56 * 56, 112 * 112);
+        let mut checked = 0;
+        for h in (20..600).step_by(7) {
+            for w in (20..600).step_by(11) {
+                // Flat extremes floor a side to 0 (an error, as in qwen-vl-utils): nothing to resize again.
+                let Ok(once) = smart_resize(h, w, 28, limits) else {
+                    continue;
+                };
+                assert_eq!(
+                    smart_resize(once.0, once.1, 28, limits).unwrap(),
+                    once,
+                    "{h} x {w}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 3500, "{checked} sizes checked");
+    }
+
+    #[test]
     fn errors_are_typed() {
         let l = PixelLimits::QWEN_VL_UTILS;
         assert!(matches!(
