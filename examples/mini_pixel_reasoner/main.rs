@@ -118,7 +118,7 @@ struct Args {
     #[arg(long, default_value_t = 0.05)]
     crop_jitter: f64,
     /// Reading examples per warm-up step (of the batch's samples). 16 against 8 (one run each): the whole
-    /// model read 46.9 % of held-out jittered crops after the warm-up against 23.4 %, the warm-up ~80 s
+    /// model read 46.9 % of held-out jittered crops after the warm-up against 23.4 %, the warm-up ~100 s
     /// longer.
     #[arg(long, default_value_t = 16)]
     read_batch: usize,
@@ -172,7 +172,7 @@ impl Plan {
                 warmup_steps: 2000,
                 grounding_steps: 600,
                 // The second half: the crops have their full jitter from half-way (see `warmup`); a
-                // reading step adds ~0.11 s with 8 rows through the whole model, ~0.15 s with 16.
+                // reading step adds ~0.11 s with 8 rows through the whole model, ~0.21 s with 16.
                 reading_steps: 1000,
                 check_steps: 400,
                 warmup_batch: 16,
