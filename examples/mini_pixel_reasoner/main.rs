@@ -4,9 +4,11 @@
 //! Stages (each with a progress bar and its wall time in the report):
 //! - (0) a byte-level BPE tokenizer (merges learned from the protocol's text) and a tiny random checkpoint
 //!   in Hugging Face layout;
-//! - (a) vision warm-up: auxiliary heads read the digit from the crop around the tag and locate the tag in
-//!   the global view, on fresh samples every step; beside it, the data check: a classifier told where the
-//!   tag is, reading the digit from the global view (it should fail: the global view must be illegible);
+//! - (a) warm-up: auxiliary heads read the digit from a crop around the tag (jittered from half-way) and
+//!   locate the tag in the global view, on fresh samples every step; on the last steps the whole model also
+//!   reads crops (the answer after an observation turn) and learns the first call (grounding); beside it,
+//!   the data check: a classifier told where the tag is, reading the digit from the global view (it should
+//!   fail: the global view must be illegible);
 //! - (b) SFT on synthesized traces (self-correction included) mixed with text-only traces;
 //! - (c) GRPO with the curiosity bonus, and the control without it, both from the SFT model;
 //! - (d) greedy evaluation on held-out samples: the SFT model without tools (a no-operation policy), the
