@@ -245,7 +245,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| crop legible: warm-up reads the crop ≥ 85 % | {} | {} |",
+        "| crop legible: the warm-up's tower reads held-out jittered crops ≥ 85 % | {} | {} |",
         pct(i.warmup.read_accuracy),
         verdict(i.warmup.read_accuracy >= 0.85)
     )?;
@@ -261,7 +261,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "Warm-up, held out: the tower reads the crop {} and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {}; the warmed model's greedy first calls crop around the tag {}.\n",
+        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {}; the warmed model's greedy first calls crop around the tag {}.\n",
         pct(i.warmup.read_accuracy),
         pct(i.warmup.locate_accuracy),
         i.warmup
