@@ -1,7 +1,10 @@
 //! Stage (a): a vision warm-up that stands in for a real model's pretrained vision tower.
 //!
 //! Auxiliary heads on the vision tower's merged tokens, trained on fresh samples every step:
-//! - **read**: the digit of the tag from the official crop around it (mean of the crop's tokens → 10 classes);
+//! - **read**: the digit of the tag from a crop around it (mean of the crop's tokens → 10 classes); the crops
+//!   are the official ones first and jittered from half-way ([`make_batch`]);
+//! - **reading through the whole model** (on the last steps, [`Reading`]): the answer after an observation
+//!   turn showing the crop, so that the text model, not only the tower, reads the digit;
 //! - **locate**: which merged token of the global view holds the tag's centre (one logit per token);
 //! - **grounding** (optional, through the whole model, on the last steps): the first turns of clean crop
 //!   traces on the same canvases (the narration and the call whose box is the tag's) with the SFT loss, and two probes
