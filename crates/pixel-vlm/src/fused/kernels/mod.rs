@@ -148,6 +148,21 @@ where
     }
 }
 
+/// A new output of `len` values in rows of `n`, row `r` written by `f(r, row)` (in blocks of rows, see
+/// [`for_row_blocks`]).
+fn map_rows<F>(len: usize, n: usize, f: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let mut out = vec![0.0f32; len];
+    for_row_blocks(&mut out, n, |first, block| {
+        for (i, row) in block.chunks_exact_mut(n).enumerate() {
+            f(first + i, row);
+        }
+    });
+    out
+}
+
 /// Two outputs of the same shape, written block by block (see [`for_row_blocks`]).
 fn for_row_blocks2<F>(a: &mut [f32], b: &mut [f32], n: usize, f: F)
 where

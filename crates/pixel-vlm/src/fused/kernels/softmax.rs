@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{PARALLEL_MIN, dot, exp, for_row_blocks, max, sum};
+use super::{PARALLEL_MIN, dot, exp, map_rows, max, sum};
 
 /// Softmax of `x * scale + mask` over rows of length `n`, where row `r` of `x` adds the mask row that
 /// starts at `mask.1[r]` in `mask.0` (a mask broadcast over heads is one row per query, shared).
@@ -15,58 +15,49 @@ pub(crate) fn softmax_scaled_masked(
     mask: Option<(&[f32], &[usize])>,
     n: usize,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    for_row_blocks(&mut y, n, |first, y| {
-        for (i, y) in y.chunks_exact_mut(n).enumerate() {
-            let row = first + i;
-            let xr = &x[row * n..(row + 1) * n];
-            match mask {
-                Some((mask, starts)) => {
-                    let mr = &mask[starts[row]..starts[row] + n];
-                    for ((y, &x), &m) in y.iter_mut().zip(xr).zip(mr) {
-                        *y = x * scale + m;
-                    }
+    map_rows(x.len(), n, |row, y| {
+        let xr = &x[row * n..(row + 1) * n];
+        match mask {
+            Some((mask, starts)) => {
+                let mr = &mask[starts[row]..starts[row] + n];
+                for ((y, &x), &m) in y.iter_mut().zip(xr).zip(mr) {
+                    *y = x * scale + m;
                 }
-                None if scale != 1.0 => {
-                    for (y, &x) in y.iter_mut().zip(xr) {
-                        *y = x * scale;
-                    }
+            }
+            None if scale != 1.0 => {
+                for (y, &x) in y.iter_mut().zip(xr) {
+                    *y = x * scale;
                 }
-                None => y.copy_from_slice(xr),
             }
-            let m = max(y);
-            for y in y.iter_mut() {
-                *y = exp(*y - m);
-            }
-            let inv = 1.0 / sum(y);
-            for y in y.iter_mut() {
-                *y *= inv;
-            }
+            None => y.copy_from_slice(xr),
         }
-    });
-    y
+        let m = max(y);
+        for y in y.iter_mut() {
+            *y = exp(*y - m);
+        }
+        let inv = 1.0 / sum(y);
+        for y in y.iter_mut() {
+            *y *= inv;
+        }
+    })
 }
 
 /// Gradient of [`softmax_scaled_masked`] with respect to `x`: `scale * y * (grad - sum(grad * y))`.
 pub(crate) fn softmax_scaled_backward(y: &[f32], grad: &[f32], scale: f32, n: usize) -> Vec<f32> {
-    let mut dx = vec![0.0f32; y.len()];
-    for_row_blocks(&mut dx, n, |first, dx| {
-        for (i, dx) in dx.chunks_exact_mut(n).enumerate() {
-            let range = (first + i) * n..(first + i + 1) * n;
-            let (yr, gr) = (&y[range.clone()], &grad[range]);
-            let c = dot(yr, gr);
-            if scale == 1.0 {
-                for ((d, &y), &g) in dx.iter_mut().zip(yr).zip(gr) {
-                    *d = y * (g - c);
-                }
-            } else {
-                for ((d, &y), &g) in dx.iter_mut().zip(yr).zip(gr) {
-                    *d = scale * y * (g - c);
-                }
+    map_rows(y.len(), n, |row, dx| {
+        let range = row * n..(row + 1) * n;
+        let (yr, gr) = (&y[range.clone()], &grad[range]);
+        let c = dot(yr, gr);
+        if scale == 1.0 {
+            for ((d, &y), &g) in dx.iter_mut().zip(yr).zip(gr) {
+                *d = y * (g - c);
+            }
+        } else {
+            for ((d, &y), &g) in dx.iter_mut().zip(yr).zip(gr) {
+                *d = scale * y * (g - c);
             }
         }
-    });
-    dx
+    })
 }
 
 /// `log_softmax(z * s)[target]` per row of length `n` (`s` the row's inverse temperature, 1 when absent),
@@ -128,18 +119,13 @@ pub(crate) fn target_logprobs_backward(
     grad: &[f32],
     n: usize,
 ) -> Vec<f32> {
-    let mut dz = vec![0.0f32; z.len()];
-    for_row_blocks(&mut dz, n, |first, dz| {
-        for (i, dz) in dz.chunks_exact_mut(n).enumerate() {
-            let row = first + i;
-            let zr = &z[row * n..(row + 1) * n];
-            let s = inv_temp.map_or(1.0, |t| t[row]);
-            let (g, l) = (grad[row] * s, lse[row]);
-            for (d, &z) in dz.iter_mut().zip(zr) {
-                *d = -g * exp(z * s - l);
-            }
-            dz[targets[row]] += g;
+    map_rows(z.len(), n, |row, dz| {
+        let zr = &z[row * n..(row + 1) * n];
+        let s = inv_temp.map_or(1.0, |t| t[row]);
+        let (g, l) = (grad[row] * s, lse[row]);
+        for (d, &z) in dz.iter_mut().zip(zr) {
+            *d = -g * exp(z * s - l);
         }
-    });
-    dz
+        dz[targets[row]] += g;
+    })
 }
