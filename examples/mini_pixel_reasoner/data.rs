@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use pixel_agent::{Media, Query};
 use pixel_rl::data::Task;
+use pixel_traces::NormBox;
 use pixel_traces::datasets::NeedleConfig;
 use pixel_traces::synth::ImageMix;
 use pixel_traces::trace::TracePart;
@@ -103,6 +104,60 @@ pub fn task_of(
     ))
 }
 
+/// The boxes the traces' calls write (and so the model learns to write).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Boxes {
+    /// Decimals of the coordinates.
+    pub decimals: i32,
+    /// `0`: the tag's own box. `n > 0`: the cell of an `n x n` grid holding the tag's centre. With 8, the
+    /// cells are the global view's 14 px patches (112 / 8), the finest place a 112 px view can say
+    /// where something is; with the tool's padding of 0.1 per side the crop holds the whole tag (at most
+    /// 0.08 beyond its centre on the 448 px canvas) wherever its centre lies in the cell.
+    pub grid: u32,
+}
+
+impl Boxes {
+    /// The box a call writes to look at `tag`, rounded outward to [`Boxes::decimals`].
+    pub fn written(&self, tag: NormBox) -> NormBox {
+        let bx = match self.cell_of(tag) {
+            None => tag,
+            Some((row, col)) => {
+                let n = f64::from(self.grid);
+                NormBox {
+                    x1: col as f64 / n,
+                    y1: row as f64 / n,
+                    x2: (col + 1) as f64 / n,
+                    y2: (row + 1) as f64 / n,
+                }
+            }
+        };
+        pixel_traces::geometry::round_outward(bx, self.decimals)
+    }
+
+    /// `(row, column)` of the grid cell holding `tag`'s centre; `None` without a grid.
+    pub fn cell_of(&self, tag: NormBox) -> Option<(usize, usize)> {
+        if self.grid == 0 {
+            return None;
+        }
+        let n = self.grid as usize;
+        let at = |v: f64| ((v * n as f64).max(0.0) as usize).min(n - 1);
+        Some((at((tag.y1 + tag.y2) / 2.0), at((tag.x1 + tag.x2) / 2.0)))
+    }
+
+    /// `sample` with its reference box replaced by [`Boxes::written`]: what the synthesizer then writes
+    /// in its calls and crops around. (Evaluation keeps the tag's own box: a crop hits when its box holds
+    /// the tag's centre.)
+    pub fn on_grid(
+        &self,
+        mut sample: pixel_traces::AnnotatedSample,
+    ) -> pixel_traces::AnnotatedSample {
+        if let Visual::Image { reference, .. } = &mut sample.visual {
+            *reference = self.written(*reference);
+        }
+        sample
+    }
+}
+
 /// One sentence per step, so that the trained tokens are the call and the answer rather than prose: the
 /// built-in templates (two or three sentences per step) made a 4-layer model spend its SFT budget on
 /// wording and run out of new tokens before the call.
@@ -139,7 +194,7 @@ pub fn build_traces(
     needle: &NeedleConfig,
     n: usize,
     seed: u64,
-    box_decimals: i32,
+    boxes: Boxes,
 ) -> anyhow::Result<Traces> {
     let synth = Synthesizer::new(
         SynthConfig {
@@ -150,7 +205,7 @@ pub fn build_traces(
                 two_wrong: 0.0,
                 coarse_to_fine: 0.2,
             },
-            box_decimals,
+            box_decimals: boxes.decimals,
             observation_min_pixels: VIEW_MIN,
             observation_max_pixels: VIEW,
             ..SynthConfig::default()
@@ -167,7 +222,7 @@ pub fn build_traces(
         let sample = if i % 8 == 7 {
             text_only.sample(seed + 7, i)?
         } else {
-            digit_sample(needle, seed + 7, i)?
+            boxes.on_grid(digit_sample(needle, seed + 7, i)?)
         };
         let mut made = match synth.synthesize(&sample, i) {
             Ok(made) => made,

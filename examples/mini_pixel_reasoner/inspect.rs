@@ -27,7 +27,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
     for jitter in [0.0, args.crop_jitter] {
         let b = warmup::make_batch(
             needle,
-            args.box_decimals,
+            args.boxes(),
             seed + 1001,
             0,
             64,
@@ -36,6 +36,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             Some(&reading),
             64,
             jitter,
+            true,
         )?;
         println!(
             "reads the digit after a crop (teacher-forced, crop jitter {jitter}): {:.1} %",
@@ -43,7 +44,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
         );
     }
     {
-        let built = data::build_traces(needle, 24, seed + 5, args.box_decimals)?;
+        let built = data::build_traces(needle, 24, seed + 5, args.boxes())?;
         let load = |name: &str| {
             built
                 .images

@@ -261,13 +261,16 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {}; the warmed model's greedy first calls crop around the tag {}.\n",
+        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}); the warmed model's greedy first calls crop around the tag {}.\n",
         pct(i.warmup.read_accuracy),
         pct(i.warmup.locate_accuracy),
         i.warmup
             .read_lm_accuracy
             .map_or("(not trained)".into(), pct),
         i.warmup.probe_accuracy.map_or("(not trained)".into(), pct),
+        i.warmup
+            .cell_probe_accuracy
+            .map_or("(not trained)".into(), pct),
         i.warmup
             .grounding_crop_hit
             .map_or("(not trained)".into(), pct)
@@ -320,7 +323,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         "seed": i.seed,
         "scores": i.scores,
         "warmup": {"read_accuracy": i.warmup.read_accuracy, "model_read_accuracy": i.warmup.read_lm_accuracy, "locate_accuracy": i.warmup.locate_accuracy,
-                   "text_locate_probe_accuracy": i.warmup.probe_accuracy, "first_call_crop_hit": i.warmup.grounding_crop_hit,
+                   "text_locate_probe_accuracy": i.warmup.probe_accuracy, "text_cell_probe_accuracy": i.warmup.cell_probe_accuracy, "first_call_crop_hit": i.warmup.grounding_crop_hit,
                    "global_read_accuracy": i.warmup.global_read_accuracy},
         "times": i.times,
     });

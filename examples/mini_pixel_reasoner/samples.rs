@@ -12,7 +12,7 @@ use pixel_traces::{SynthConfig, Synthesizer};
 use pixel_vlm::processor::Processor;
 use rand::{Rng, SeedableRng};
 
-use crate::data::{SYSTEM, TerseNarrator, VIEW, VIEW_MIN, digit_question, strip_guidelines};
+use crate::data::{Boxes, SYSTEM, TerseNarrator, VIEW, VIEW_MIN, digit_question, strip_guidelines};
 
 /// A batch of fresh needle samples: the global views, the crops around the tags, digits and tag cells.
 pub struct Batch {
@@ -30,6 +30,9 @@ pub struct Batch {
     pub answer_digits: Vec<i64>,
     /// The tag's cell for each of `traces`.
     pub trace_cells: Vec<i64>,
+    /// For each of `traces`, the indices of the tokens that write the call's box (the digits and
+    /// separators between `[` and `]`).
+    pub trace_boxes: Vec<Vec<usize>>,
     /// Reading through the whole model ([`Reading`]): a crop's observation turn and the answer after it.
     pub reads: Vec<SftExample>,
 }
@@ -93,10 +96,10 @@ impl Reading {
     }
 }
 
-/// The grounding objective's settings: the processor that tokenizes the traces and the boxes' decimals.
+/// The grounding objective's settings: the processor that tokenizes the traces and the boxes they write.
 pub struct Grounding {
     pub processor: Processor,
-    pub decimals: i32,
+    pub boxes: Boxes,
     /// Steps (the last ones of the warm-up) that train it; the earlier steps train the tower's heads only.
     /// Last, not first: with grounding on the first 400 of 800 steps, the tower training on alone after
     /// them, the text model's locate probe ended at 23 % (39 % after 250 steps with grounding throughout):
@@ -128,7 +131,7 @@ impl Grounding {
                     two_wrong: 0.0,
                     coarse_to_fine: 0.0,
                 },
-                box_decimals: self.decimals,
+                box_decimals: self.boxes.decimals,
                 observation_min_pixels: VIEW_MIN,
                 observation_max_pixels: VIEW,
                 ..SynthConfig::default()
@@ -161,6 +164,31 @@ impl Grounding {
         made.trace.messages.truncate(2);
         Ok(Some((build(&made.trace)?, answer)))
     }
+}
+
+/// The indices of the trained tokens that write the call's box: after the first trained token holding `[`,
+/// up to the one holding `]` (excluded). Empty without a processor or a box.
+pub fn box_tokens(
+    processor: Option<&Processor>,
+    example: &SftExample,
+) -> anyhow::Result<Vec<usize>> {
+    let Some(processor) = processor else {
+        return Ok(Vec::new());
+    };
+    let mut inside = None;
+    for (i, (&id, &trained)) in example.token_ids.iter().zip(&example.loss_mask).enumerate() {
+        if !trained {
+            continue;
+        }
+        let text = processor.tokenizer.decode(&[id], false)?;
+        match inside {
+            None if text.contains('[') => inside = Some(Vec::new()),
+            Some(ref mut v) if text.contains(']') => return Ok(std::mem::take(v)),
+            Some(ref mut v) => v.push(i),
+            None => {}
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Keeps the loss on the last run of trained tokens only (the last assistant turn).
@@ -203,7 +231,7 @@ fn moved_out(
 #[allow(clippy::too_many_arguments)]
 pub fn make_batch(
     needle: &NeedleConfig,
-    decimals: i32,
+    boxes: Boxes,
     seed: u64,
     first: u64,
     n: usize,
@@ -212,6 +240,7 @@ pub fn make_batch(
     reading: Option<&Reading>,
     reads: usize,
     jitter: f64,
+    around_written: bool,
 ) -> anyhow::Result<Batch> {
     let mut b = Batch {
         globals: Vec::new(),
@@ -222,6 +251,7 @@ pub fn make_batch(
         answers: Vec::new(),
         answer_digits: Vec::new(),
         trace_cells: Vec::new(),
+        trace_boxes: Vec::new(),
         reads: Vec::new(),
     };
     let mut rng =
@@ -231,7 +261,7 @@ pub fn make_batch(
         let digit = s.digit;
         let sample = digit_question(s);
         let grounded = match grounding {
-            Some(g) => g.clean_trace(&sample, first + i)?,
+            Some(g) => g.clean_trace(&boxes.on_grid(sample.clone()), first + i)?,
             None => None,
         };
         let pixel_traces::Visual::Image {
@@ -249,7 +279,13 @@ pub fn make_batch(
             true => rng.random_range(0.0..=jitter),
             false => 0.0,
         });
-        let (crop, _) = official_crop(image, moved_out(*reference, margins, decimals))?;
+        // Around the box a call writes ([`Boxes::written`]: with a grid, the tag anywhere in its cell), or
+        // early in the warm-up around the tag's own box (the tag centred: the tower learns to read first).
+        let around = match around_written {
+            true => boxes.written(*reference),
+            false => *reference,
+        };
+        let (crop, _) = official_crop(image, moved_out(around, margins, boxes.decimals))?;
         let (cx, cy) = (
             (reference.x1 + reference.x2) / 2.0,
             (reference.y1 + reference.y2) / 2.0,
@@ -266,8 +302,20 @@ pub fn make_batch(
         b.digits.push(i64::from(digit));
         b.cells.push((row * gw + col) as i64);
         if let Some((example, answer)) = grounded {
+            let boxed = box_tokens(grounding.map(|g| &g.processor), &example)?;
+            // `[x1, y1, x2, y2]`: at least the four numbers and three commas.
+            anyhow::ensure!(
+                boxed.len() >= 7,
+                "a grounding example's call writes its box in {} tokens",
+                boxed.len()
+            );
+            b.trace_boxes.push(boxed);
             b.traces.push(example);
-            b.trace_cells.push((row * gw + col) as i64);
+            // The class the text model's locate probe learns: the cell the call's box names.
+            b.trace_cells.push(match boxes.cell_of(*reference) {
+                Some((r, c)) => (r * boxes.grid as usize + c) as i64,
+                None => (row * gw + col) as i64,
+            });
             if let Some(answer) = answer {
                 b.answers.push(answer);
                 b.answer_digits.push(i64::from(digit));
@@ -282,7 +330,7 @@ pub fn make_batch(
 #[allow(clippy::too_many_arguments)]
 pub fn prefetch(
     needle: &NeedleConfig,
-    decimals: i32,
+    boxes: Boxes,
     seed: u64,
     steps: usize,
     batch: usize,
@@ -297,7 +345,7 @@ pub fn prefetch(
         for step in 0..steps {
             let b = make_batch(
                 &needle,
-                decimals,
+                boxes,
                 seed,
                 (step * batch) as u64,
                 batch,
@@ -312,6 +360,8 @@ pub fn prefetch(
                 // hundred steps), the full jitter from half-way (at the full jitter from the first step the
                 // tower's read loss was still at chance after 400 steps).
                 jitter * (2.0 * step as f64 / steps.max(1) as f64).min(1.0),
+                // With grid boxes the tag is anywhere in a call's crop: from half-way too.
+                2 * step >= steps,
             );
             let failed = b.is_err();
             // The receiver is gone (the trainer stopped early): stop drawing.
