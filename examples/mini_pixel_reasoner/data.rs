@@ -187,15 +187,17 @@ pub struct Traces {
     pub unsynthesizable: usize,
 }
 
-/// `n` traces: of every 8, one text-only question answered directly, one needle question answered
-/// directly from the global view (a guess: the tag is illegible there), six needle questions answered by
-/// zooming in (clean, one wrong crop then the right one, or coarse-to-fine).
+/// `n` traces: of every 8, one text-only question answered directly, `direct` (at most 6) needle
+/// questions answered directly from the global view (a guess: the tag is illegible there), the other needle
+/// questions answered by zooming in (clean, one wrong crop then the right one, or coarse-to-fine).
 pub fn build_traces(
     needle: &NeedleConfig,
     n: usize,
     seed: u64,
     boxes: Boxes,
+    direct: u64,
 ) -> anyhow::Result<Traces> {
+    let direct = direct.min(6);
     let synth = Synthesizer::new(
         SynthConfig {
             seed,
@@ -235,7 +237,7 @@ pub fn build_traces(
             }
         };
         strip_guidelines(&mut made.trace);
-        if i % 8 == 6 {
+        if (7 - direct..7).contains(&(i % 8)) {
             answer_directly(&mut made.trace, &sample.answer);
         }
         out.images.extend(made.images.iter().cloned());

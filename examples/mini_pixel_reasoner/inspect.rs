@@ -44,7 +44,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
         );
     }
     {
-        let built = data::build_traces(needle, 24, seed + 5, args.boxes())?;
+        let built = data::build_traces(needle, 24, seed + 5, args.boxes(), args.direct)?;
         let load = |name: &str| {
             built
                 .images

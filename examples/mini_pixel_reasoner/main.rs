@@ -130,6 +130,14 @@ struct Args {
     /// longer.
     #[arg(long, default_value_t = 16)]
     read_batch: usize,
+    /// Of every 8 SFT traces, how many needle questions are answered directly, without a call (at most 6;
+    /// one is always a text-only question). More make the SFT model call less often, so that GRPO starts
+    /// nearer the curiosity threshold H.
+    #[arg(long, default_value_t = 1)]
+    direct: u64,
+    /// Learning rate of both GRPO runs.
+    #[arg(long, default_value_t = 2e-4)]
+    grpo_lr: f64,
     /// SFT traces (default: the plan's).
     #[arg(long)]
     sft_traces: Option<usize>,
@@ -203,9 +211,9 @@ impl Plan {
                 warmup_batch: 16,
                 sft_traces: 320,
                 sft_epochs: 4,
-                // 10, not 12, since the calls pay (2026-11-27): rollouts with crops made a GRPO run ~115 s
-                // and the whole demo 15.5 min with 12.
-                grpo_iterations: 10,
+                // 8, not 12, since the calls pay (2026-11-27): rollouts with crops made a GRPO run 50-120 s
+                // and the whole demo 15.5 min with 12, 14.1-15.1 min with 10.
+                grpo_iterations: 8,
                 grpo_queries: 8,
                 eval_samples: 50,
             }
@@ -332,7 +340,13 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let needle = needle(&args)?;
     // Traces first: their text also teaches the tokenizer its merges.
-    let built = data::build_traces(&needle, plan.sft_traces, args.seed, args.boxes())?;
+    let built = data::build_traces(
+        &needle,
+        plan.sft_traces,
+        args.seed,
+        args.boxes(),
+        args.direct,
+    )?;
     let (traces, images, unsynthesizable) = (built.traces, built.images, built.unsynthesizable);
     let base = out.join("base");
     let mut corpus = spec(args.seed, args.rope_theta).merge_corpus;
@@ -563,7 +577,7 @@ fn main() -> anyhow::Result<()> {
             .with_queries_per_buffer(plan.grpo_queries)
             .with_updates_per_buffer(2.min(plan.grpo_queries))
             .with_micro_batch_rows(8)
-            .with_learning_rate(2e-4)
+            .with_learning_rate(args.grpo_lr)
             .with_reward(RewardConfig {
                 alpha,
                 ..RewardConfig::default()
@@ -635,6 +649,7 @@ fn main() -> anyhow::Result<()> {
             v["traces_not_synthesizable"] = unsynthesizable.into();
             v["sft_examples_failed"] = failed_examples.into();
             v["boxes"] = serde_json::to_value(args.boxes())?;
+            v["direct_per_8_traces"] = args.direct.into();
             v["warmup_lr"] = args.warmup_lr.into();
             v["system_prompt"] = SYSTEM.into();
             v["sft"] = serde_json::to_value(&sft_config)?;
