@@ -35,8 +35,11 @@ pub struct TurnSampling {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TurnEnd {
-    /// The model wrote its end-of-turn token (`<|im_end|>` or `<|endoftext|>`).
+    /// The model wrote its end-of-turn token (`<|im_end|>`; over HTTP, any stop the server reports).
     Stop,
+    /// The model wrote another stop token (`<|endoftext|>`): the turn is over, and since the template's
+    /// `<|im_end|>` is not in the token record, no user turn can follow it.
+    EndOfText,
     /// The turn hit `max_new_tokens` (or the engine's capacity) first.
     Length,
 }

@@ -406,11 +406,14 @@ impl<B: Backend> Engine for LocalEngine<'_, B> {
                 continue;
             }
             let end = match output.finish {
-                FinishReason::StopToken(_) => TurnEnd::Stop,
+                FinishReason::StopToken(id) if id == special.im_end => TurnEnd::Stop,
+                FinishReason::StopToken(_) => TurnEnd::EndOfText,
                 _ => TurnEnd::Length,
             };
             let body = match end {
-                TurnEnd::Stop => &output.tokens[..output.tokens.len().saturating_sub(1)],
+                TurnEnd::Stop | TurnEnd::EndOfText => {
+                    &output.tokens[..output.tokens.len().saturating_sub(1)]
+                }
                 TurnEnd::Length => &output.tokens[..],
             };
             // A model may sample an id its tokenizer lacks (Qwen's embedding has ~270 spare rows past

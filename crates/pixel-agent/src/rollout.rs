@@ -301,6 +301,15 @@ pub fn run_group_with<E: Engine>(
                     });
                     appends.push(None);
                 }
+                Step::Observation(_) if turn_end == TurnEnd::EndOfText => {
+                    run.running = false;
+                    run.trajectory.end = RolloutEnd::EndOfText;
+                    observe(Event::End {
+                        row,
+                        end: run.trajectory.end,
+                    });
+                    appends.push(None);
+                }
                 Step::Observation(observation) => {
                     let user = UserTurn::observation(&observation);
                     let prepared = engine.prepare(row, &user)?;

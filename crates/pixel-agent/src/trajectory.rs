@@ -81,6 +81,9 @@ pub enum RolloutEnd {
     TurnLength,
     /// The next observation would not fit in the token budget; it was not appended.
     ObservationTooLong,
+    /// A turn with a call ended with `<|endoftext|>` instead of `<|im_end|>`: the call's observation cannot
+    /// follow it, so the rollout ends there (a model's output never ends a rollout with an error).
+    EndOfText,
 }
 
 /// One executed tool call and what came of it.

@@ -162,6 +162,35 @@ fn load() -> (tempfile::TempDir, Qwen25Vl<B>, Processor) {
 }
 
 #[test]
+fn a_call_ended_by_endoftext_ends_the_rollout_without_an_error() {
+    let (_dir, model, processor) = load();
+    let special = *processor.tokenizer.special();
+    let mut call = processor
+        .tokenizer
+        .encode(&crop_call([0.2, 0.2, 0.6, 0.6], 1))
+        .expect("encode");
+    // `<|endoftext|>` is a stop token of Qwen2.5-VL, but the turn then lacks the `<|im_end|>` a user turn
+    // must follow: before this was handled, the observation's turn failed and ended GRPO training.
+    let eot = special
+        .stop_tokens()
+        .iter()
+        .copied()
+        .find(|&t| t != special.im_end)
+        .expect("a second stop token");
+    call.push(eot);
+    let mut engine = ScriptedLocal {
+        inner: LocalEngine::new(&model, &processor, 4096),
+        scripts: vec![vec![call]],
+        turn: vec![0],
+    };
+    let query = Query::image(picture(), "What letter is written in the corner?");
+    let out = run_group(&mut engine, &query, 1, &config()).expect("the group runs");
+    assert_eq!(out[0].end, RolloutEnd::EndOfText);
+    assert_eq!(out[0].turns.len(), 1);
+    assert!(out[0].operations.is_empty(), "no observation was appended");
+}
+
+#[test]
 fn rows_that_stop_at_different_turns_all_run_to_their_answer() {
     let (_dir, model, processor) = load();
     let (out, _) = run_scripted(&model, &processor);

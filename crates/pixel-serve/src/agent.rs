@@ -176,7 +176,7 @@ pub(crate) fn finish_reason(trajectory: &Trajectory) -> &'static str {
         RolloutEnd::TurnLength
         | RolloutEnd::ObservationTooLong
         | RolloutEnd::Episode(EndReason::TokenBudget) => "length",
-        RolloutEnd::Episode(_) => "stop",
+        RolloutEnd::Episode(_) | RolloutEnd::EndOfText => "stop",
     }
 }
 
