@@ -122,7 +122,7 @@ impl Grounding {
         &self,
         sample: &pixel_traces::AnnotatedSample,
         index: u64,
-    ) -> anyhow::Result<Option<(SftExample, Option<SftExample>)>> {
+    ) -> anyhow::Result<Option<Grounded>> {
         let synth = Synthesizer::new(
             SynthConfig {
                 image_mix: ImageMix {
@@ -162,19 +162,21 @@ impl Grounding {
         // text model's locate probe went higher (55-75 % against 38 %) but the SFT model's calls were worse
         // (28-52 % malformed, first crops holding the tag 10-18 % against 0 % and 64 %; one run each).
         made.trace.messages.truncate(2);
-        Ok(Some((build(&made.trace)?, answer)))
+        let first = build(&made.trace)?;
+        let boxed = box_tokens(&self.processor, &first)?;
+        // `[x1, y1, x2, y2]`: at least the four numbers and three commas.
+        anyhow::ensure!(
+            boxed.len() >= 7,
+            "a grounding example's call writes its box in {} tokens",
+            boxed.len()
+        );
+        Ok(Some((first, boxed, answer)))
     }
 }
 
 /// The indices of the trained tokens that write the call's box: after the first trained token holding `[`,
-/// up to the one holding `]` (excluded). Empty without a processor or a box.
-pub fn box_tokens(
-    processor: Option<&Processor>,
-    example: &SftExample,
-) -> anyhow::Result<Vec<usize>> {
-    let Some(processor) = processor else {
-        return Ok(Vec::new());
-    };
+/// up to the one holding `]` (excluded). Empty without a box.
+fn box_tokens(processor: &Processor, example: &SftExample) -> anyhow::Result<Vec<usize>> {
     let mut inside = None;
     for (i, (&id, &trained)) in example.token_ids.iter().zip(&example.loss_mask).enumerate() {
         if !trained {
@@ -190,6 +192,10 @@ pub fn box_tokens(
     }
     Ok(Vec::new())
 }
+
+/// A grounding example: the first turn, the indices of its box's tokens ([`box_tokens`]), and with
+/// [`Grounding::read`] or [`Grounding::read_probe`] the whole trace.
+type Grounded = (SftExample, Vec<usize>, Option<SftExample>);
 
 /// Keeps the loss on the last run of trained tokens only (the last assistant turn).
 pub fn train_last_turn_only(example: &mut SftExample) {
@@ -301,14 +307,7 @@ pub fn make_batch(
         b.crops.push(crop);
         b.digits.push(i64::from(digit));
         b.cells.push((row * gw + col) as i64);
-        if let Some((example, answer)) = grounded {
-            let boxed = box_tokens(grounding.map(|g| &g.processor), &example)?;
-            // `[x1, y1, x2, y2]`: at least the four numbers and three commas.
-            anyhow::ensure!(
-                boxed.len() >= 7,
-                "a grounding example's call writes its box in {} tokens",
-                boxed.len()
-            );
+        if let Some((example, boxed, answer)) = grounded {
             b.trace_boxes.push(boxed);
             b.traces.push(example);
             // The class the text model's locate probe learns: the cell the call's box names.

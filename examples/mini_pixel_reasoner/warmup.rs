@@ -160,7 +160,7 @@ struct GroundingOut<B: Backend> {
     /// The cell probe's logits at every image token, `[rows * 16, 16]`, and their cells (raster order).
     cells: Tensor<B, 2>,
     cell_labels: Vec<i64>,
-    /// The locate probe's logits at every position that writes a token of the call's box, `[m, 16]`, and
+    /// The locate probe's logits at every position that writes a token of the call's box, `[m, cells]`, and
     /// the cell of each (its row's tag).
     box_probe: Option<Tensor<B, 2>>,
     box_cells: Vec<i64>,
@@ -300,6 +300,7 @@ pub fn train<B: AutodiffBackend>(
     let device = warm.vlm.device();
     // Clipped at a global norm of 1 and the rate decayed (cosine, to a tenth): with a constant 2e-3 and no
     // clipping, the losses of a run with the grounding probes went back to chance after ~800 steps.
+    let schedule = pixel_rl::optim::WarmupCosineSchedule::new(lr, 0, steps.max(1), 0.1)?;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.0)
         .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
@@ -421,9 +422,7 @@ pub fn train<B: AutodiffBackend>(
         report.losses.push((f64::from(r), f64::from(l)));
         report.final_grounding_loss = f64::from(g);
         let grads = GradientsParams::from_grads(loss.backward(), &warm);
-        let progress_frac = step as f64 / steps.max(1) as f64;
-        let rate = lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress_frac).cos()));
-        warm = optim.step(rate, warm, grads);
+        warm = optim.step(schedule.lr_at(step), warm, grads);
         progress.set_message(format!(
             "read {r:.3} (through the model {:.3}) locate {l:.3} grounding {g:.3} probe {:.3}",
             report.read_lm_losses.last().copied().unwrap_or(0.0),

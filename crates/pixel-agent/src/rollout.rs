@@ -280,65 +280,47 @@ pub fn run_group_with<E: Engine>(
             });
             run.trajectory.turns.push(generated);
             run.trajectory.final_text = text.clone();
-            if turn_end == TurnEnd::Length {
-                run.running = false;
-                run.trajectory.end = RolloutEnd::TurnLength;
-                observe(Event::End {
-                    row,
-                    end: run.trajectory.end,
-                });
-                appends.push(None);
-                continue;
-            }
-            let context = engine.context_tokens(row);
-            match run.episode.step_with_tokens(&text, context) {
-                Step::Finished(reason) => {
-                    run.running = false;
-                    run.trajectory.end = RolloutEnd::Episode(reason);
-                    observe(Event::End {
-                        row,
-                        end: run.trajectory.end,
-                    });
-                    appends.push(None);
-                }
-                Step::Observation(_) if turn_end == TurnEnd::EndOfText => {
-                    run.running = false;
-                    run.trajectory.end = RolloutEnd::EndOfText;
-                    observe(Event::End {
-                        row,
-                        end: run.trajectory.end,
-                    });
-                    appends.push(None);
-                }
-                Step::Observation(observation) => {
-                    let user = UserTurn::observation(&observation);
-                    let prepared = engine.prepare(row, &user)?;
-                    let after = context + engine.prepared_tokens(&prepared);
-                    run.trajectory.operations.push(OperationRecord {
-                        turn,
-                        observation: observation.text.clone(),
-                        failed: observation.is_error(),
-                        images_added: observation.images.len(),
-                    });
-                    let budget = config.episode.max_total_tokens;
-                    if budget.is_some_and(|max| after > max) {
-                        run.running = false;
-                        run.trajectory.end = RolloutEnd::ObservationTooLong;
-                        observe(Event::End {
-                            row,
-                            end: run.trajectory.end,
+            // Why the row ends after this turn, if it does (one place below ends it).
+            let ended = if turn_end == TurnEnd::Length {
+                Some(RolloutEnd::TurnLength)
+            } else {
+                let context = engine.context_tokens(row);
+                match run.episode.step_with_tokens(&text, context) {
+                    Step::Finished(reason) => Some(RolloutEnd::Episode(reason)),
+                    Step::Observation(_) if turn_end == TurnEnd::EndOfText => {
+                        Some(RolloutEnd::EndOfText)
+                    }
+                    Step::Observation(observation) => {
+                        let user = UserTurn::observation(&observation);
+                        let prepared = engine.prepare(row, &user)?;
+                        let after = context + engine.prepared_tokens(&prepared);
+                        run.trajectory.operations.push(OperationRecord {
+                            turn,
+                            observation: observation.text.clone(),
+                            failed: observation.is_error(),
+                            images_added: observation.images.len(),
                         });
-                        appends.push(None);
-                    } else {
-                        observe(Event::Observation {
-                            row,
-                            text: &observation.text,
-                            images: &observation.images,
-                        });
-                        run.trajectory.images.extend(observation.images);
-                        appends.push(Some(prepared));
+                        let budget = config.episode.max_total_tokens;
+                        if budget.is_some_and(|max| after > max) {
+                            Some(RolloutEnd::ObservationTooLong)
+                        } else {
+                            observe(Event::Observation {
+                                row,
+                                text: &observation.text,
+                                images: &observation.images,
+                            });
+                            run.trajectory.images.extend(observation.images);
+                            appends.push(Some(prepared));
+                            None
+                        }
                     }
                 }
+            };
+            if let Some(end) = ended {
+                run.running = false;
+                run.trajectory.end = end;
+                observe(Event::End { row, end });
+                appends.push(None);
             }
         }
         if appends.iter().any(Option::is_some) {
