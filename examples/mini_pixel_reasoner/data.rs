@@ -13,7 +13,7 @@ use pixel_traces::{
     NarrationRequest, NarrationStep, Narrator, SynthConfig, Synthesizer, SyntheticDataset, Trace,
     Visual,
 };
-use rand::RngCore;
+use rand::{Rng, RngCore, SeedableRng};
 
 pub fn needle_defaults() -> NeedleConfig {
     NeedleConfig {
@@ -189,13 +189,15 @@ pub struct Traces {
 
 /// `n` traces: of every 8, one text-only question answered directly, `direct` (at most 6) needle
 /// questions answered directly from the global view (a guess: the tag is illegible there), the other needle
-/// questions answered by zooming in (clean, one wrong crop then the right one, or coarse-to-fine).
+/// questions answered by zooming in (clean, one wrong crop then the right one, or coarse-to-fine). With
+/// `jitter > 0` each side of the box a call writes (and so of its crop) is moved out by up to `jitter`.
 pub fn build_traces(
     needle: &NeedleConfig,
     n: usize,
     seed: u64,
     boxes: Boxes,
     direct: u64,
+    jitter: f64,
 ) -> anyhow::Result<Traces> {
     let direct = direct.min(6);
     let synth = Synthesizer::new(
@@ -224,7 +226,15 @@ pub fn build_traces(
         let sample = if i % 8 == 7 {
             text_only.sample(seed + 7, i)?
         } else {
-            boxes.on_grid(digit_sample(needle, seed + 7, i)?)
+            let mut sample = boxes.on_grid(digit_sample(needle, seed + 7, i)?);
+            if jitter > 0.0
+                && let Visual::Image { reference, .. } = &mut sample.visual
+            {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (i << 20) ^ 0x5f7);
+                let margins = [(); 4].map(|_| rng.random_range(0.0..=jitter));
+                *reference = crate::samples::moved_out(*reference, margins, boxes.decimals);
+            }
+            sample
         };
         let mut made = match synth.synthesize(&sample, i) {
             Ok(made) => made,

@@ -19,6 +19,9 @@ pub struct EvalScores {
     pub rapr: f64,
     /// Of the rollouts that cropped: share whose first crop contains the tag's centre.
     pub crop_hit: f64,
+    /// Accuracy over the rollouts whose first crop contains the tag's centre: reading, apart from
+    /// finding (accuracy ≈ crop hit × this, when every rollout crops).
+    pub accuracy_when_hit: f64,
     pub op_error_rate: f64,
 }
 
@@ -28,7 +31,8 @@ pub struct EvalTask {
     pub reference: NormBox,
 }
 
-fn first_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<[f64; 4]> {
+/// The box of the trajectory's first well-formed crop call.
+pub fn first_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<[f64; 4]> {
     t.turns
         .iter()
         .find_map(|turn| match parse_turn(&turn.text, tools) {
@@ -62,6 +66,7 @@ pub fn evaluate(
     };
     let (mut correct, mut used, mut cropped, mut hits, mut attempted, mut failed) =
         (0, 0, 0, 0, 0, 0);
+    let mut correct_when_hit = 0;
     let mut trajectories = Vec::new();
     for t in tasks {
         let budget = config.episode.max_total_tokens.unwrap_or(12_088);
@@ -82,7 +87,9 @@ pub fn evaluate(
                 (t.reference.x1 + t.reference.x2) / 2.0,
                 (t.reference.y1 + t.reference.y2) / 2.0,
             );
-            hits += usize::from(b[0] <= cx && cx <= b[2] && b[1] <= cy && cy <= b[3]);
+            let hit = b[0] <= cx && cx <= b[2] && b[1] <= cy && cy <= b[3];
+            hits += usize::from(hit);
+            correct_when_hit += usize::from(hit && outcome.correct);
         }
         trajectories.push(traj);
     }
@@ -93,6 +100,11 @@ pub fn evaluate(
         f64::NAN
     } else {
         hits as f64 / cropped as f64
+    };
+    s.accuracy_when_hit = if hits == 0 {
+        f64::NAN
+    } else {
+        correct_when_hit as f64 / hits as f64
     };
     s.op_error_rate = if attempted == 0 {
         0.0

@@ -7,24 +7,35 @@ use pixel_vlm::Qwen25Vl;
 use pixel_vlm::backend::CpuBackend;
 use pixel_vlm::processor::Processor;
 
+use crate::cli::Args;
 use crate::data::{self, SYSTEM, digit_sample, task_of};
-use crate::{Args, evaluate, rollout_config, warmup};
+use crate::{evaluate, rollout_config, warmup};
 
 /// The model in `dir` (one a stage wrote): its teacher-forced reading of 64 held-out crops (exact, then
 /// jittered as in the warm-up) and of the last turn of 24 synthesized traces, two greedy held-out rollouts
-/// printed turn by turn, then its scores on 50 held-out questions.
+/// printed turn by turn, then where its first crops go and its scores on `--eval-samples` (50) held-out questions.
 pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> anyhow::Result<()> {
     let seed = args.seed;
     let device = Default::default();
     let model = Qwen25Vl::<CpuBackend>::from_pretrained(dir, &device)?;
     let processor = Processor::from_pretrained(dir)?;
-    // Reading alone: the answer after held-out crops around the tag (jittered as in the warm-up).
-    let reading = warmup::Reading {
-        processor: Processor::from_pretrained(dir)?,
-        per_batch: 0,
-        steps: 0,
-    };
-    for jitter in [0.0, args.crop_jitter] {
+    // Reading: the answer after held-out crops around the tag (exact, or jittered as in the warm-up),
+    // alone (the crop's observation turn) or in the trace's context (global view, question, call, crop).
+    // Larger crops (the tag smaller in the 112 px view) are harder to read: the sweep shows how much.
+    for (jitter, in_context) in [
+        (0.0, false),
+        (args.crop_jitter, false),
+        (0.02, true),
+        (0.05, true),
+        (0.1, true),
+        (0.15, true),
+    ] {
+        let reading = warmup::Reading {
+            processor: Processor::from_pretrained(dir)?,
+            per_batch: 0,
+            steps: 0,
+            in_context,
+        };
         let b = warmup::make_batch(
             needle,
             args.boxes(),
@@ -39,12 +50,21 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             true,
         )?;
         println!(
-            "reads the digit after a crop (teacher-forced, crop jitter {jitter}): {:.1} %",
-            100.0 * warmup::answers_right(&model, &b.reads)?
+            "reads the digit after a crop (teacher-forced, crop jitter {jitter}, {}): {:.1} % of {}",
+            if in_context { "in the trace" } else { "alone" },
+            100.0 * warmup::answers_right(&model, &b.reads)?,
+            b.reads.len()
         );
     }
     {
-        let built = data::build_traces(needle, 24, seed + 5, args.boxes(), args.direct)?;
+        let built = data::build_traces(
+            needle,
+            24,
+            seed + 5,
+            args.boxes(),
+            args.direct,
+            args.sft_jitter,
+        )?;
         let load = |name: &str| {
             built
                 .images
@@ -66,7 +86,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             examples.len()
         );
     }
-    let tasks: Vec<evaluate::EvalTask> = (0..50)
+    let tasks: Vec<evaluate::EvalTask> = (0..args.eval_samples.unwrap_or(50) as u64)
         .map(|i| {
             let (task, reference) = task_of(&digit_sample(needle, seed + 999, i)?)?;
             Ok(evaluate::EvalTask { task, reference })
@@ -90,6 +110,54 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
         }
         println!("--- ended: {:?}", traj.end);
     }
+    // Where the first crops go: on the tag's centre, overlapping the tag, or elsewhere; and their size.
+    let (mut hit, mut near, mut far, mut none) = (0, 0, 0, 0);
+    // Mean signed error of each coordinate against the box the traces write for the tag (negative x1/y1,
+    // positive x2/y2: the box is larger).
+    let (mut error, mut abs_error) = ([0.0f64; 4], [0.0f64; 4]);
+    let (mut area, mut tag_area) = (0.0, 0.0);
+    for (t, traj) in tasks.iter().zip(&trajectories) {
+        let Some(b) = evaluate::first_crop(traj, rollout_config().episode.tools) else {
+            none += 1;
+            continue;
+        };
+        let r = t.reference;
+        let (cx, cy) = ((r.x1 + r.x2) / 2.0, (r.y1 + r.y2) / 2.0);
+        area += (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0);
+        let w = args.boxes().written(r);
+        for (k, d) in [b[0] - w.x1, b[1] - w.y1, b[2] - w.x2, b[3] - w.y2]
+            .into_iter()
+            .enumerate()
+        {
+            error[k] += d;
+            abs_error[k] += d.abs();
+        }
+        tag_area += (r.x2 - r.x1) * (r.y2 - r.y1);
+        if b[0] <= cx && cx <= b[2] && b[1] <= cy && cy <= b[3] {
+            hit += 1;
+        } else if b[0] < r.x2 && r.x1 < b[2] && b[1] < r.y2 && r.y1 < b[3] {
+            near += 1;
+        } else {
+            far += 1;
+        }
+    }
+    let cropped = (hit + near + far).max(1) as f64;
+    println!(
+        "first crops: {hit} hold the tag's centre, {near} overlap the tag without its centre, {far} miss it, {none} rollouts without a well-formed crop; mean box area {:.3} (the tags' {:.3})",
+        area / cropped,
+        tag_area / cropped
+    );
+    println!(
+        "first crops' error against the box the traces write, mean signed (absolute): x1 {:+.3} ({:.3}), y1 {:+.3} ({:.3}), x2 {:+.3} ({:.3}), y2 {:+.3} ({:.3})",
+        error[0] / cropped,
+        abs_error[0] / cropped,
+        error[1] / cropped,
+        abs_error[1] / cropped,
+        error[2] / cropped,
+        abs_error[2] / cropped,
+        error[3] / cropped,
+        abs_error[3] / cropped
+    );
     println!("{scores:?}");
     Ok(())
 }

@@ -13,6 +13,8 @@ use crate::warmup::WarmupReport;
 pub struct Inputs<'a> {
     pub out: &'a Path,
     pub quick: bool,
+    /// `--from-warmed`: the folder whose warm-up this run reused.
+    pub reused_warmup: Option<&'a Path>,
     pub seed: u64,
     pub plan: serde_json::Value,
     pub needle: serde_json::Value,
@@ -135,28 +137,36 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         md,
         "A tiny Qwen2.5-VL-architecture model (4 text and 4 vision layers) trained from scratch on this machine's CPU, in stages: vision warm-up, SFT on synthesized traces, GRPO with and without the curiosity bonus, greedy evaluation on held-out samples. Every number below comes from the run that wrote this file.\n"
     )?;
+    if let Some(dir) = i.reused_warmup {
+        writeln!(
+            md,
+            "> **Stage (a) reused** (`--from-warmed {}`): the warm-up's figures and wall time below come from the run that wrote that folder; the later stages ran here.\n",
+            dir.display()
+        )?;
+    }
     writeln!(
         md,
         "## Results on held-out needle questions (the digit is the answer: chance 10 %)\n"
     )?;
     writeln!(
         md,
-        "| model | accuracy | RaPR | crop hit | op error rate |\n|---|---|---|---|---|"
+        "| model | accuracy | RaPR | crop hit | accuracy when the crop hits | op error rate |\n|---|---|---|---|---|---|"
     )?;
     for s in i.scores {
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             s.model,
             pct(s.accuracy),
             pct(s.rapr),
             pct(s.crop_hit),
+            pct(s.accuracy_when_hit),
             pct(s.op_error_rate)
         )?;
     }
     writeln!(
         md,
-        "\n{} questions per model.\n",
+        "\n{} questions per model. Crop hit: of the rollouts that crop, the share whose first crop's box holds the tag's centre; accuracy when the crop hits: reading, apart from finding.\n",
         i.scores.first().map_or(0, |s| s.n)
     )?;
 
@@ -261,7 +271,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}); the warmed model's greedy first calls crop around the tag {}.\n",
+        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}; its box probe, each coordinate's exact value at the tokens writing the box: {}); the warmed model's greedy first calls crop around the tag {}.\n",
         pct(i.warmup.read_accuracy),
         pct(i.warmup.locate_accuracy),
         i.warmup
@@ -270,6 +280,9 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         i.warmup.probe_accuracy.map_or("(not trained)".into(), pct),
         i.warmup
             .cell_probe_accuracy
+            .map_or("(not trained)".into(), pct),
+        i.warmup
+            .box_value_probe_accuracy
             .map_or("(not trained)".into(), pct),
         i.warmup
             .grounding_crop_hit
@@ -323,7 +336,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         "seed": i.seed,
         "scores": i.scores,
         "warmup": {"read_accuracy": i.warmup.read_accuracy, "model_read_accuracy": i.warmup.read_lm_accuracy, "locate_accuracy": i.warmup.locate_accuracy,
-                   "text_locate_probe_accuracy": i.warmup.probe_accuracy, "text_cell_probe_accuracy": i.warmup.cell_probe_accuracy, "first_call_crop_hit": i.warmup.grounding_crop_hit,
+                   "text_locate_probe_accuracy": i.warmup.probe_accuracy, "text_cell_probe_accuracy": i.warmup.cell_probe_accuracy, "text_box_value_probe_accuracy": i.warmup.box_value_probe_accuracy, "first_call_crop_hit": i.warmup.grounding_crop_hit,
                    "global_read_accuracy": i.warmup.global_read_accuracy},
         "times": i.times,
     });

@@ -50,6 +50,15 @@ pub struct Heads<B: Backend> {
     /// The digit from the text model's final hidden states at the crop's tokens (mean), in whole clean
     /// traces ([`Grounding::read_probe`]).
     read_lm: Linear<B>,
+    /// The box's four coordinates (each one of [`box_bins`] values) from the text model's hidden state at
+    /// each token that writes the box ([`Grounding::box_values`]): the cell says where the tag is to a
+    /// quarter of the image, a box must say it to the hundredth.
+    box_lm: Linear<B>,
+}
+
+/// Values a coordinate with `decimals` places can take (`0, 1/10^d, ..., 1`; at most 1,001).
+pub fn box_bins(decimals: i32) -> usize {
+    10usize.pow(decimals.clamp(1, 3) as u32) + 1
 }
 
 /// A model and its heads, trained together (the text model gets no gradient: it is not on the path).
@@ -77,9 +86,11 @@ fn encode<B: Backend>(
 }
 
 /// What a warm-up measured.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct WarmupReport {
     pub steps: usize,
+    /// Wall time of the warm-up and the data check, seconds.
+    pub seconds: f64,
     pub final_read_loss: f64,
     pub final_locate_loss: f64,
     /// Last step's grounding loss (mean over the traces' trained tokens; 0 without grounding).
@@ -94,6 +105,10 @@ pub struct WarmupReport {
     /// state): whether the text model knows where each token of the global view is, which the locate probe
     /// and the call's box need.
     pub cell_probe_accuracy: Option<f64>,
+    /// Held-out accuracy of the box probe (each coordinate's exact value at the tokens writing the box;
+    /// [`Grounding::box_values`]).
+    #[serde(default)]
+    pub box_value_probe_accuracy: Option<f64>,
     /// Held-out accuracy of reading the digit from the crop.
     pub read_accuracy: f64,
     /// Held-out accuracy of finding the tag's token in the global view.
@@ -115,8 +130,9 @@ pub struct WarmupReport {
 }
 
 impl<B: AutodiffBackend> Warm<B> {
-    /// Fresh heads on `vlm`; the locate probe has `box_cells` classes (the cells a call's box can name).
-    pub fn new(vlm: Qwen25Vl<B>, box_cells: usize, device: &B::Device) -> Self {
+    /// Fresh heads on `vlm`; the locate probe has `box_cells` classes (the cells a call's box can name),
+    /// the box probe [`box_bins`]`(box_decimals)` per coordinate.
+    pub fn new(vlm: Qwen25Vl<B>, box_cells: usize, box_decimals: i32, device: &B::Device) -> Self {
         let hidden = vlm.config.text.hidden_size;
         Self {
             vlm,
@@ -126,6 +142,7 @@ impl<B: AutodiffBackend> Warm<B> {
                 locate_lm: LinearConfig::new(hidden, box_cells).init(device),
                 cell_lm: LinearConfig::new(hidden, 16).init(device),
                 read_lm: LinearConfig::new(hidden, 10).init(device),
+                box_lm: LinearConfig::new(hidden, 4 * box_bins(box_decimals)).init(device),
             },
         }
     }
@@ -164,6 +181,9 @@ struct GroundingOut<B: Backend> {
     /// the cell of each (its row's tag).
     box_probe: Option<Tensor<B, 2>>,
     box_cells: Vec<i64>,
+    /// The box probe's logits at the same positions, `[m * 4, bins]`, and each coordinate's bin.
+    box_values: Option<Tensor<B, 2>>,
+    box_value_labels: Vec<i64>,
 }
 
 /// The read probe's logits `[rows, 10]`: the mean of the text model's final hidden states at each whole
@@ -212,6 +232,7 @@ fn grounding_forward<B: Backend>(
     examples: &[SftExample],
     boxes: &[Vec<usize>],
     tag_cells: &[i64],
+    box_values: &[[i64; 4]],
 ) -> anyhow::Result<GroundingOut<B>> {
     let b = examples.len();
     // The rows of `hidden` are the examples right-padded to the longest (`sft_loss_and_hidden`).
@@ -221,11 +242,15 @@ fn grounding_forward<B: Backend>(
     let mut cell_labels = Vec::new();
     let mut box_slots = Vec::new();
     let mut box_cells = Vec::new();
-    for ((row, positions), &cell) in boxes.iter().enumerate().zip(tag_cells) {
+    let mut box_value_labels = Vec::new();
+    for (row, positions) in boxes.iter().enumerate() {
         // Position `i - 1` writes token `i`.
         for &i in positions.iter().filter(|&&i| i > 0) {
             box_slots.push((row * s + i - 1) as i64);
-            box_cells.push(cell);
+            box_cells.push(tag_cells[row]);
+            if let Some(values) = box_values.get(row) {
+                box_value_labels.extend(values);
+            }
         }
     }
     let image_token = vlm.config.image_token_id;
@@ -264,10 +289,17 @@ fn grounding_forward<B: Backend>(
     let at = Tensor::<B, 1, Int>::from_data(TensorData::new(image_slots, [slots]), &device);
     let cells = heads.cell_lm.forward(flat.clone().select(0, at));
     let m = box_slots.len();
-    let box_probe = (m > 0).then(|| {
-        let at = Tensor::<B, 1, Int>::from_data(TensorData::new(box_slots, [m]), &device);
-        heads.locate_lm.forward(flat.select(0, at))
-    });
+    let at =
+        (m > 0).then(|| Tensor::<B, 1, Int>::from_data(TensorData::new(box_slots, [m]), &device));
+    let box_hidden = at.map(|at| flat.select(0, at));
+    let box_probe = box_hidden.clone().map(|h| heads.locate_lm.forward(h));
+    let box_values = box_hidden
+        .filter(|_| box_value_labels.len() == 4 * m)
+        .map(|h| {
+            let logits = heads.box_lm.forward(h);
+            let bins = logits.dims()[1] / 4;
+            logits.reshape([4 * m, bins])
+        });
     Ok(GroundingOut {
         loss,
         probe,
@@ -275,6 +307,8 @@ fn grounding_forward<B: Backend>(
         cell_labels,
         box_probe,
         box_cells,
+        box_values,
+        box_value_labels,
     })
 }
 
@@ -353,6 +387,7 @@ pub fn train<B: AutodiffBackend>(
                 &b.traces,
                 &b.trace_boxes,
                 &b.trace_cells,
+                &b.trace_box_values,
             )?;
             let cells_t = Tensor::<B, 1, Int>::from_data(
                 TensorData::new(b.trace_cells.clone(), [b.trace_cells.len()]),
@@ -372,6 +407,15 @@ pub fn train<B: AutodiffBackend>(
                 let box_cells =
                     Tensor::<B, 1, Int>::from_data(TensorData::new(out.box_cells, [m]), &device);
                 probe_loss = probe_loss + ce.forward(box_probe, box_cells);
+            }
+            // And the box's exact values there (`Grounding::box_values`).
+            if let Some(values) = out.box_values {
+                let n = out.box_value_labels.len();
+                let labels = Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(out.box_value_labels, [n]),
+                    &device,
+                );
+                probe_loss = probe_loss + ce.forward(values, labels);
             }
             let grounding_loss = out.loss;
             g = scalar(grounding_loss.clone().detach());
@@ -497,9 +541,14 @@ pub fn evaluate<B: AutodiffBackend>(
                 &b.traces,
                 &b.trace_boxes,
                 &b.trace_cells,
+                &b.trace_box_values,
             )?;
             report.probe_accuracy = Some(hits(&argmax(out.probe.clone()), &b.trace_cells));
             report.cell_probe_accuracy = Some(hits(&argmax(out.cells), &out.cell_labels));
+            if let Some(values) = out.box_values {
+                report.box_value_probe_accuracy =
+                    Some(hits(&argmax(values), &out.box_value_labels));
+            }
         }
         if !b.reads.is_empty() {
             report.read_lm_accuracy = Some(answers_right(&valid.vlm, &b.reads)?);

@@ -1,0 +1,206 @@
+//! The command line and the sizes of each stage.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::data;
+
+#[derive(Parser, Debug)]
+#[command(about = "Train a mini Pixel Reasoner from scratch on the CPU and write a report")]
+pub struct Args {
+    /// Report folder (created).
+    #[arg(long, default_value = "out/mini_pixel_reasoner")]
+    pub out: PathBuf,
+    /// A few steps of each stage: checks the pipeline, not the numbers.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed of every stage.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Digit heights in pixels on the 448 px canvas, `MIN-MAX`.
+    #[arg(long, default_value = "36-42")]
+    pub glyph: String,
+    /// Noise amplitude inside the tags (levels).
+    #[arg(long, default_value_t = 30)]
+    pub tag_noise: u8,
+    /// Vision warm-up steps (default: the plan's).
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Of the warm-up steps, how many (the last) also train the grounding objective (default: the plan's).
+    #[arg(long)]
+    pub grounding_steps: Option<usize>,
+    /// Decoy tags (other border colours) per image. At the global view's 4x reduction a 2 px border is
+    /// half a pixel wide, so the colour that tells the target from a decoy is not visible there.
+    #[arg(long, default_value_t = 0)]
+    pub decoys: u32,
+    /// Decimals of the crop boxes in the SFT traces (the model learns to write them).
+    #[arg(long, default_value_t = 2)]
+    pub box_decimals: i32,
+    /// The boxes the traces write: with 0 the tag's own box (the synthesizer's), or the cell of an N x N
+    /// grid holding the tag's centre (8: the global view's 14 px patches; pass `--box-decimals 3`). One
+    /// warm-up with 8 (docs/demo.md): the text model's probe found the tag's cell of 64 95.3 % of the time,
+    /// but the tag anywhere in a crop made reading harder (the tower read 37.5 % against 81.2 %).
+    #[arg(long, default_value_t = 0)]
+    pub box_grid: u32,
+    /// Learning rate of the vision warm-up.
+    #[arg(long, default_value_t = 2e-3)]
+    pub warmup_lr: f64,
+    /// Print, for the model in this folder (one a stage wrote), its teacher-forced reading of held-out
+    /// crops (exact and jittered) and of the last turn of synthesized traces, two greedy held-out rollouts,
+    /// then where its first crops go and its scores on `--eval-samples` (50) held-out questions, and exit.
+    #[arg(long)]
+    pub inspect: Option<PathBuf>,
+    /// Stop after the vision warm-up and its data check, printing their held-out accuracies (for tuning
+    /// the data: the crop must be readable, the global view not).
+    #[arg(long)]
+    pub warmup_only: bool,
+    /// Warm up without the grounding objective (clean crop traces through the whole model, and the text
+    /// model's locate probes): the comparison that shows why it is there.
+    #[arg(long)]
+    pub no_grounding: bool,
+    /// Grounding also on the answers after the crop (whole clean traces, the loss on the answer only), to
+    /// teach the text model to read the crop before SFT. Off by default: in the run that measured it the
+    /// text-model locate probe reached 79.7 % but the first calls' crops held the tag 0 % after the warm-up
+    /// and 10 % after SFT (55.8 % of calls malformed), as with whole traces before (docs/demo.md).
+    #[arg(long)]
+    pub read_grounding: bool,
+    /// Grounding also trains a read probe on the text model (the digit from its hidden states at the crop's
+    /// tokens in whole clean traces, no loss on their text unless `--read-grounding`). One run (docs/demo.md):
+    /// the probe learned part of the digit, the SFT model still did not read it.
+    #[arg(long)]
+    pub read_probe: bool,
+    /// Warm up without reading through the whole model (the tower's read head only): the comparison that
+    /// shows why it is there.
+    #[arg(long)]
+    pub no_reading: bool,
+    /// Largest margin (normalized) added to each side of the tag's box for the warm-up's crops (the
+    /// tower's read head and the reading objective): crops of varied size with the tag off-centre, as a
+    /// trained model's calls make them.
+    #[arg(long, default_value_t = 0.05)]
+    pub crop_jitter: f64,
+    /// Warm up with a box probe: the box's exact coordinates (each one of 101 values) from the text
+    /// model's hidden states at the tokens that write it, beside the cell probe there. One run, seed 2
+    /// (docs/demo.md): the probe found 6.8 % of held-out values, the warmed model's first crops held the
+    /// tag 4 % (12 % without), the SFT model's 52 % (64-74 % without).
+    #[arg(long)]
+    pub box_values: bool,
+    /// Read the warm-up's crops in the trace's context (global view, question, the call asking for the
+    /// crop, the crop, the answer; the loss on the answer) instead of alone (the crop's observation turn,
+    /// then the answer). One run, seed 2 (docs/demo.md): the whole model read 53.1 % of held-out crops
+    /// in traces after the warm-up (68.8 % when trained alone), SFT 22 %, and the warm-up took 1,009 s
+    /// (599 s).
+    #[arg(long)]
+    pub read_in_context: bool,
+    /// Reading examples per warm-up step (of the batch's samples). 16 against 8 (one run each): the whole
+    /// model read 46.9 % of held-out jittered crops after the warm-up against 23.4 %, the warm-up ~100 s
+    /// longer.
+    #[arg(long, default_value_t = 16)]
+    pub read_batch: usize,
+    /// Of every 8 SFT traces, how many needle questions are answered directly, without a call (at most 6;
+    /// one is always a text-only question). More make the SFT model call less often, so that GRPO starts
+    /// nearer the curiosity threshold H.
+    #[arg(long, default_value_t = 1)]
+    pub direct: u64,
+    /// Learning rate of both GRPO runs. 2e-4 lowered held-out accuracy in three runs of four (42 → 12 %);
+    /// with 5e-5 it rose (22 → 30 %, one run; docs/demo.md).
+    #[arg(long, default_value_t = 5e-5)]
+    pub grpo_lr: f64,
+    /// SFT traces (default: the plan's).
+    #[arg(long)]
+    pub sft_traces: Option<usize>,
+    /// Largest margin (normalized) added to each side of the box a SFT trace's call writes (its crop
+    /// follows): the synthesizer's exact boxes alone taught reading of one crop geometry, as in the
+    /// warm-up (docs/demo.md), and the boxes to write hold the tag with a margin.
+    #[arg(long, default_value_t = 0.0)]
+    pub sft_jitter: f64,
+    /// Freeze the vision tower in SFT (the official recipe does; the demo trains it by default).
+    #[arg(long)]
+    pub sft_freeze_vision: bool,
+    /// SFT epochs (default: the plan's).
+    #[arg(long)]
+    pub sft_epochs: Option<usize>,
+    /// Held-out questions per evaluated model (default: the plan's, 50; ~0.1 s each per model).
+    #[arg(long)]
+    pub eval_samples: Option<usize>,
+    /// Rotary base of the text model (Qwen2.5-VL's is 1e6; see `spec`).
+    #[arg(long, default_value_t = 5.0)]
+    pub rope_theta: f64,
+    /// Skip stage (a): start SFT from the `warmed` folder of an earlier run (the same `--seed`, `--direct`,
+    /// `--box-*`, so that the tokenizer is the same; checked). For tuning the later stages: the report then
+    /// carries that run's warm-up figures and wall time, and says so.
+    #[arg(long)]
+    pub from_warmed: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn boxes(&self) -> data::Boxes {
+        data::Boxes {
+            decimals: self.box_decimals,
+            grid: self.box_grid,
+        }
+    }
+
+    /// Classes of the text model's locate probe: the cells a call's box can name.
+    pub fn box_cells(&self) -> usize {
+        match self.box_grid {
+            0 => 16,
+            n => (n * n) as usize,
+        }
+    }
+}
+
+/// Sizes of each stage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub warmup_steps: usize,
+    pub grounding_steps: usize,
+    pub reading_steps: usize,
+    pub check_steps: usize,
+    pub warmup_batch: usize,
+    pub sft_traces: usize,
+    pub sft_epochs: usize,
+    pub grpo_iterations: usize,
+    pub grpo_queries: usize,
+    pub eval_samples: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                warmup_steps: 3,
+                grounding_steps: 2,
+                reading_steps: 2,
+                check_steps: 3,
+                warmup_batch: 4,
+                sft_traces: 8,
+                sft_epochs: 1,
+                grpo_iterations: 1,
+                grpo_queries: 2,
+                eval_samples: 3,
+            }
+        } else {
+            Self {
+                // 2,000 tower steps read 78 % of held-out crops, 800 read 61 % (one run each, exact crops);
+                // a tower step costs ~0.1 s, a grounding step ~0.46 s. 600 grounding steps: the text
+                // model's locate probe 34 % and SFT first crops on the tag 34 %, against 22 % and 6 % with
+                // 400 (one run each, docs/demo.md).
+                warmup_steps: 2000,
+                grounding_steps: 600,
+                // The second half: the crops have their full jitter from half-way (see `warmup`); a
+                // reading step adds ~0.11 s with 8 rows through the whole model, ~0.21 s with 16.
+                reading_steps: 1000,
+                check_steps: 400,
+                warmup_batch: 16,
+                sft_traces: 320,
+                sft_epochs: 4,
+                // 8, not 12, since the calls pay (2026-11-27): rollouts with crops made a GRPO run 50-120 s
+                // and the whole demo 15.5 min with 12, 14.1-15.1 min with 10.
+                grpo_iterations: 8,
+                grpo_queries: 8,
+                eval_samples: 50,
+            }
+        }
+    }
+}

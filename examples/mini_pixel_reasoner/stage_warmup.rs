@@ -1,0 +1,241 @@
+//! Stage (a) as the demo runs it: the vision warm-up, its held-out measurements and the data check, the
+//! warmed checkpoint written with its report; or (`--from-warmed`) the warmed folder of an earlier run.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::module::AutodiffModule;
+use pixel_rl::progress::StageProgress;
+use pixel_traces::datasets::NeedleConfig;
+use pixel_vlm::Qwen25Vl;
+use pixel_vlm::processor::Processor;
+
+use crate::cli::{Args, Plan};
+use crate::{AB, evaluate, rollout_config, warmup};
+
+/// The warm-up's report in the warmed folder (read back by `--from-warmed`).
+pub const WARMUP_REPORT: &str = "warmup_report.json";
+
+/// Copies the files of `from` (a checkpoint folder, no subfolders) into `to` (created).
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        if path.is_file()
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, to.join(name))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The warm-up's reading objective (`None` with `--no-reading`).
+pub fn reading(args: &Args, plan: &Plan, base: &Path) -> anyhow::Result<Option<warmup::Reading>> {
+    if args.no_reading {
+        return Ok(None);
+    }
+    Ok(Some(warmup::Reading {
+        processor: Processor::from_pretrained(base)?,
+        per_batch: args.read_batch,
+        steps: plan.reading_steps,
+        in_context: args.read_in_context,
+    }))
+}
+
+/// Stage (a): the vision warm-up and the data check (a classifier on its own fresh tower, told where the
+/// tag is, reading the digit from the global view). Writes the warmed checkpoint to `out/warmed` with its
+/// report (`warmup_report.json`, which `--from-warmed` reads back) and returns the report.
+#[allow(clippy::too_many_arguments)]
+pub fn warm_up(
+    args: &Args,
+    plan: &Plan,
+    needle: &NeedleConfig,
+    base: &Path,
+    processor: &Processor,
+    held_out: &[evaluate::EvalTask],
+    out: &Path,
+    device: &burn::tensor::Device<AB>,
+) -> anyhow::Result<warmup::WarmupReport> {
+    let started = Instant::now();
+    let grid = (4, 4);
+    let model = Qwen25Vl::<AB>::from_pretrained(base, device)?;
+    let progress = StageProgress::new("vision warm-up", plan.warmup_steps as u64);
+    let (warm, mut warm_report) = warmup::train(
+        warmup::Warm::new(model, args.box_cells(), args.box_decimals, device),
+        processor,
+        needle,
+        grid,
+        plan.warmup_steps,
+        plan.warmup_batch,
+        args.warmup_lr,
+        args.boxes(),
+        args.seed + 1,
+        false,
+        match args.no_grounding {
+            true => None,
+            false => Some(warmup::Grounding {
+                processor: Processor::from_pretrained(base)?,
+                boxes: args.boxes(),
+                steps: plan.grounding_steps,
+                read: args.read_grounding,
+                read_probe: args.read_probe,
+                box_values: args.box_values,
+            }),
+        },
+        reading(args, plan, base)?,
+        args.crop_jitter,
+        &progress,
+    )?;
+    progress.finish();
+    let grounding = warmup::Grounding {
+        processor: Processor::from_pretrained(base)?,
+        boxes: args.boxes(),
+        steps: 1,
+        read: false,
+        read_probe: false,
+        box_values: args.box_values,
+    };
+    if !args.no_grounding {
+        let (s, _) = evaluate::evaluate(
+            "warmed",
+            &warm.vlm.valid(),
+            processor,
+            held_out,
+            &rollout_config(),
+            true,
+        )?;
+        warm_report.grounding_crop_hit = Some(s.crop_hit);
+    }
+    warmup::evaluate(
+        &warm,
+        processor,
+        needle,
+        grid,
+        64,
+        args.boxes(),
+        args.seed + 1001,
+        false,
+        (!args.no_grounding).then_some(&grounding),
+        reading(args, plan, base)?.as_ref(),
+        args.crop_jitter,
+        &mut warm_report,
+    )?;
+    let progress = StageProgress::new("data check (global view)", plan.check_steps as u64);
+    let check = warmup::Warm::new(
+        Qwen25Vl::<AB>::from_pretrained(base, device)?,
+        args.box_cells(),
+        args.box_decimals,
+        device,
+    );
+    let (check, _) = warmup::train(
+        check,
+        processor,
+        needle,
+        grid,
+        plan.check_steps,
+        plan.warmup_batch,
+        args.warmup_lr,
+        args.boxes(),
+        args.seed + 2,
+        true,
+        None,
+        None,
+        args.crop_jitter,
+        &progress,
+    )?;
+    progress.finish();
+    warmup::evaluate(
+        &check,
+        processor,
+        needle,
+        grid,
+        64,
+        args.boxes(),
+        args.seed + 1001,
+        true,
+        None,
+        None,
+        args.crop_jitter,
+        &mut warm_report,
+    )?;
+    drop(check);
+    let warmed = warm.vlm;
+    let warmed_dir = out.join("warmed");
+    warmed
+        .valid()
+        .save_pretrained(&warmed_dir, burn::tensor::FloatDType::F32)?;
+    pixel_rl::checkpoint::copy_processor_files(base, &warmed_dir)?;
+    warm_report.seconds = started.elapsed().as_secs_f64();
+    std::fs::write(
+        warmed_dir.join(WARMUP_REPORT),
+        serde_json::to_vec_pretty(&warm_report)?,
+    )?;
+    println!(
+        "warm-up (held out): the whole model reads the crop {}",
+        warm_report
+            .read_lm_accuracy
+            .map_or("(not trained)".to_string(), |h| format!(
+                "{:.1} %",
+                100.0 * h
+            ))
+    );
+    println!(
+        "warm-up (held out): reads the crop {:.1} %, locates the tag {:.1} % (tower) / {} (text model; each image token's own cell {}; the box's exact values {}), first calls' crops hold the tag {}; told-where classifier reads the global view {:.1} %",
+        100.0 * warm_report.read_accuracy,
+        100.0 * warm_report.locate_accuracy,
+        warm_report
+            .probe_accuracy
+            .map_or("(not trained)".to_string(), |h| format!(
+                "{:.1} %",
+                100.0 * h
+            )),
+        warm_report
+            .cell_probe_accuracy
+            .map_or("(not trained)".to_string(), |h| format!(
+                "{:.1} %",
+                100.0 * h
+            )),
+        warm_report
+            .box_value_probe_accuracy
+            .map_or("(not trained)".to_string(), |h| format!(
+                "{:.1} %",
+                100.0 * h
+            )),
+        warm_report
+            .grounding_crop_hit
+            .map_or("(not trained)".to_string(), |h| format!(
+                "{:.1} %",
+                100.0 * h
+            )),
+        100.0 * warm_report.global_read_accuracy
+    );
+    Ok(warm_report)
+}
+
+/// `--from-warmed dir`: copies the warmed folder of an earlier run into `out/warmed` and returns its
+/// warm-up report. The tokenizer must be the one this configuration builds in `base`.
+pub fn reuse(dir: &Path, base: &Path, out: &Path) -> anyhow::Result<warmup::WarmupReport> {
+    let path = dir.join(WARMUP_REPORT);
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "--from-warmed: {} (a warmed folder this demo wrote)",
+            path.display()
+        )
+    })?;
+    let report: warmup::WarmupReport = serde_json::from_slice(&text)
+        .with_context(|| format!("--from-warmed: parsing {}", path.display()))?;
+    let tokenizer = |d: &Path| {
+        std::fs::read(d.join("tokenizer.json"))
+            .with_context(|| format!("--from-warmed: {}", d.join("tokenizer.json").display()))
+    };
+    anyhow::ensure!(
+        tokenizer(dir)? == tokenizer(base)?,
+        "--from-warmed: {} has another tokenizer than this configuration builds (use the --seed, --direct and --box-* of the run that wrote it)",
+        dir.display()
+    );
+    copy_dir(dir, &out.join("warmed"))?;
+    Ok(report)
+}
