@@ -13,4 +13,7 @@ PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --qui
 for f in report.md summary.json plots/grpo_rapr.png plots/sft_loss.png grpo-curiosity/config.json grpo-curiosity/tokenizer.json; do
   test -s "$quick/$f" || { echo "mini_pixel_reasoner --quick did not write $f" >&2; exit 1; }
 done
+# The later stages again from that run's warmed folder: the report must say the warm-up was reused.
+PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/again" --from-warmed "$quick/warmed"
+grep -q "Stage (a) reused" "$quick/again/report.md" || { echo "--from-warmed: the report does not say the warm-up was reused" >&2; exit 1; }
 rm -rf "$quick"

@@ -17,7 +17,9 @@
 //!   checkpoint (HF layout), `summary.json`.
 //!
 //! `--quick` runs a few steps of each stage (CI: the pipeline runs and writes its files; its numbers mean
-//! nothing). Run: `cargo run --release --features vlm --example mini_pixel_reasoner -- --out out/mini`.
+//! nothing). `--inspect DIR` diagnoses a stage's model; `--from-warmed DIR` reruns the later stages from the
+//! warmed folder of an earlier run. Run: `cargo run --release --features vlm --example mini_pixel_reasoner --
+//! --out out/mini`.
 
 mod cli;
 mod data;
