@@ -424,3 +424,56 @@ proptest! {
         prop_assert!(wrong.windows(2).all(|p| p[1] == p[0] + 1));
     }
 }
+
+/// With a small model view (observations at most 112 x 112), the refined crop of a coarse-to-fine trace cut
+/// from the observed coarse crop is an enlargement of a few dozen pixels; cut from the coarse crop at full
+/// resolution it keeps the canvas's detail, as a rollout that crops originals shows it.
+#[test]
+fn refining_from_the_original_keeps_more_pixels_of_the_tag_under_a_small_view() {
+    let data = NeedleConfig {
+        width: 448,
+        height: 448,
+        glyph_min: 36,
+        glyph_max: 42,
+        ..NeedleConfig::default()
+    };
+    let config = |refine_from_original| SynthConfig {
+        seed: 3,
+        box_decimals: 2,
+        observation_min_pixels: 56 * 56,
+        observation_max_pixels: 112 * 112,
+        refine_from_original,
+        ..SynthConfig::default()
+    };
+    let mut compared = 0;
+    for i in 0..6 {
+        let sample = data.generate(3, i).unwrap().sample;
+        let made = |from_original| {
+            Synthesizer::new(config(from_original), TemplateNarrator)
+                .synthesize_as(&sample, i, Variant::CoarseToFine)
+                .unwrap()
+        };
+        let (view, original) = (made(false), made(true));
+        if view.variant != Variant::CoarseToFine {
+            continue;
+        }
+        assert_eq!(
+            crop_calls(&view.trace),
+            crop_calls(&original.trace),
+            "the same calls either way"
+        );
+        // The last image is the refined crop as the model sees it.
+        let pixels = |m: &pixel_traces::SynthesizedTrace| {
+            let (w, h) = m.images.last().unwrap().1.dimensions();
+            w * h
+        };
+        assert!(
+            pixels(&original) > pixels(&view),
+            "sample {i}: {} px from the original, {} px from the view",
+            pixels(&original),
+            pixels(&view)
+        );
+        compared += 1;
+    }
+    assert!(compared >= 3, "only {compared} coarse-to-fine traces");
+}

@@ -122,7 +122,11 @@ impl<N: Narrator> Synthesizer<N> {
             b.push_crop_observation("coarse", &coarse_seen);
             // The refined box is written in the coordinates of the coarse crop (image `coarse_index`).
             let refined = geometry::round_outward(reference.relative_to(region), decimals);
-            let (fine_crop, _) = geometry::official_crop(&coarse_seen, refined)?;
+            let refine_from = match self.config.refine_from_original {
+                true => &coarse_crop,
+                false => &coarse_seen,
+            };
+            let (fine_crop, _) = geometry::official_crop(refine_from, refined)?;
             let too_coarse = self.narrate(
                 sample,
                 NarrationStep::TooCoarse,

@@ -102,6 +102,13 @@ pub struct SynthConfig {
     pub observation_min_pixels: u64,
     /// `max_pixels` of that resize. Default 4,014,080 (5120 x 28 x 28).
     pub observation_max_pixels: u64,
+    /// Cut a coarse-to-fine trace's refined crop from the coarse crop at full resolution, as a rollout
+    /// does whose episode crops originals (`pixel_ops::CropSource::Original`), instead of from the coarse
+    /// crop as observed. With the default observation limits the observed crop is at least as large as
+    /// the cut, so the two differ little; with limits below it (a small model's view) the observed crop
+    /// has lost the detail the refinement is for. Default false.
+    #[serde(default)]
+    pub refine_from_original: bool,
 }
 
 impl Default for SynthConfig {
@@ -113,6 +120,7 @@ impl Default for SynthConfig {
             box_decimals: 3,
             observation_min_pixels: 256 * 28 * 28,
             observation_max_pixels: 5120 * 28 * 28,
+            refine_from_original: false,
         }
     }
 }
