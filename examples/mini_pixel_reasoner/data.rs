@@ -212,6 +212,10 @@ pub fn build_traces(
             box_decimals: boxes.decimals,
             observation_min_pixels: VIEW_MIN,
             observation_max_pixels: VIEW,
+            // The rollouts crop originals (`CropSource::Original`), a crop of a crop included: so do the
+            // coarse-to-fine traces. Cut from the 112 px view of the coarse crop, their refined crops were
+            // enlargements of ~40 px (until 2026-11-27 11:40).
+            refine_from_original: true,
             ..SynthConfig::default()
         },
         TerseNarrator,
