@@ -47,8 +47,9 @@ pub struct Args {
     #[arg(long, default_value_t = 2e-3)]
     pub warmup_lr: f64,
     /// Print, for the model in this folder (one a stage wrote), its teacher-forced reading of held-out
-    /// crops (exact and jittered) and of the last turn of synthesized traces, two greedy held-out rollouts,
-    /// then where its first crops go and its scores on `--eval-samples` (50) held-out questions, and exit.
+    /// crops (alone, and in the trace with the box moved out by 0.02 to 0.15 per side) and of the last turn
+    /// of synthesized traces, two greedy held-out rollouts, then where its first crops go (and their error
+    /// per coordinate) and its scores on `--eval-samples` (50) held-out questions, and exit.
     #[arg(long)]
     pub inspect: Option<PathBuf>,
     /// Stop after the vision warm-up and its data check, printing their held-out accuracies (for tuning

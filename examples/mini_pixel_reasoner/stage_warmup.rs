@@ -169,10 +169,12 @@ pub fn warm_up(
         .save_pretrained(&warmed_dir, burn::tensor::FloatDType::F32)?;
     pixel_rl::checkpoint::copy_processor_files(base, &warmed_dir)?;
     warm_report.seconds = started.elapsed().as_secs_f64();
-    std::fs::write(
-        warmed_dir.join(WARMUP_REPORT),
-        serde_json::to_vec_pretty(&warm_report)?,
-    )?;
+    // Written whole or not at all (a temporary file renamed): `--from-warmed` reads it back.
+    let tmp = warmed_dir.join(format!("{WARMUP_REPORT}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&warm_report)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, warmed_dir.join(WARMUP_REPORT))
+        .with_context(|| format!("renaming {}", tmp.display()))?;
     println!(
         "warm-up (held out): the whole model reads the crop {}",
         warm_report
