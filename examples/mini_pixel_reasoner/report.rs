@@ -42,6 +42,11 @@ fn pct(x: f64) -> String {
     }
 }
 
+/// A held-out figure of an objective the run may not have trained: `(not trained)` when it did not.
+pub fn trained_pct(x: Option<f64>) -> String {
+    x.map_or("(not trained)".into(), pct)
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
@@ -274,19 +279,11 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}; its box probe, each coordinate's exact value at the tokens writing the box: {}); the warmed model's greedy first calls crop around the tag {}.\n",
         pct(i.warmup.read_accuracy),
         pct(i.warmup.locate_accuracy),
-        i.warmup
-            .read_lm_accuracy
-            .map_or("(not trained)".into(), pct),
-        i.warmup.probe_accuracy.map_or("(not trained)".into(), pct),
-        i.warmup
-            .cell_probe_accuracy
-            .map_or("(not trained)".into(), pct),
-        i.warmup
-            .box_value_probe_accuracy
-            .map_or("(not trained)".into(), pct),
-        i.warmup
-            .grounding_crop_hit
-            .map_or("(not trained)".into(), pct)
+        trained_pct(i.warmup.read_lm_accuracy),
+        trained_pct(i.warmup.probe_accuracy),
+        trained_pct(i.warmup.cell_probe_accuracy),
+        trained_pct(i.warmup.box_value_probe_accuracy),
+        trained_pct(i.warmup.grounding_crop_hit)
     )?;
 
     writeln!(

@@ -12,6 +12,7 @@ use pixel_vlm::Qwen25Vl;
 use pixel_vlm::processor::Processor;
 
 use crate::cli::{Args, Plan};
+use crate::report::trained_pct;
 use crate::{AB, evaluate, rollout_config, warmup};
 
 /// The warm-up's report in the warmed folder (read back by `--from-warmed`).
@@ -177,41 +178,16 @@ pub fn warm_up(
         .with_context(|| format!("renaming {}", tmp.display()))?;
     println!(
         "warm-up (held out): the whole model reads the crop {}",
-        warm_report
-            .read_lm_accuracy
-            .map_or("(not trained)".to_string(), |h| format!(
-                "{:.1} %",
-                100.0 * h
-            ))
+        trained_pct(warm_report.read_lm_accuracy)
     );
     println!(
         "warm-up (held out): reads the crop {:.1} %, locates the tag {:.1} % (tower) / {} (text model; each image token's own cell {}; the box's exact values {}), first calls' crops hold the tag {}; told-where classifier reads the global view {:.1} %",
         100.0 * warm_report.read_accuracy,
         100.0 * warm_report.locate_accuracy,
-        warm_report
-            .probe_accuracy
-            .map_or("(not trained)".to_string(), |h| format!(
-                "{:.1} %",
-                100.0 * h
-            )),
-        warm_report
-            .cell_probe_accuracy
-            .map_or("(not trained)".to_string(), |h| format!(
-                "{:.1} %",
-                100.0 * h
-            )),
-        warm_report
-            .box_value_probe_accuracy
-            .map_or("(not trained)".to_string(), |h| format!(
-                "{:.1} %",
-                100.0 * h
-            )),
-        warm_report
-            .grounding_crop_hit
-            .map_or("(not trained)".to_string(), |h| format!(
-                "{:.1} %",
-                100.0 * h
-            )),
+        trained_pct(warm_report.probe_accuracy),
+        trained_pct(warm_report.cell_probe_accuracy),
+        trained_pct(warm_report.box_value_probe_accuracy),
+        trained_pct(warm_report.grounding_crop_hit),
         100.0 * warm_report.global_read_accuracy
     );
     Ok(warm_report)
