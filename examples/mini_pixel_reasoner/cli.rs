@@ -43,6 +43,11 @@ pub struct Args {
     /// but the tag anywhere in a crop made reading harder (the tower read 37.5 % against 81.2 %).
     #[arg(long, default_value_t = 0)]
     pub box_grid: u32,
+    /// Zoom in two steps: first the cell of a 4 x 4 grid holding the tag's centre (one merged token of
+    /// the global view), then the tag's own box inside that crop (docs/demo.md). 0: one call on the tag's
+    /// box (the default until 2026-11-28). `--box-grid`, `--box-values` and `--read-in-context` need 0.
+    #[arg(long, default_value_t = 4)]
+    pub coarse_grid: u32,
     /// Learning rate of the vision warm-up.
     #[arg(long, default_value_t = 2e-3)]
     pub warmup_lr: f64,
@@ -113,7 +118,7 @@ pub struct Args {
     /// Largest margin (normalized) added to each side of the box a SFT trace's call writes (its crop
     /// follows): the synthesizer's exact boxes alone taught reading of one crop geometry, as in the
     /// warm-up (docs/demo.md), and the boxes to write hold the tag with a margin.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.03)]
     pub sft_jitter: f64,
     /// Freeze the vision tower in SFT (the official recipe does; the demo trains it by default).
     #[arg(long)]
@@ -139,7 +144,26 @@ impl Args {
         data::Boxes {
             decimals: self.box_decimals,
             grid: self.box_grid,
+            coarse_grid: self.coarse_grid,
         }
+    }
+
+    /// Refuses combinations of options that do not compose.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.coarse_grid > 0 {
+            anyhow::ensure!(
+                self.box_grid == 0 && !self.box_values && !self.read_in_context,
+                "--box-grid, --box-values and --read-in-context need --coarse-grid 0 (one call)"
+            );
+            // The warm-up's locate probe has a class per merged token of the global view (4 x 4): the
+            // first box must name one of them.
+            anyhow::ensure!(
+                self.coarse_grid == 4,
+                "--coarse-grid {}: only 4 (the global view's merged tokens) or 0",
+                self.coarse_grid
+            );
+        }
+        Ok(())
     }
 
     /// Classes of the text model's locate probe: the cells a call's box can name.
@@ -156,6 +180,7 @@ impl Args {
 pub struct Plan {
     pub warmup_steps: usize,
     pub grounding_steps: usize,
+    pub grounding_rows: usize,
     pub reading_steps: usize,
     pub check_steps: usize,
     pub warmup_batch: usize,
@@ -172,6 +197,7 @@ impl Plan {
             Self {
                 warmup_steps: 3,
                 grounding_steps: 2,
+                grounding_rows: 4,
                 reading_steps: 2,
                 check_steps: 3,
                 warmup_batch: 4,
@@ -188,7 +214,11 @@ impl Plan {
                 // model's locate probe 34 % and SFT first crops on the tag 34 %, against 22 % and 6 % with
                 // 400 (one run each, docs/demo.md).
                 warmup_steps: 2000,
+                // With the zoom in two steps (2026-11-28) a grounding row holds the first crop and a
+                // second call. 500 steps of 12 rows instead of 600 of 16 saved only 100 s of the warm-up
+                // and the warmed model's calls held the tag 22 % of the time (63 %; one run each).
                 grounding_steps: 600,
+                grounding_rows: 16,
                 // The second half: the crops have their full jitter from half-way (see `warmup`); a
                 // reading step adds ~0.11 s with 8 rows through the whole model, ~0.21 s with 16.
                 reading_steps: 1000,

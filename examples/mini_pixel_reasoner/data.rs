@@ -114,9 +114,30 @@ pub struct Boxes {
     /// where something is; with the tool's padding of 0.1 per side the crop holds the whole tag (at most
     /// 0.08 beyond its centre on the 448 px canvas) wherever its centre lies in the cell.
     pub grid: u32,
+    /// `0`: one call, on the box above. `n > 0`: a zoom in two steps ([`SynthConfig::coarse_grid`]): the
+    /// cell of an `n x n` grid holding the tag's centre, then the tag's own box inside that crop, where
+    /// the tag is about twice as large in the view and a box written to the same precision in the view's
+    /// coordinates is half as far off on the canvas. With 4, the first box is one merged token of the
+    /// global view, the class the text model's locate probe already finds.
+    pub coarse_grid: u32,
 }
 
 impl Boxes {
+    /// With [`Boxes::coarse_grid`], the first crop of a zoom in two steps on `tag` (cut from `image` at
+    /// full resolution) and its region on the canvas; `None` for one call, or when the cell's crop does not
+    /// hold the whole tag (the traces then crop once).
+    pub fn coarse(
+        &self,
+        image: &image::RgbImage,
+        tag: NormBox,
+    ) -> anyhow::Result<Option<(image::RgbImage, NormBox)>> {
+        let (w, h) = image.dimensions();
+        match pixel_traces::synth::grid_cell_box(tag, self.coarse_grid, w, h, self.decimals) {
+            Some(cell) => Ok(Some(pixel_traces::geometry::official_crop(image, cell)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The box a call writes to look at `tag`, rounded outward to [`Boxes::decimals`].
     pub fn written(&self, tag: NormBox) -> NormBox {
         let bx = match self.cell_of(tag) {
@@ -200,15 +221,25 @@ pub fn build_traces(
     jitter: f64,
 ) -> anyhow::Result<Traces> {
     let direct = direct.min(6);
+    // With a zoom in two steps every trace zooms in twice (a wrong cell first in a fifth of them).
+    let image_mix = match boxes.coarse_grid {
+        0 => ImageMix {
+            clean: 0.6,
+            one_wrong: 0.2,
+            two_wrong: 0.0,
+            coarse_to_fine: 0.2,
+        },
+        _ => ImageMix {
+            clean: 0.0,
+            one_wrong: 0.2,
+            two_wrong: 0.0,
+            coarse_to_fine: 0.8,
+        },
+    };
     let synth = Synthesizer::new(
         SynthConfig {
             seed,
-            image_mix: ImageMix {
-                clean: 0.6,
-                one_wrong: 0.2,
-                two_wrong: 0.0,
-                coarse_to_fine: 0.2,
-            },
+            image_mix,
             box_decimals: boxes.decimals,
             observation_min_pixels: VIEW_MIN,
             observation_max_pixels: VIEW,
@@ -216,6 +247,7 @@ pub fn build_traces(
             // coarse-to-fine traces. Cut from the 112 px view of the coarse crop, their refined crops were
             // enlargements of ~40 px (until 2026-11-27 11:40).
             refine_from_original: true,
+            coarse_grid: boxes.coarse_grid,
             ..SynthConfig::default()
         },
         TerseNarrator,

@@ -17,9 +17,10 @@ pub struct EvalScores {
     pub accuracy: f64,
     /// Share of rollouts that used an operation.
     pub rapr: f64,
-    /// Of the rollouts that cropped: share whose first crop contains the tag's centre.
+    /// Of the rollouts that cropped: share whose crop read ([`read_crop`], the last one; the first one
+    /// until 2026-11-28) contains the tag's centre.
     pub crop_hit: f64,
-    /// Accuracy over the rollouts whose first crop contains the tag's centre: reading, apart from
+    /// Accuracy over the rollouts whose crop read contains the tag's centre: reading, apart from
     /// finding (accuracy ≈ crop hit × this, when every rollout crops).
     pub accuracy_when_hit: f64,
     pub op_error_rate: f64,
@@ -31,14 +32,53 @@ pub struct EvalTask {
     pub reference: NormBox,
 }
 
-/// The box of the trajectory's first well-formed crop call.
-pub fn first_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<[f64; 4]> {
-    t.turns
-        .iter()
-        .find_map(|turn| match parse_turn(&turn.text, tools) {
-            ModelTurn::ToolCall(Ok(ToolCall::Crop { bbox, .. })) => Some(bbox),
-            _ => None,
-        })
+/// The box of the crop the answer reads, in the canvas's normalized coordinates: the trajectory's last
+/// crop call the tool carried out. A crop of a crop (`target_image` > 1, a zoom in two steps) is mapped
+/// back through the regions its parents were cut from (each box padded by the official 0.1 per side and
+/// clamped). `None` without a successful crop, or when a box is written in pixels (a value ≥ 1).
+pub fn read_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<NormBox> {
+    let whole = NormBox {
+        x1: 0.0,
+        y1: 0.0,
+        x2: 1.0,
+        y2: 1.0,
+    };
+    // The canvas region of every image in the context, the question's first.
+    let mut regions = vec![whole];
+    let mut last = None;
+    for (i, turn) in t.turns.iter().enumerate() {
+        let done = t.operations.iter().any(|op| op.turn == i && !op.failed);
+        let ModelTurn::ToolCall(Ok(ToolCall::Crop { bbox, target_image })) =
+            parse_turn(&turn.text, tools)
+        else {
+            continue;
+        };
+        if !done {
+            continue;
+        }
+        let parent = usize::try_from(target_image - 1)
+            .ok()
+            .and_then(|k| regions.get(k).copied());
+        let (Some(parent), true) = (parent, bbox.iter().all(|&v| (0.0..1.0).contains(&v))) else {
+            // A box in pixels or an image this count does not know: the chain is lost.
+            return None;
+        };
+        let b = NormBox {
+            x1: bbox[0],
+            y1: bbox[1],
+            x2: bbox[2],
+            y2: bbox[3],
+        };
+        regions.push(b.padded(pixel_traces::geometry::CROP_PAD).within(parent));
+        last = Some(b.within(parent));
+    }
+    last
+}
+
+/// Whether `b` holds the centre of `tag`: a crop "hits".
+pub fn holds_centre(b: NormBox, tag: NormBox) -> bool {
+    let (cx, cy) = ((tag.x1 + tag.x2) / 2.0, (tag.y1 + tag.y2) / 2.0);
+    b.x1 <= cx && cx <= b.x2 && b.y1 <= cy && cy <= b.y2
 }
 
 /// Greedy rollouts of every task; `tools: false` refuses every call (a no-operation policy).
@@ -81,13 +121,9 @@ pub fn evaluate(
         used += usize::from(traj.stats.used_pixel_reasoning());
         attempted += traj.stats.operations_attempted;
         failed += traj.stats.operations_failed;
-        if let Some(b) = first_crop(&traj, config.episode.tools) {
+        if let Some(b) = read_crop(&traj, config.episode.tools) {
             cropped += 1;
-            let (cx, cy) = (
-                (t.reference.x1 + t.reference.x2) / 2.0,
-                (t.reference.y1 + t.reference.y2) / 2.0,
-            );
-            let hit = b[0] <= cx && cx <= b[2] && b[1] <= cy && cy <= b[3];
+            let hit = holds_centre(b, t.reference);
             hits += usize::from(hit);
             correct_when_hit += usize::from(hit && outcome.correct);
         }

@@ -130,6 +130,7 @@ fn rollout_config() -> RolloutConfig {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    args.check()?;
     let mut plan = Plan::new(args.quick);
     if let Some(steps) = args.warmup_steps {
         plan.warmup_steps = steps;

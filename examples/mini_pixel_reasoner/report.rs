@@ -171,7 +171,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     }
     writeln!(
         md,
-        "\n{} questions per model. Crop hit: of the rollouts that crop, the share whose first crop's box holds the tag's centre; accuracy when the crop hits: reading, apart from finding.\n",
+        "\n{} questions per model. Crop hit: of the rollouts that crop, the share whose last crop (the one the answer reads; a crop of a crop mapped back onto the canvas) has a box holding the tag's centre; accuracy when the crop hits: reading, apart from finding.\n",
         i.scores.first().map_or(0, |s| s.n)
     )?;
 

@@ -2,6 +2,7 @@
 //! objectives through the whole model (grounding, reading), drawn on a second thread while the warm-up
 //! trains.
 
+use anyhow::Context;
 use pixel_rl::sft::{MaskRule, SftExample, build_example_with_system};
 use pixel_traces::datasets::NeedleConfig;
 use pixel_traces::geometry::{official_crop, round_outward};
@@ -30,9 +31,12 @@ pub struct Batch {
     pub answer_digits: Vec<i64>,
     /// The tag's cell for each of `traces`.
     pub trace_cells: Vec<i64>,
-    /// For each of `traces`, the indices of the tokens that write the call's box (the digits and
+    /// For each of `traces`, the indices of the tokens that write its calls' boxes (the digits and
     /// separators between `[` and `]`).
     pub trace_boxes: Vec<Vec<usize>>,
+    /// For each of `traces`, the cell each of `trace_boxes` names: the tag's cell in the image the call
+    /// crops (in a zoom in two steps the second call's box is in the coordinates of the first crop).
+    pub trace_box_cells: Vec<Vec<i64>>,
     /// With [`Grounding::box_values`], for each of `traces`, the four coordinates of its call's box as
     /// bins (`value * 10^decimals`).
     pub trace_box_values: Vec<[i64; 4]>,
@@ -78,7 +82,12 @@ impl Reading {
         if let pixel_traces::Visual::Image { reference, .. } = &mut sample.visual {
             *reference = crop_box;
         }
-        let Ok(mut made) = clean_synthesizer(decimals).synthesize(&sample, index) else {
+        let boxes = Boxes {
+            decimals,
+            grid: 0,
+            coarse_grid: 0,
+        };
+        let Ok(mut made) = clean_synthesizer(boxes).synthesize(&sample, index) else {
             return Ok(None);
         };
         strip_guidelines(&mut made.trace);
@@ -144,6 +153,10 @@ pub struct Grounding {
     /// them, the text model's locate probe ended at 23 % (39 % after 250 steps with grounding throughout):
     /// the features it had learned to read had moved.
     pub steps: usize,
+    /// Samples of each batch (the first ones) that also give a grounding example. A zoom in two steps
+    /// writes twice the tokens of one call (the first crop and the second call): 12 rows of it cost about
+    /// what 16 rows of one call did.
+    pub rows: usize,
     /// Also train reading through the text model: each grounding step adds the whole clean traces of the
     /// same canvases with the loss on the answer after the crop only (the first turn is trained by the
     /// first-turn examples), so the text model learns to read the digit from the crop's tokens.
@@ -166,8 +179,13 @@ impl Grounding {
         index: u64,
     ) -> anyhow::Result<Option<Grounded>> {
         // A tag whose crop would be under the tool's minimum cannot be synthesized: no grounding example.
-        let Ok(mut made) = clean_synthesizer(self.boxes.decimals).synthesize(sample, index) else {
+        let Ok(mut made) = clean_synthesizer(self.boxes).synthesize(sample, index) else {
             return Ok(None);
+        };
+        // A zoom in two steps writes two calls: the first turns up to the second call.
+        let calls = match made.variant {
+            pixel_traces::Variant::CoarseToFine => 2,
+            _ => 1,
         };
         strip_guidelines(&mut made.trace);
         let images: std::collections::HashMap<_, _> = made.images.into_iter().collect();
@@ -188,41 +206,46 @@ impl Grounding {
         // The first turn only (question, narration, call): with whole traces (crop and answer too) the
         // text model's locate probe went higher (55-75 % against 38 %) but the SFT model's calls were worse
         // (28-52 % malformed, first crops holding the tag 10-18 % against 0 % and 64 %; one run each).
-        made.trace.messages.truncate(2);
+        made.trace.messages.truncate(2 * calls);
         let first = build(&made.trace)?;
         let boxed = box_tokens(&self.processor, &first)?;
         // `[x1, y1, x2, y2]`: at least the four numbers and three commas.
         anyhow::ensure!(
-            boxed.len() >= 7,
-            "a grounding example's call writes its box in {} tokens",
-            boxed.len()
+            boxed.len() == calls && boxed.iter().all(|b| b.len() >= 7),
+            "a grounding example's {calls} calls write their boxes in {:?} tokens",
+            boxed.iter().map(Vec::len).collect::<Vec<_>>()
         );
         Ok(Some((first, boxed, answer)))
     }
 }
 
-/// A synthesizer of clean crop traces (one call, on the sample's reference box) with boxes of `decimals`.
-fn clean_synthesizer(decimals: i32) -> Synthesizer<TerseNarrator> {
+/// A synthesizer of the traces without a wrong crop that `boxes` make: one call on the sample's reference
+/// box, or with [`Boxes::coarse_grid`] the reference's cell, then the reference inside that crop.
+fn clean_synthesizer(boxes: Boxes) -> Synthesizer<TerseNarrator> {
+    let two_step = boxes.coarse_grid > 0;
     Synthesizer::new(
         SynthConfig {
             image_mix: ImageMix {
-                clean: 1.0,
+                clean: f64::from(u8::from(!two_step)),
                 one_wrong: 0.0,
                 two_wrong: 0.0,
-                coarse_to_fine: 0.0,
+                coarse_to_fine: f64::from(u8::from(two_step)),
             },
-            box_decimals: decimals,
+            box_decimals: boxes.decimals,
             observation_min_pixels: VIEW_MIN,
             observation_max_pixels: VIEW,
+            refine_from_original: true,
+            coarse_grid: boxes.coarse_grid,
             ..SynthConfig::default()
         },
         TerseNarrator,
     )
 }
 
-/// The indices of the trained tokens that write the call's box: after the first trained token holding `[`,
+/// For each box the trained tokens write, the indices of its tokens: after a trained token holding `[`,
 /// up to the one holding `]` (excluded). Empty without a box.
-fn box_tokens(processor: &Processor, example: &SftExample) -> anyhow::Result<Vec<usize>> {
+fn box_tokens(processor: &Processor, example: &SftExample) -> anyhow::Result<Vec<Vec<usize>>> {
+    let mut boxes = Vec::new();
     let mut inside = None;
     for (i, (&id, &trained)) in example.token_ids.iter().zip(&example.loss_mask).enumerate() {
         if !trained {
@@ -231,17 +254,20 @@ fn box_tokens(processor: &Processor, example: &SftExample) -> anyhow::Result<Vec
         let text = processor.tokenizer.decode(&[id], false)?;
         match inside {
             None if text.contains('[') => inside = Some(Vec::new()),
-            Some(ref mut v) if text.contains(']') => return Ok(std::mem::take(v)),
+            Some(ref mut v) if text.contains(']') => {
+                boxes.push(std::mem::take(v));
+                inside = None;
+            }
             Some(ref mut v) => v.push(i),
             None => {}
         }
     }
-    Ok(Vec::new())
+    Ok(boxes)
 }
 
-/// A grounding example: the first turn, the indices of its box's tokens ([`box_tokens`]), and with
-/// [`Grounding::read`] or [`Grounding::read_probe`] the whole trace.
-type Grounded = (SftExample, Vec<usize>, Option<SftExample>);
+/// A grounding example: the first turns up to the last call, the indices of each call's box tokens
+/// ([`box_tokens`]), and with [`Grounding::read`] or [`Grounding::read_probe`] the whole trace.
+type Grounded = (SftExample, Vec<Vec<usize>>, Option<SftExample>);
 
 /// Keeps the loss on the last run of trained tokens only (the last assistant turn).
 pub fn train_last_turn_only(example: &mut SftExample) {
@@ -257,6 +283,13 @@ pub fn train_last_turn_only(example: &mut SftExample) {
     for (i, m) in example.loss_mask.iter_mut().enumerate() {
         *m = *m && i >= start;
     }
+}
+
+/// The index (row-major) of the cell of a `(rows, columns)` grid holding the point `(x, y)`.
+fn cell_index(x: f64, y: f64, (rows, cols): (usize, usize)) -> i64 {
+    let col = ((x * cols as f64).max(0.0) as usize).min(cols - 1);
+    let row = ((y * rows as f64).max(0.0) as usize).min(rows - 1);
+    (row * cols + col) as i64
 }
 
 /// `tag` with each side moved out by its margin (left, top, right, bottom), clamped to the image and
@@ -304,6 +337,7 @@ pub fn make_batch(
         answer_digits: Vec::new(),
         trace_cells: Vec::new(),
         trace_boxes: Vec::new(),
+        trace_box_cells: Vec::new(),
         trace_box_values: Vec::new(),
         reads: Vec::new(),
     };
@@ -314,8 +348,10 @@ pub fn make_batch(
         let digit = s.digit;
         let sample = digit_question(s);
         let grounded = match grounding {
-            Some(g) => g.clean_trace(&boxes.on_grid(sample.clone()), first + i)?,
-            None => None,
+            Some(g) if (i as usize) < g.rows => {
+                g.clean_trace(&boxes.on_grid(sample.clone()), first + i)?
+            }
+            _ => None,
         };
         let pixel_traces::Visual::Image {
             image, reference, ..
@@ -339,11 +375,26 @@ pub fn make_batch(
             false => *reference,
         };
         let crop_box = moved_out(around, margins, boxes.decimals);
-        let (crop, _) = official_crop(image, crop_box)?;
         let (cx, cy) = (
             (reference.x1 + reference.x2) / 2.0,
             (reference.y1 + reference.y2) / 2.0,
         );
+        // With a zoom in two steps the crop read is a crop of the tag's cell's crop (cut at full
+        // resolution, as the rollouts cut it), its box the tag's in that crop's coordinates moved out by
+        // the margins; the tag's cell in that crop is what the second call's box names.
+        let (crop, fine_cell) = match boxes.coarse(image, *reference)? {
+            Some((coarse_crop, region)) => {
+                let inside = reference.relative_to(region);
+                let fine = moved_out(inside, margins, boxes.decimals);
+                let cell = cell_index(
+                    (inside.x1 + inside.x2) / 2.0,
+                    (inside.y1 + inside.y2) / 2.0,
+                    (4, 4),
+                );
+                (official_crop(&coarse_crop, fine)?.0, Some(cell))
+            }
+            None => (official_crop(image, crop_box)?.0, None),
+        };
         let (gh, gw) = grid;
         let col = ((cx * gw as f64) as usize).min(gw - 1);
         let row = ((cy * gh as f64) as usize).min(gh - 1);
@@ -359,7 +410,22 @@ pub fn make_batch(
         b.digits.push(i64::from(digit));
         b.cells.push((row * gw + col) as i64);
         if let Some((example, boxed, answer)) = grounded {
-            b.trace_boxes.push(boxed);
+            // The class the text model's locate probe learns at a box's tokens: the cell the first box
+            // names (with a grid, the grid's), then the tag's cell in the first crop.
+            let first_cell = match boxes.cell_of(*reference) {
+                Some((r, c)) => (r * boxes.grid as usize + c) as i64,
+                None => (row * gw + col) as i64,
+            };
+            let mut labels = Vec::new();
+            for (k, positions) in boxed.iter().enumerate() {
+                let cell = match k {
+                    0 => first_cell,
+                    _ => fine_cell.context("a second call without a zoom in two steps")?,
+                };
+                labels.push(vec![cell; positions.len()]);
+            }
+            b.trace_box_cells.push(labels.concat());
+            b.trace_boxes.push(boxed.concat());
             b.traces.push(example);
             if grounding.is_some_and(|g| g.box_values) {
                 let w = boxes.written(*reference);
@@ -367,11 +433,8 @@ pub fn make_batch(
                 b.trace_box_values
                     .push([w.x1, w.y1, w.x2, w.y2].map(|v| (v * scale).round() as i64));
             }
-            // The class the text model's locate probe learns: the cell the call's box names.
-            b.trace_cells.push(match boxes.cell_of(*reference) {
-                Some((r, c)) => (r * boxes.grid as usize + c) as i64,
-                None => (row * gw + col) as i64,
-            });
+            // The class the locate probe learns at the prompt's last token: the cell the call's box names.
+            b.trace_cells.push(first_cell);
             if let Some(answer) = answer {
                 b.answers.push(answer);
                 b.answer_digits.push(i64::from(digit));

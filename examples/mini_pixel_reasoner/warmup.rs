@@ -225,13 +225,14 @@ fn read_probe<B: Backend>(
     Ok(Some(warm.heads.read_lm.forward(matrix.matmul(tokens))))
 }
 
-/// One forward of the whole model over the grounding examples (one 16-token image each).
+/// One forward of the whole model over the grounding examples (the global view's 16 tokens first), the
+/// locate probe at each position that writes a box token against its label in `box_labels`.
 fn grounding_forward<B: Backend>(
     vlm: &Qwen25Vl<B>,
     heads: &Heads<B>,
     examples: &[SftExample],
     boxes: &[Vec<usize>],
-    tag_cells: &[i64],
+    box_labels: &[Vec<i64>],
     box_values: &[[i64; 4]],
 ) -> anyhow::Result<GroundingOut<B>> {
     let b = examples.len();
@@ -245,9 +246,13 @@ fn grounding_forward<B: Backend>(
     let mut box_value_labels = Vec::new();
     for (row, positions) in boxes.iter().enumerate() {
         // Position `i - 1` writes token `i`.
-        for &i in positions.iter().filter(|&&i| i > 0) {
+        for (&i, &cell) in positions
+            .iter()
+            .zip(&box_labels[row])
+            .filter(|(i, _)| **i > 0)
+        {
             box_slots.push((row * s + i - 1) as i64);
-            box_cells.push(tag_cells[row]);
+            box_cells.push(cell);
             if let Some(values) = box_values.get(row) {
                 box_value_labels.extend(values);
             }
@@ -386,7 +391,7 @@ pub fn train<B: AutodiffBackend>(
                 &warm.heads,
                 &b.traces,
                 &b.trace_boxes,
-                &b.trace_cells,
+                &b.trace_box_cells,
                 &b.trace_box_values,
             )?;
             let cells_t = Tensor::<B, 1, Int>::from_data(
@@ -540,7 +545,7 @@ pub fn evaluate<B: AutodiffBackend>(
                 &valid.heads,
                 &b.traces,
                 &b.trace_boxes,
-                &b.trace_cells,
+                &b.trace_box_cells,
                 &b.trace_box_values,
             )?;
             report.probe_accuracy = Some(hits(&argmax(out.probe.clone()), &b.trace_cells));

@@ -135,6 +135,18 @@ impl NormBox {
         }
     }
 
+    /// `self`, written in the coordinates of the region `frame`, expressed in the coordinates `frame` is
+    /// written in: the inverse of [`NormBox::relative_to`] for a box inside its frame. A box a model writes
+    /// for a crop (`target_image` > 1) maps onto the image that crop was cut from this way.
+    pub fn within(self, frame: NormBox) -> NormBox {
+        NormBox {
+            x1: frame.x1 + self.x1 * frame.width(),
+            y1: frame.y1 + self.y1 * frame.height(),
+            x2: frame.x1 + self.x2 * frame.width(),
+            y2: frame.y1 + self.y2 * frame.height(),
+        }
+    }
+
     /// The pixel rectangle `(left, top, right, bottom)` of this box in a `width` x `height` image, rounded as
     /// PIL's `Image.crop` rounds float boxes (Python `round`, ties to even).
     pub fn to_pixels(self, width: u32, height: u32) -> (u32, u32, u32, u32) {

@@ -389,6 +389,26 @@ fn box_decimals_out_of_range_is_an_error_not_a_panic() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// A box inside a frame, written in the frame's coordinates and mapped back, is the box again (how a
+    /// crop of a crop's box reaches the original image).
+    #[test]
+    fn a_box_relative_to_its_frame_maps_back_within_it(
+        fx in 0.0f64..0.5, fy in 0.0f64..0.5, fw in 0.05f64..0.5, fh in 0.05f64..0.5,
+        a in 0.0f64..1.0, b in 0.0f64..1.0, c in 0.0f64..1.0, d in 0.0f64..1.0,
+    ) {
+        let frame = NormBox::new(fx, fy, fx + fw, fy + fh).unwrap();
+        let (x1, x2) = (a.min(c), a.max(c));
+        let (y1, y2) = (b.min(d), b.max(d));
+        let inner = NormBox { x1: fx + x1 * fw, y1: fy + y1 * fh, x2: fx + x2 * fw, y2: fy + y2 * fh };
+        let back = inner.relative_to(frame).within(frame);
+        for (got, want) in back.to_array().iter().zip(inner.to_array()) {
+            prop_assert!((got - want).abs() < 1e-12, "{back:?} against {inner:?}");
+        }
+        // And a box written in the frame lands inside the frame.
+        let written = NormBox { x1, y1, x2, y2 }.within(frame);
+        prop_assert!(frame.padded(1e-12).contains(written));
+    }
+
     #[test]
     fn wrong_boxes_never_reveal_the_cue(
         x in 0.0f64..0.95, y in 0.0f64..0.95, w in 0.01f64..0.3, h in 0.01f64..0.3, seed in any::<u64>()
@@ -476,4 +496,107 @@ fn refining_from_the_original_keeps_more_pixels_of_the_tag_under_a_small_view() 
         compared += 1;
     }
     assert!(compared >= 3, "only {compared} coarse-to-fine traces");
+}
+
+/// With `coarse_grid`, a zoom in two steps names the grid cell holding the tag's centre first (a box that
+/// follows from where the tag is, not a random one), then the tag inside that cell's crop; wrong crops are
+/// other cells whose crops miss the tag.
+#[test]
+fn a_grid_zoom_names_the_tags_cell_then_the_tag_inside_its_crop() {
+    let data = NeedleConfig {
+        width: 448,
+        height: 448,
+        glyph_min: 36,
+        glyph_max: 42,
+        ..NeedleConfig::default()
+    };
+    let synth = Synthesizer::new(
+        SynthConfig {
+            seed: 5,
+            box_decimals: 2,
+            coarse_grid: 4,
+            refine_from_original: true,
+            ..SynthConfig::default()
+        },
+        TemplateNarrator,
+    );
+    let mut checked = [0usize; 2];
+    for i in 0..24 {
+        let sample = data.generate(5, i).unwrap().sample;
+        let pixel_traces::Visual::Image { reference, .. } = sample.visual else {
+            unreachable!()
+        };
+        let (cx, cy) = (
+            (reference.x1 + reference.x2) / 2.0,
+            (reference.y1 + reference.y2) / 2.0,
+        );
+        let cell = |v: f64| (v * 4.0).floor().min(3.0) / 4.0;
+        for (k, requested) in [Variant::CoarseToFine, Variant::OneWrong]
+            .into_iter()
+            .enumerate()
+        {
+            let made = synth.synthesize_as(&sample, i, requested).unwrap();
+            if made.variant != requested {
+                // The cell's padded crop does not hold the whole tag: written clean.
+                assert_eq!(made.variant, Variant::Clean);
+                continue;
+            }
+            let calls = crop_calls(&made.trace);
+            let wrong = usize::from(requested == Variant::OneWrong);
+            assert_eq!(calls.len(), wrong + 2, "sample {i}: {calls:?}");
+            for (trained, b, target) in &calls[..wrong] {
+                assert!(!trained && *target == 1);
+                let region = NormBox::new(b[0], b[1], b[2], b[3])
+                    .unwrap()
+                    .padded(CROP_PAD);
+                assert!(
+                    !region.intersects(reference),
+                    "a wrong cell's crop holds the tag"
+                );
+                assert!((b[2] - b[0] - 0.25).abs() < 0.011, "not a cell: {b:?}");
+            }
+            let (trained, coarse, target) = calls[wrong];
+            assert!(trained && target == 1);
+            let expect = [
+                cell(cx),
+                cell(cy),
+                (cell(cx) + 0.25).min(0.99),
+                (cell(cy) + 0.25).min(0.99),
+            ];
+            for (got, want) in coarse.iter().zip(expect) {
+                assert!(
+                    (got - want).abs() < 1e-9,
+                    "sample {i}: cell {coarse:?}, want {expect:?}"
+                );
+            }
+            // The refined box, in the coarse crop's coordinates, maps back onto the tag.
+            let (trained, fine, target) = calls[wrong + 1];
+            assert!(trained && target == 2 + wrong);
+            let region = NormBox::new(coarse[0], coarse[1], coarse[2], coarse[3])
+                .unwrap()
+                .padded(CROP_PAD);
+            let [x1, y1, x2, y2] = NormBox::new(fine[0], fine[1], fine[2], fine[3])
+                .unwrap()
+                .within(region)
+                .to_array();
+            // The crop region is rounded to pixels; boxes to hundredths.
+            let slack = 0.012;
+            assert!(
+                x1 <= reference.x1 + slack
+                    && reference.x2 <= x2 + slack
+                    && y1 <= reference.y1 + slack
+                    && reference.y2 <= y2 + slack,
+                "sample {i}: refined {fine:?} maps to [{x1}, {y1}, {x2}, {y2}], tag {reference:?}"
+            );
+            assert!(
+                x2 - x1 < 0.5 * region.width() + slack,
+                "the refined box is not smaller than the cell's crop"
+            );
+            checked[k] += 1;
+        }
+    }
+    assert!(
+        checked.iter().all(|&c| c >= 8),
+        "too few two-step traces: {checked:?}"
+    );
 }

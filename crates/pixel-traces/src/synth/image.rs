@@ -35,30 +35,33 @@ impl<N: Narrator> Synthesizer<N> {
             Variant::TwoWrong => 2,
             _ => 0,
         };
+        let grid = self.config.coarse_grid;
+        let (width, height) = image.dimensions();
         let mut wrong_boxes = Vec::new();
         for _ in 0..wrong_count {
-            match wrong_box(
-                reference,
-                image.width(),
-                image.height(),
-                decimals,
-                &wrong_boxes,
-                rng,
-            ) {
+            let wrong = match grid {
+                0 => wrong_box(reference, width, height, decimals, &wrong_boxes, rng),
+                n => wrong_cell(reference, n, width, height, decimals, &wrong_boxes, rng),
+            };
+            match wrong {
                 Some(w) => wrong_boxes.push(w),
                 None => break,
             }
         }
-        let coarse = if requested == Variant::CoarseToFine {
-            coarse_box(reference, image.width(), image.height(), decimals, rng)
-        } else {
-            None
+        // The first box of a zoom in two steps: a random over-large box, or with a grid every zoom's
+        // first box is the reference's cell.
+        let coarse = match (grid, requested) {
+            (0, Variant::CoarseToFine) => coarse_box(reference, width, height, decimals, rng),
+            (0, _) | (_, Variant::Clean) => None,
+            (n, _) => grid_cell_box(reference, n, width, height, decimals),
         };
         let variant = match requested {
             Variant::OneWrong | Variant::TwoWrong if wrong_boxes.len() < wrong_count => {
                 Variant::Clean
             }
             Variant::CoarseToFine if coarse.is_none() => Variant::Clean,
+            // On a grid a wrong crop is another cell: without the right cell, no wrong one either.
+            Variant::OneWrong | Variant::TwoWrong if grid > 0 && coarse.is_none() => Variant::Clean,
             v => v,
         };
         let wrong_boxes = if variant == Variant::Clean {
@@ -108,7 +111,7 @@ impl<N: Narrator> Synthesizer<N> {
             lead = format!("{missed}\n\n{intent}\n");
         }
 
-        let final_view = if let Some(coarse) = coarse.filter(|_| variant == Variant::CoarseToFine) {
+        let final_view = if let Some(coarse) = coarse.filter(|_| variant != Variant::Clean) {
             let (coarse_crop, region) = geometry::official_crop(image, coarse)?;
             let coarse_seen = self.observe(&coarse_crop)?;
             b.push(
@@ -202,6 +205,70 @@ pub fn wrong_box(
         }
     }
     None
+}
+
+/// The cell of an `n x n` grid holding `reference`'s centre, rounded outward to `decimals` (values stay
+/// below 1, [`geometry::round_outward`]); `None` when `n` is 0, when the cell's official crop region
+/// (padded by 0.1 per side) does not hold the whole reference, or when that region is under the tool's
+/// minimum side.
+pub fn grid_cell_box(
+    reference: NormBox,
+    n: u32,
+    width: u32,
+    height: u32,
+    decimals: i32,
+) -> Option<NormBox> {
+    if n == 0 {
+        return None;
+    }
+    let at = |v: f64| ((v * f64::from(n)).floor().max(0.0) as u32).min(n - 1);
+    let (col, row) = (
+        at((reference.x1 + reference.x2) / 2.0),
+        at((reference.y1 + reference.y2) / 2.0),
+    );
+    cell_box(col, row, n, width, height, decimals)
+        .filter(|cell| cell.padded(geometry::CROP_PAD).contains(reference))
+}
+
+/// Cell `(col, row)` of an `n x n` grid rounded outward to `decimals`, if its padded crop is croppable.
+fn cell_box(col: u32, row: u32, n: u32, width: u32, height: u32, decimals: i32) -> Option<NormBox> {
+    let n = f64::from(n);
+    let cell = geometry::round_outward(
+        NormBox::new(
+            f64::from(col) / n,
+            f64::from(row) / n,
+            f64::from(col + 1) / n,
+            f64::from(row + 1) / n,
+        )
+        .ok()?,
+        decimals,
+    );
+    let (l, t, r, b) = cell.padded(geometry::CROP_PAD).to_pixels(width, height);
+    (r - l > geometry::MIN_CROP_SIDE && b - t > geometry::MIN_CROP_SIDE).then_some(cell)
+}
+
+/// A random cell of an `n x n` grid whose official crop region misses `reference` entirely and differs
+/// from `taken`'s (the wrong crops of a trace zooming in on a grid, [`SynthConfig::coarse_grid`]); `None`
+/// if no cell qualifies.
+///
+/// [`SynthConfig::coarse_grid`]: super::SynthConfig::coarse_grid
+pub fn wrong_cell(
+    reference: NormBox,
+    n: u32,
+    width: u32,
+    height: u32,
+    decimals: i32,
+    taken: &[NormBox],
+    rng: &mut dyn RngCore,
+) -> Option<NormBox> {
+    let candidates: Vec<NormBox> = (0..n * n)
+        .filter_map(|k| cell_box(k % n, k / n, n, width, height, decimals))
+        .filter(|cell| {
+            let region = cell.padded(geometry::CROP_PAD);
+            !region.intersects(reference) && !taken.contains(cell)
+        })
+        .collect();
+    (!candidates.is_empty()).then(|| candidates[rng.random_range(0..candidates.len())])
 }
 
 /// An over-large box around `reference` (each side 2.5-4x, at least 0.25), containing it, inside the image;

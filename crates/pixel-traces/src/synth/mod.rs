@@ -23,7 +23,7 @@ use crate::{Error, Result};
 mod image;
 mod video;
 
-pub use image::{coarse_box, wrong_box};
+pub use image::{coarse_box, grid_cell_box, wrong_box, wrong_cell};
 pub use video::wrong_window;
 
 /// How a trace was built.
@@ -109,6 +109,14 @@ pub struct SynthConfig {
     /// has lost the detail the refinement is for. Default false.
     #[serde(default)]
     pub refine_from_original: bool,
+    /// With `n > 0`, image traces zoom in two steps on a grid: a coarse-to-fine trace's first box is the
+    /// cell of an `n x n` grid holding the reference box's centre ([`grid_cell_box`]: a box a model can
+    /// name from where the object is, instead of a random box 2.5-4x the reference's size), and one- and
+    /// two-wrong traces crop other cells first ([`wrong_cell`]), then that cell, then the reference inside
+    /// it. A trace whose cell's crop (padded by the official 0.1 per side) does not hold the whole
+    /// reference is written clean. Default 0 (off).
+    #[serde(default)]
+    pub coarse_grid: u32,
 }
 
 impl Default for SynthConfig {
@@ -121,6 +129,7 @@ impl Default for SynthConfig {
             observation_min_pixels: 256 * 28 * 28,
             observation_max_pixels: 5120 * 28 * 28,
             refine_from_original: false,
+            coarse_grid: 0,
         }
     }
 }
