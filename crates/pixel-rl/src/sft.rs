@@ -17,7 +17,7 @@
 //! the one-shot gradient).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use image::RgbImage;
 use pixel_ops::{ToolSet, Video};
 use pixel_traces::official::Role;
@@ -407,17 +407,43 @@ impl SftBatch {
     ///
     /// # Errors
     /// The model's errors (hidden states of another shape).
+    ///
+    /// Only the trained positions (weight > 0) go through the language-model head: the others carry no
+    /// loss, and the head's logits over the vocabulary are the largest tensor of a step (at 7B, 152k
+    /// entries per position; in a trace most positions are the prompt, the images and the observations).
     pub fn loss<B: Backend>(
         &self,
         model: &Qwen25Vl<B>,
         hidden: Tensor<B, 3>,
     ) -> Result<Tensor<B, 1>, VlmError> {
-        let (b, s) = (self.rows, self.len);
-        let scores = model.target_logprobs(hidden, &Targets::new(&self.targets))?;
-        let weights = Tensor::<B, 2>::from_data(
-            TensorData::new(self.weights.clone(), [b, s]),
-            &model.device(),
-        );
+        let [b, s, h] = hidden.dims();
+        if (b, s) != (self.rows, self.len) {
+            return Err(VlmError::Input {
+                input: "hidden",
+                reason: format!(
+                    "[{b}, {s}, {h}] hidden states for a batch of {} x {}",
+                    self.rows, self.len
+                ),
+            });
+        }
+        let device = model.device();
+        let (mut at, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, &w) in self.weights.iter().enumerate() {
+            if w > 0.0 {
+                at.push(i as i64);
+                targets.push(self.targets[i]);
+                weights.push(w);
+            }
+        }
+        let m = at.len();
+        if m == 0 {
+            // Nothing trained: a zero loss that still depends on `hidden` (a backward pass stays valid).
+            return Ok(hidden.sum().mul_scalar(0.0));
+        }
+        let at = Tensor::<B, 1, Int>::from_data(TensorData::new(at, [m]), &device);
+        let trained = hidden.reshape([b * s, h]).select(0, at).reshape([1, m, h]);
+        let scores = model.target_logprobs(trained, &Targets::new(&targets))?;
+        let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [1, m]), &device);
         Ok((scores.logprobs * weights).sum().neg() / self.normalizer as f64)
     }
 }
