@@ -45,7 +45,7 @@ pub struct Args {
     pub box_grid: u32,
     /// Zoom in two steps: first the cell of a 4 x 4 grid holding the tag's centre (one merged token of
     /// the global view), then the tag's own box inside that crop (docs/demo.md). 0: one call on the tag's
-    /// box (the default until 2026-11-28). `--box-grid`, `--box-values` and `--read-in-context` need 0.
+    /// box (the default until 2026-11-27 13:00). `--box-grid`, `--box-values` and `--read-in-context` need 0.
     #[arg(long, default_value_t = 4)]
     pub coarse_grid: u32,
     /// Learning rate of the vision warm-up.
@@ -53,7 +53,7 @@ pub struct Args {
     pub warmup_lr: f64,
     /// Print, for the model in this folder (one a stage wrote), its teacher-forced reading of held-out
     /// crops (alone, and in the trace with the box moved out by 0.02 to 0.15 per side) and of the last turn
-    /// of synthesized traces, two greedy held-out rollouts, then where its first crops go (and their error
+    /// of synthesized traces, two greedy held-out rollouts, then where the crops it reads go (and their error
     /// per coordinate) and its scores on `--eval-samples` (50) held-out questions, and exit.
     #[arg(long)]
     pub inspect: Option<PathBuf>,
@@ -214,7 +214,7 @@ impl Plan {
                 // model's locate probe 34 % and SFT first crops on the tag 34 %, against 22 % and 6 % with
                 // 400 (one run each, docs/demo.md).
                 warmup_steps: 2000,
-                // With the zoom in two steps (2026-11-28) a grounding row holds the first crop and a
+                // With the zoom in two steps (2026-11-27 13:00) a grounding row holds the first crop and a
                 // second call. 500 steps of 12 rows instead of 600 of 16 saved only 100 s of the warm-up
                 // and the warmed model's calls held the tag 22 % of the time (63 %; one run each).
                 grounding_steps: 600,

@@ -18,7 +18,7 @@ pub struct EvalScores {
     /// Share of rollouts that used an operation.
     pub rapr: f64,
     /// Of the rollouts that cropped: share whose crop read ([`read_crop`], the last one; the first one
-    /// until 2026-11-28) contains the tag's centre.
+    /// until 2026-11-27 13:00) contains the tag's centre.
     pub crop_hit: f64,
     /// Accuracy over the rollouts whose crop read contains the tag's centre: reading, apart from
     /// finding (accuracy ≈ crop hit × this, when every rollout crops).

@@ -13,9 +13,10 @@ use crate::{evaluate, rollout_config, warmup};
 
 /// The model in `dir` (one a stage wrote): its teacher-forced reading of 64 held-out crops (alone, exact
 /// and jittered as in the warm-up; in the trace, the box moved out by up to 0.02, 0.05, 0.1 and 0.15 per
-/// side) and of the last turn of 24 synthesized traces, two greedy held-out rollouts printed turn by turn,
-/// then where its first crops go (and their error per coordinate against the box the traces write) and
-/// its scores on `--eval-samples` (50) held-out questions.
+/// side; one call only, skipped with `--coarse-grid`) and of the last turn of 24 synthesized traces, two
+/// greedy held-out rollouts printed turn by turn, then where the crops it reads go (the last of each
+/// rollout, on the canvas; their error per coordinate against the tag's box) and its scores on
+/// `--eval-samples` (50) held-out questions.
 pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> anyhow::Result<()> {
     let seed = args.seed;
     let device = Default::default();
