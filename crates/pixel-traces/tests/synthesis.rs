@@ -445,18 +445,23 @@ proptest! {
     }
 }
 
-/// With a small model view (observations at most 112 x 112), the refined crop of a coarse-to-fine trace cut
-/// from the observed coarse crop is an enlargement of a few dozen pixels; cut from the coarse crop at full
-/// resolution it keeps the canvas's detail, as a rollout that crops originals shows it.
-#[test]
-fn refining_from_the_original_keeps_more_pixels_of_the_tag_under_a_small_view() {
-    let data = NeedleConfig {
+/// The mini demo's canvases: 448 px, 36-42 px digits.
+fn demo_needle() -> NeedleConfig {
+    NeedleConfig {
         width: 448,
         height: 448,
         glyph_min: 36,
         glyph_max: 42,
         ..NeedleConfig::default()
-    };
+    }
+}
+
+/// With a small model view (observations at most 112 x 112), the refined crop of a coarse-to-fine trace cut
+/// from the observed coarse crop is an enlargement of a few dozen pixels; cut from the coarse crop at full
+/// resolution it keeps the canvas's detail, as a rollout that crops originals shows it.
+#[test]
+fn refining_from_the_original_keeps_more_pixels_of_the_tag_under_a_small_view() {
+    let data = demo_needle();
     let config = |refine_from_original| SynthConfig {
         seed: 3,
         box_decimals: 2,
@@ -503,13 +508,7 @@ fn refining_from_the_original_keeps_more_pixels_of_the_tag_under_a_small_view() 
 /// other cells whose crops miss the tag.
 #[test]
 fn a_grid_zoom_names_the_tags_cell_then_the_tag_inside_its_crop() {
-    let data = NeedleConfig {
-        width: 448,
-        height: 448,
-        glyph_min: 36,
-        glyph_max: 42,
-        ..NeedleConfig::default()
-    };
+    let data = demo_needle();
     let synth = Synthesizer::new(
         SynthConfig {
             seed: 5,

@@ -199,8 +199,7 @@ pub fn wrong_box(
         {
             continue;
         }
-        let (l, t, r, b) = region.to_pixels(width, height);
-        if r - l > geometry::MIN_CROP_SIDE && b - t > geometry::MIN_CROP_SIDE {
+        if croppable(candidate, width, height) {
             return Some(candidate);
         }
     }
@@ -230,6 +229,13 @@ pub fn grid_cell_box(
         .filter(|cell| cell.padded(geometry::CROP_PAD).contains(reference))
 }
 
+/// Whether the official crop of `bbox` (padded by 0.1 per side, clamped) in a `width` x `height` image is
+/// larger than the tool's minimum side both ways.
+fn croppable(bbox: NormBox, width: u32, height: u32) -> bool {
+    let (l, t, r, b) = bbox.padded(geometry::CROP_PAD).to_pixels(width, height);
+    r - l > geometry::MIN_CROP_SIDE && b - t > geometry::MIN_CROP_SIDE
+}
+
 /// Cell `(col, row)` of an `n x n` grid rounded outward to `decimals`, if its padded crop is croppable.
 fn cell_box(col: u32, row: u32, n: u32, width: u32, height: u32, decimals: i32) -> Option<NormBox> {
     let n = f64::from(n);
@@ -243,8 +249,7 @@ fn cell_box(col: u32, row: u32, n: u32, width: u32, height: u32, decimals: i32) 
         .ok()?,
         decimals,
     );
-    let (l, t, r, b) = cell.padded(geometry::CROP_PAD).to_pixels(width, height);
-    (r - l > geometry::MIN_CROP_SIDE && b - t > geometry::MIN_CROP_SIDE).then_some(cell)
+    croppable(cell, width, height).then_some(cell)
 }
 
 /// A random cell of an `n x n` grid whose official crop region misses `reference` entirely and differs
@@ -300,9 +305,5 @@ pub fn coarse_box(
         NormBox::new(x1, y1, (x1 + w).min(1.0), (y1 + h).min(1.0)).ok()?,
         decimals,
     );
-    let (l, t, r, b) = coarse.padded(geometry::CROP_PAD).to_pixels(width, height);
-    (coarse.contains(reference)
-        && r - l > geometry::MIN_CROP_SIDE
-        && b - t > geometry::MIN_CROP_SIDE)
-        .then_some(coarse)
+    (coarse.contains(reference) && croppable(coarse, width, height)).then_some(coarse)
 }
