@@ -56,7 +56,7 @@ pub fn read_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<NormBox> {
         if !done {
             continue;
         }
-        let parent = usize::try_from(target_image - 1)
+        let parent = usize::try_from(target_image.saturating_sub(1))
             .ok()
             .and_then(|k| regions.get(k).copied());
         let (Some(parent), true) = (parent, bbox.iter().all(|&v| (0.0..1.0).contains(&v))) else {
