@@ -25,6 +25,7 @@ mod cli;
 mod data;
 mod evaluate;
 mod inspect;
+mod ranks;
 mod report;
 mod samples;
 mod stage_warmup;
@@ -43,6 +44,7 @@ use pixel_ops::{CropConfig, CropSource, EpisodeConfig, PixelLimits};
 use pixel_reward::RewardConfig;
 use pixel_rl::config::{GrpoConfig, SftConfig};
 use pixel_rl::data::Task;
+use pixel_rl::parallel::DataParallel;
 use pixel_rl::sft::MaskRule;
 use pixel_rl::trainer::sft::build_examples_with_system;
 use pixel_rl::trainer::{GrpoTrainer, SftTrainer};
@@ -155,6 +157,9 @@ fn main() -> anyhow::Result<()> {
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let device = Default::default();
+    // burn's generator draws the warm-up's fresh heads (the checkpoint has its own seed): seeded, a run
+    // is repeatable on one machine.
+    <AB as burn::tensor::backend::Backend>::seed(&device, args.seed);
     let mut times: Vec<(String, f64)> = Vec::new();
     let started = Instant::now();
 
@@ -227,8 +232,28 @@ fn main() -> anyhow::Result<()> {
     // (b) SFT on the traces synthesized above.
     let t = Instant::now();
     let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
-    let (examples, failed) =
+    let (mut examples, failed) =
         build_examples_with_system(&processor, &traces, MaskRule::Paper, Some(SYSTEM), &load);
+    if args.sft_reads > 0 {
+        // The warm-up's reading examples on canvases of their own seed (`--sft-reads`).
+        let reading = stage_warmup::reading(&args, &plan, &base)?
+            .context("--sft-reads needs the warm-up's reading objective (no --no-reading)")?;
+        let reads = warmup::make_batch(
+            &needle,
+            args.boxes(),
+            args.seed + 21,
+            0,
+            args.sft_reads,
+            (4, 4),
+            None,
+            Some(&reading),
+            args.sft_reads,
+            args.crop_jitter,
+            true,
+        )?
+        .reads;
+        examples.extend(reads);
+    }
     let failed_examples = failed.len();
     if !failed.is_empty() {
         eprintln!(
@@ -247,16 +272,34 @@ fn main() -> anyhow::Result<()> {
         .with_freeze_vision(args.sft_freeze_vision)
         .with_checkpoint_every(0)
         .with_seed(args.seed);
-    let sft_model = Qwen25Vl::<AB>::from_pretrained(&warmed_dir, &device)?;
-    let mut sft = SftTrainer::new(sft_model, examples, sft_config.clone())?
-        .with_run_dir(out.join("runs/sft"), Some(&base))?;
-    let sft_metrics = sft.train()?;
     let sft_dir = out.join("sft");
-    sft.model()
-        .valid()
-        .save_pretrained(&sft_dir, burn::tensor::FloatDType::F32)?;
-    pixel_rl::checkpoint::copy_processor_files(&base, &sft_dir)?;
-    drop(sft);
+    let sft_metrics = {
+        let (examples, config, warmed_dir, run, base, sft_dir) = (
+            examples,
+            sft_config.clone(),
+            warmed_dir.clone(),
+            out.join("runs/sft"),
+            base.clone(),
+            sft_dir.clone(),
+        );
+        let threads = args.threads;
+        ranks::on_ranks(threads, move |rank| {
+            let model = Qwen25Vl::<AB>::from_pretrained(&warmed_dir, &device)?;
+            let mut sft = SftTrainer::new(model, examples.clone(), config.clone())?;
+            if threads > 1 {
+                sft = sft.with_data_parallel(&DataParallel::threads(rank, threads))?;
+            }
+            let mut sft = sft.with_run_dir(&run, Some(&base))?;
+            let metrics = sft.train()?;
+            if rank == 0 {
+                sft.model()
+                    .valid()
+                    .save_pretrained(&sft_dir, burn::tensor::FloatDType::F32)?;
+                pixel_rl::checkpoint::copy_processor_files(&base, &sft_dir)?;
+            }
+            Ok(metrics)
+        })?
+    };
     times.push(("SFT".into(), t.elapsed().as_secs_f64()));
 
     // (c) GRPO with and without curiosity, from the SFT model.
@@ -283,22 +326,40 @@ fn main() -> anyhow::Result<()> {
             .with_rollout(rollout_config())
             .with_seed(args.seed);
         grpo_configs.insert(name.to_string(), serde_json::to_value(&config)?);
-        let model = Qwen25Vl::<AB>::from_pretrained(&sft_dir, &device)?;
         let dir = out.join(format!("runs/grpo-{}", name.replace(' ', "-")));
-        let mut trainer = GrpoTrainer::curious(
-            model,
-            Processor::from_pretrained(&base)?,
-            tasks.clone(),
-            config,
-        )?
-        .with_run_dir(&dir, Some(&base))?;
-        let metrics = trainer.train()?;
         let model_dir = out.join(format!("grpo-{}", name.replace(' ', "-")));
-        trainer
-            .model()
-            .valid()
-            .save_pretrained(&model_dir, burn::tensor::FloatDType::F32)?;
-        pixel_rl::checkpoint::copy_processor_files(&base, &model_dir)?;
+        let metrics = {
+            let (sft_dir, base, tasks, dir, model_dir) = (
+                sft_dir.clone(),
+                base.clone(),
+                tasks.clone(),
+                dir.clone(),
+                model_dir.clone(),
+            );
+            let threads = args.threads;
+            ranks::on_ranks(threads, move |rank| {
+                let model = Qwen25Vl::<AB>::from_pretrained(&sft_dir, &device)?;
+                let mut trainer = GrpoTrainer::curious(
+                    model,
+                    Processor::from_pretrained(&base)?,
+                    tasks.clone(),
+                    config.clone(),
+                )?;
+                if threads > 1 {
+                    trainer = trainer.with_data_parallel(&DataParallel::threads(rank, threads))?;
+                }
+                let mut trainer = trainer.with_run_dir(&dir, Some(&base))?;
+                let metrics = trainer.train()?;
+                if rank == 0 {
+                    trainer
+                        .model()
+                        .valid()
+                        .save_pretrained(&model_dir, burn::tensor::FloatDType::F32)?;
+                    pixel_rl::checkpoint::copy_processor_files(&base, &model_dir)?;
+                }
+                Ok(metrics)
+            })?
+        };
         times.push((format!("GRPO ({name})"), t.elapsed().as_secs_f64()));
         rl_runs.push((name.to_string(), metrics, model_dir));
     }

@@ -44,6 +44,63 @@ pub struct Batch {
     pub reads: Vec<SftExample>,
 }
 
+/// `v` cut in two: the first `v.len() / 2` items, then the rest.
+fn halve<T>(mut v: Vec<T>) -> [Vec<T>; 2] {
+    let rest = v.split_off(v.len() / 2);
+    [v, rest]
+}
+
+impl Batch {
+    /// The batch cut in two for two threads ([`crate::warmup::train`]): each objective's examples in half
+    /// (the second half the larger when their count is odd). The objectives are independent, so a half
+    /// need not hold whole samples: the tower's crops of one half and its grounding traces may come from
+    /// different canvases.
+    pub fn halves(self) -> [Batch; 2] {
+        let [globals_a, globals_b] = halve(self.globals);
+        let [crops_a, crops_b] = halve(self.crops);
+        let [digits_a, digits_b] = halve(self.digits);
+        let [cells_a, cells_b] = halve(self.cells);
+        let [traces_a, traces_b] = halve(self.traces);
+        let [answers_a, answers_b] = halve(self.answers);
+        let [answer_digits_a, answer_digits_b] = halve(self.answer_digits);
+        let [trace_cells_a, trace_cells_b] = halve(self.trace_cells);
+        let [trace_boxes_a, trace_boxes_b] = halve(self.trace_boxes);
+        let [trace_box_cells_a, trace_box_cells_b] = halve(self.trace_box_cells);
+        let [trace_box_values_a, trace_box_values_b] = halve(self.trace_box_values);
+        let [reads_a, reads_b] = halve(self.reads);
+        [
+            Batch {
+                globals: globals_a,
+                crops: crops_a,
+                digits: digits_a,
+                cells: cells_a,
+                traces: traces_a,
+                answers: answers_a,
+                answer_digits: answer_digits_a,
+                trace_cells: trace_cells_a,
+                trace_boxes: trace_boxes_a,
+                trace_box_cells: trace_box_cells_a,
+                trace_box_values: trace_box_values_a,
+                reads: reads_a,
+            },
+            Batch {
+                globals: globals_b,
+                crops: crops_b,
+                digits: digits_b,
+                cells: cells_b,
+                traces: traces_b,
+                answers: answers_b,
+                answer_digits: answer_digits_b,
+                trace_cells: trace_cells_b,
+                trace_boxes: trace_boxes_b,
+                trace_box_cells: trace_box_cells_b,
+                trace_box_values: trace_box_values_b,
+                reads: reads_b,
+            },
+        ]
+    }
+}
+
 /// Reading through the whole model, on the last warm-up steps: the last two turns of a crop trace alone (the
 /// observation with the warm-up's crop around the tag, then `The digit is \boxed{d}.`), the SFT loss on
 /// the answer.
@@ -445,8 +502,31 @@ pub fn make_batch(
     Ok(b)
 }
 
-/// Batches `first_step..first_step + steps` of fresh samples, made on a second thread while the caller
-/// trains (drawing 448 px canvases costs about as much as a warm-up step; on two cores the two overlap).
+/// The batches of a warm-up, drawn ahead on worker threads ([`prefetch`]), received in step order.
+pub struct Prefetch {
+    /// Worker `w` draws steps `w, w + n, w + 2n, ...` into `receivers[w]`.
+    receivers: Vec<std::sync::mpsc::Receiver<anyhow::Result<Batch>>>,
+    next: usize,
+}
+
+impl Prefetch {
+    /// The next step's batch (an error if its worker failed or stopped).
+    pub fn recv(&mut self) -> anyhow::Result<Batch> {
+        let n = self.receivers.len().max(1);
+        let worker = self
+            .receivers
+            .get(self.next % n)
+            .context("no sample thread")?;
+        self.next += 1;
+        worker
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the sample thread stopped"))?
+    }
+}
+
+/// Batches `0..steps` of fresh samples, drawn on `workers` threads while the caller trains (drawing 448 px
+/// canvases costs about as much as a step of the tower alone: with one worker the first half of the
+/// warm-up, the tower alone, waited on it).
 #[allow(clippy::too_many_arguments)]
 pub fn prefetch(
     needle: &NeedleConfig,
@@ -458,37 +538,50 @@ pub fn prefetch(
     grounding: Option<Grounding>,
     reading: Option<Reading>,
     jitter: f64,
-) -> std::sync::mpsc::Receiver<anyhow::Result<Batch>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(2);
-    let needle = needle.clone();
-    std::thread::spawn(move || {
-        for step in 0..steps {
-            let b = make_batch(
-                &needle,
-                boxes,
-                seed,
-                (step * batch) as u64,
-                batch,
-                grid,
-                grounding.as_ref().filter(|g| step + g.steps >= steps),
-                reading.as_ref(),
-                reading
-                    .as_ref()
-                    .filter(|r| step + r.steps >= steps)
-                    .map_or(0, |r| r.per_batch),
-                // A curriculum: exact crops first (the tower learns to read one geometry within a few
-                // hundred steps), the full jitter from half-way (at the full jitter from the first step the
-                // tower's read loss was still at chance after 400 steps).
-                jitter * (2.0 * step as f64 / steps.max(1) as f64).min(1.0),
-                // With grid boxes the tag is anywhere in a call's crop: from half-way too.
-                2 * step >= steps,
-            );
-            let failed = b.is_err();
-            // The receiver is gone (the trainer stopped early): stop drawing.
-            if tx.send(b).is_err() || failed {
-                return;
+    workers: usize,
+) -> Prefetch {
+    let workers = workers.max(1);
+    let grounding = std::sync::Arc::new(grounding);
+    let reading = std::sync::Arc::new(reading);
+    let mut receivers = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        receivers.push(rx);
+        let needle = needle.clone();
+        let (grounding, reading) = (grounding.clone(), reading.clone());
+        std::thread::spawn(move || {
+            for step in (worker..steps).step_by(workers) {
+                let b = make_batch(
+                    &needle,
+                    boxes,
+                    seed,
+                    (step * batch) as u64,
+                    batch,
+                    grid,
+                    grounding
+                        .as_ref()
+                        .as_ref()
+                        .filter(|g| step + g.steps >= steps),
+                    reading.as_ref().as_ref(),
+                    reading
+                        .as_ref()
+                        .as_ref()
+                        .filter(|r| step + r.steps >= steps)
+                        .map_or(0, |r| r.per_batch),
+                    // A curriculum: exact crops first (the tower learns to read one geometry within a few
+                    // hundred steps), the full jitter from half-way (at the full jitter from the first step the
+                    // tower's read loss was still at chance after 400 steps).
+                    jitter * (2.0 * step as f64 / steps.max(1) as f64).min(1.0),
+                    // With grid boxes the tag is anywhere in a call's crop: from half-way too.
+                    2 * step >= steps,
+                );
+                let failed = b.is_err();
+                // The receiver is gone (the trainer stopped early): stop drawing.
+                if tx.send(b).is_err() || failed {
+                    return;
+                }
             }
-        }
-    });
-    rx
+        });
+    }
+    Prefetch { receivers, next: 0 }
 }

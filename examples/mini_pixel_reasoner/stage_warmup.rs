@@ -89,6 +89,7 @@ pub fn warm_up(
         },
         reading(args, plan, base)?,
         args.crop_jitter,
+        args.threads,
         &progress,
     )?;
     progress.finish();
@@ -126,6 +127,38 @@ pub fn warm_up(
         args.crop_jitter,
         &mut warm_report,
     )?;
+    if args.quick {
+        // The check of the two-thread step: one batch's gradient whole on one thread and in two halves on
+        // two threads must be the same gradient (up to the order of float additions).
+        let reading = reading(args, plan, base)?;
+        let gap = warmup::halves_gradient_gap(
+            &warm,
+            processor,
+            || {
+                warmup::make_batch(
+                    needle,
+                    args.boxes(),
+                    args.seed + 3,
+                    0,
+                    plan.warmup_batch,
+                    grid,
+                    (!args.no_grounding).then_some(&grounding),
+                    reading.as_ref(),
+                    plan.warmup_batch,
+                    args.crop_jitter,
+                    true,
+                )
+            },
+            grid.0 * grid.1,
+        )?;
+        println!(
+            "warm-up: one batch's gradient in two halves on two threads differs from the whole batch's by {gap:.1e} (relative)"
+        );
+        anyhow::ensure!(
+            gap < 1e-3,
+            "the gradient summed over two halves differs from the whole batch's by {gap:e}"
+        );
+    }
     let progress = StageProgress::new("data check (global view)", plan.check_steps as u64);
     let check = warmup::Warm::new(
         Qwen25Vl::<AB>::from_pretrained(base, device)?,
@@ -147,6 +180,7 @@ pub fn warm_up(
         None,
         None,
         args.crop_jitter,
+        args.threads,
         &progress,
     )?;
     progress.finish();

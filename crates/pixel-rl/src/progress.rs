@@ -26,6 +26,8 @@ pub struct StageProgress {
 enum Inner {
     Bar(ProgressBar),
     Plain(Mutex<Plain>),
+    /// Shows nothing (a data-parallel rank other than 0: rank 0 shows the stage).
+    Hidden,
 }
 
 /// The state of the plain-line mode.
@@ -106,6 +108,22 @@ impl StageProgress {
         }
     }
 
+    /// A progress display that shows nothing: for the ranks of a data-parallel run other than rank 0,
+    /// which take the same steps (one display per stage).
+    pub fn hidden() -> Self {
+        Self {
+            inner: Inner::Hidden,
+        }
+    }
+
+    /// [`StageProgress::new`] on rank 0 (or without data parallel), [`StageProgress::hidden`] on the others.
+    pub fn for_rank(label: &str, total: u64, rank: Option<usize>) -> Self {
+        match rank {
+            Some(r) if r > 0 => Self::hidden(),
+            _ => Self::new(label, total),
+        }
+    }
+
     /// The plain-line mode, whatever stderr is.
     fn plain(label: &str, total: u64) -> Self {
         Self {
@@ -131,6 +149,7 @@ impl StageProgress {
                     eprintln!("{line}");
                 }
             }
+            Inner::Hidden => {}
         }
     }
 
@@ -139,6 +158,7 @@ impl StageProgress {
         match &self.inner {
             Inner::Bar(bar) => bar.set_message(msg),
             Inner::Plain(plain) => lock(plain).message = msg,
+            Inner::Hidden => {}
         }
     }
 
@@ -157,6 +177,7 @@ impl StageProgress {
                     eprintln!("{line}");
                 }
             }
+            Inner::Hidden => {}
         }
     }
 }
@@ -193,6 +214,15 @@ mod tests {
         assert!(lines[9].starts_with("sft: 100/100 (100%)"), "{}", lines[9]);
         // The stage reached 100%: finishing adds nothing.
         assert_eq!(p.finish(), None);
+    }
+
+    #[test]
+    fn only_rank_0_of_a_data_parallel_run_shows_the_stage() {
+        let shown = |rank| !matches!(StageProgress::for_rank("sft", 4, rank).inner, Inner::Hidden);
+        assert!(shown(None));
+        assert!(shown(Some(0)));
+        assert!(!shown(Some(1)));
+        assert!(!shown(Some(3)));
     }
 
     #[test]

@@ -313,7 +313,12 @@ impl<B: AutodiffBackend> SftTrainer<B> {
     /// The model's errors; I/O errors of the run folder.
     pub fn train(&mut self) -> Result<Vec<MetricRecord>> {
         let total = self.total_steps();
-        let progress = crate::progress::StageProgress::new("SFT", total as u64);
+        // One display per stage: a data-parallel run's other ranks take the same steps.
+        let progress = crate::progress::StageProgress::for_rank(
+            "SFT",
+            total as u64,
+            self.parallel.as_ref().map(|c| c.rank()),
+        );
         progress.inc(self.step as u64);
         let mut all = Vec::new();
         while self.step < total {

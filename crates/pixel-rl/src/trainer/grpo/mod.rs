@@ -292,7 +292,12 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
     /// # Errors
     /// The first error of an iteration (the last checkpoint stays valid).
     pub fn train(&mut self) -> Result<Vec<MetricRecord>> {
-        let progress = crate::progress::StageProgress::new("GRPO", self.config.iterations as u64);
+        // One display per stage: a data-parallel run's other ranks take the same steps.
+        let progress = crate::progress::StageProgress::for_rank(
+            "GRPO",
+            self.config.iterations as u64,
+            self.parallel.as_ref().map(|c| c.rank()),
+        );
         progress.inc(self.iteration as u64);
         let mut all = Vec::new();
         while self.iteration < self.config.iterations {
