@@ -122,9 +122,17 @@ pub struct Args {
     pub sft_jitter: f64,
     /// Reading examples added to the SFT traces: the warm-up's (a crop's observation turn, then
     /// `The digit is \boxed{d}.`) on fresh canvases, so that SFT keeps the reading the warm-up taught (the
-    /// warmed model read ~80 % of held-out crops teacher-forced, the SFT model ~47 % without them).
-    #[arg(long, default_value_t = 0)]
+    /// warmed model read ~80 % of held-out crops teacher-forced, the SFT model ~47 % without them). From one
+    /// warmed model (seed 0, 50 questions, one run each; docs/demo.md), SFT / GRPO accuracy: none 38 / 36 %,
+    /// 160 → 36 / 42 %, 320 → 42 / 48 %, 320 with 3 epochs → 48 / 36 %, 640 → 48 / 44 %, 1280 → 36 / 40 %.
+    #[arg(long, default_value_t = 320)]
     pub sft_reads: usize,
+    /// SFT batches of similar length (pixel-rl's `SftConfig::length_group_batches`: each epoch's order
+    /// sorted by length within windows of this many batches; 0: off). With `--sft-reads 320` and windows of
+    /// 4 batches SFT took 91 s instead of ~125 s, but the reading examples then came in batches of their
+    /// own and the SFT model answered 96 % of held-out questions without a call (one run, docs/demo.md).
+    #[arg(long, default_value_t = 0)]
+    pub sft_length_groups: usize,
     /// Freeze the vision tower in SFT (the official recipe does; the demo trains it by default).
     #[arg(long)]
     pub sft_freeze_vision: bool,
@@ -241,7 +249,9 @@ impl Plan {
                 check_steps: 400,
                 warmup_batch: 16,
                 sft_traces: 320,
-                sft_epochs: 4,
+                // 3 since `--sft-reads 320` (2026-11-27 17:30): the reading examples double the SFT steps,
+                // and 4 epochs of both took SFT from 62 s to ~125 s (the time target).
+                sft_epochs: 3,
                 // 8, not 12, since the calls pay (2026-11-27): rollouts with crops made a GRPO run 50-120 s
                 // and the whole demo 15.5 min with 12, 14.1-15.1 min with 10.
                 grpo_iterations: 8,

@@ -266,6 +266,7 @@ fn main() -> anyhow::Result<()> {
         .with_epochs(plan.sft_epochs)
         .with_batch_size(8)
         .with_micro_batch_size(4)
+        .with_length_group_batches(args.sft_length_groups)
         // Tried once with the tower frozen and lr 5e-4 (after a warm-up on whole traces): first crops
         // holding the tag 10 %, calls malformed 52 %; no better than this.
         .with_learning_rate(1e-3)

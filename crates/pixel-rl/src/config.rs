@@ -239,6 +239,11 @@ pub struct SftConfig {
     /// Examples per forward/backward; gradients accumulate over the micro-batches of a batch.
     #[config(default = 1)]
     pub micro_batch_size: usize,
+    /// Group examples by length (transformers' `group_by_length`): each epoch's shuffled order is sorted
+    /// by token count within windows of this many batches, so a batch holds examples of similar length
+    /// and pads less. 0 or 1: off (released: off).
+    #[config(default = 0)]
+    pub length_group_batches: usize,
     /// Peak learning rate (released: 1e-6).
     #[config(default = 1e-6)]
     pub learning_rate: f64,

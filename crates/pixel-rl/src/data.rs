@@ -131,6 +131,9 @@ pub struct EpochCursor {
     pub offset: usize,
     #[serde(skip)]
     order: Vec<usize>,
+    /// With [`EpochCursor::with_length_groups`]: each item's length and the window sorted by it.
+    #[serde(skip)]
+    groups: Option<(std::sync::Arc<[usize]>, usize)>,
 }
 
 impl EpochCursor {
@@ -148,7 +151,20 @@ impl EpochCursor {
             epoch: 0,
             offset: 0,
             order: Vec::new(),
+            groups: None,
         })
+    }
+
+    /// The same cursor drawing each epoch's permutation with every run of `window` consecutive items
+    /// sorted by `lengths` (longest first), as transformers' `group_by_length` does with its "mega-batches":
+    /// the batches cut from a window then hold items of similar length, so a batch padded to its longest
+    /// row wastes less. The epoch still visits every item once, in an order that depends on the seed, the
+    /// epoch and the lengths only (a resumed run draws the same). `window` ≤ 1 or lengths that do not
+    /// match the data leave the order as it is.
+    pub fn with_length_groups(mut self, lengths: &[usize], window: usize) -> Self {
+        self.groups = (window > 1 && lengths.len() == self.len).then(|| (lengths.into(), window));
+        self.order.clear();
+        self
     }
 
     /// The permutation of `epoch`.
@@ -168,6 +184,12 @@ impl EpochCursor {
         }
         if self.order.len() != self.len {
             self.order = Self::permutation(self.len, self.seed, self.epoch);
+            if let Some((lengths, window)) = &self.groups {
+                for run in self.order.chunks_mut(*window) {
+                    // Stable: equal lengths keep the permutation's order.
+                    run.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+                }
+            }
         }
         let index = self.order[self.offset];
         self.offset += 1;
@@ -177,5 +199,70 @@ impl EpochCursor {
     /// Whether the current epoch has been fully drawn.
     pub fn epoch_done(&self) -> bool {
         self.offset >= self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EpochCursor;
+
+    fn epochs(mut c: EpochCursor, n: usize) -> Vec<Vec<usize>> {
+        (0..n)
+            .map(|_| (0..c.len).map(|_| c.next_index()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn length_groups_sort_each_window_and_still_visit_every_item_once() {
+        let lengths: Vec<usize> = (0..23).map(|i| (i * 7919) % 41).collect();
+        let plain = EpochCursor::new(23, 5).expect("cursor");
+        let grouped = plain.clone().with_length_groups(&lengths, 8);
+        for (e, (p, g)) in epochs(plain, 3).iter().zip(epochs(grouped, 3)).enumerate() {
+            let mut seen = g.clone();
+            seen.sort_unstable();
+            assert_eq!(
+                seen,
+                (0..23).collect::<Vec<_>>(),
+                "epoch {e}: each item once"
+            );
+            // The same items in each window as the plain permutation, sorted longest first.
+            for (pw, gw) in p.chunks(8).zip(g.chunks(8)) {
+                let mut want = pw.to_vec();
+                want.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+                assert_eq!(gw, want.as_slice(), "epoch {e}");
+            }
+            assert_ne!(p, &g, "epoch {e}: grouping changed the order");
+        }
+    }
+
+    #[test]
+    fn a_resumed_grouped_cursor_draws_what_the_uninterrupted_one_draws() {
+        let lengths: Vec<usize> = (0..10).map(|i| 10 - i).collect();
+        let mut a = EpochCursor::new(10, 1)
+            .expect("cursor")
+            .with_length_groups(&lengths, 4);
+        for _ in 0..13 {
+            a.next_index();
+        }
+        // Written to a checkpoint (the lengths are not), read back, given the lengths again.
+        let saved = serde_json::to_string(&a).expect("save");
+        let mut b = serde_json::from_str::<EpochCursor>(&saved)
+            .expect("load")
+            .with_length_groups(&lengths, 4);
+        let rest_a: Vec<usize> = (0..9).map(|_| a.next_index()).collect();
+        let rest_b: Vec<usize> = (0..9).map(|_| b.next_index()).collect();
+        assert_eq!(rest_a, rest_b);
+    }
+
+    #[test]
+    fn length_groups_of_one_item_or_mismatched_lengths_leave_the_order() {
+        let plain = EpochCursor::new(12, 3).expect("cursor");
+        let want = epochs(plain.clone(), 2);
+        let lengths: Vec<usize> = (0..12).collect();
+        assert_eq!(
+            epochs(plain.clone().with_length_groups(&lengths, 1), 2),
+            want
+        );
+        assert_eq!(epochs(plain.with_length_groups(&lengths[..5], 4), 2), want);
     }
 }

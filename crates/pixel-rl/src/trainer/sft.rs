@@ -147,7 +147,11 @@ impl<B: AutodiffBackend> SftTrainer<B> {
     /// adapters already.
     pub fn new(model: Qwen25Vl<B>, examples: Vec<SftExample>, config: SftConfig) -> Result<Self> {
         config.validate()?;
-        let cursor = EpochCursor::new(examples.len(), config.seed)?;
+        let cursor = Self::grouped(
+            EpochCursor::new(examples.len(), config.seed)?,
+            &examples,
+            &config,
+        );
         let model = if config.freeze_vision {
             model.with_frozen_vision()
         } else {
@@ -286,10 +290,21 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             )?;
             self.model = model;
             self.step = resumed.state.step;
-            self.cursor = resumed.state.cursor;
+            self.cursor = Self::grouped(resumed.state.cursor, &self.examples, &self.config);
         }
         self.run = run;
         Ok(self)
+    }
+
+    /// `cursor` drawing by length groups when `config.length_group_batches` asks for them.
+    fn grouped(cursor: EpochCursor, examples: &[SftExample], config: &SftConfig) -> EpochCursor {
+        let lengths: Vec<usize> = examples.iter().map(SftExample::len).collect();
+        cursor.with_length_groups(
+            &lengths,
+            config
+                .length_group_batches
+                .saturating_mul(config.batch_size),
+        )
     }
 
     /// Writes the trained model as a Hugging Face folder in `dtype` at `dir`, LoRA adapters merged into the
