@@ -112,6 +112,9 @@ pub struct Args {
     /// with 5e-5 it rose (22 → 30 %, one run; docs/demo.md).
     #[arg(long, default_value_t = 5e-5)]
     pub grpo_lr: f64,
+    /// GRPO iterations of each run (default: the plan's, 8).
+    #[arg(long)]
+    pub grpo_iterations: Option<usize>,
     /// SFT traces (default: the plan's).
     #[arg(long)]
     pub sft_traces: Option<usize>,

@@ -140,6 +140,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(steps) = args.grounding_steps {
         plan.grounding_steps = steps;
     }
+    if let Some(n) = args.grpo_iterations {
+        plan.grpo_iterations = n;
+    }
     if let Some(n) = args.sft_traces {
         plan.sft_traces = n;
     }
@@ -236,8 +239,12 @@ fn main() -> anyhow::Result<()> {
         build_examples_with_system(&processor, &traces, MaskRule::Paper, Some(SYSTEM), &load);
     if args.sft_reads > 0 {
         // The warm-up's reading examples on canvases of their own seed (`--sft-reads`).
-        let reading = stage_warmup::reading(&args, &plan, &base)?
-            .context("--sft-reads needs the warm-up's reading objective (no --no-reading)")?;
+        let reading = warmup::Reading {
+            processor: Processor::from_pretrained(&base)?,
+            per_batch: args.sft_reads,
+            steps: 0,
+            in_context: false,
+        };
         let reads = warmup::make_batch(
             &needle,
             args.boxes(),
