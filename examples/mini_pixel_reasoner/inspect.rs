@@ -93,7 +93,10 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             examples.len()
         );
     }
-    let tasks: Vec<evaluate::EvalTask> = (0..args.eval_samples.unwrap_or(50) as u64)
+    let tasks: Vec<evaluate::EvalTask> = (0..args
+        .eval_samples
+        .unwrap_or(crate::cli::Plan::new(args.quick).eval_samples)
+        as u64)
         .map(|i| {
             let (task, reference) = task_of(&digit_sample(needle, seed + 999, i)?)?;
             Ok(evaluate::EvalTask { task, reference })

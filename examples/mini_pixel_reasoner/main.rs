@@ -423,6 +423,8 @@ fn main() -> anyhow::Result<()> {
             v["sft_examples_failed"] = failed_examples.into();
             v["boxes"] = serde_json::to_value(args.boxes())?;
             v["direct_per_8_traces"] = args.direct.into();
+            v["sft_reading_examples"] = args.sft_reads.into();
+            v["threads"] = args.threads.into();
             v["warmup_lr"] = args.warmup_lr.into();
             v["system_prompt"] = SYSTEM.into();
             v["sft"] = serde_json::to_value(&sft_config)?;
