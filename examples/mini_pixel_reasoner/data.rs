@@ -292,6 +292,48 @@ pub fn build_traces(
     Ok(out)
 }
 
+impl Traces {
+    /// The zoom-in traces (no text-only question, no direct answer), at most `limit`, tokenized with the
+    /// demo's system line, the SFT loss on the answer after the last crop only: reading in the trace's
+    /// context (`--sft-trace-reads`, and `--inspect`'s teacher-forced sweep).
+    pub fn answer_examples(
+        &self,
+        processor: &pixel_vlm::processor::Processor,
+        limit: usize,
+    ) -> anyhow::Result<Vec<pixel_rl::sft::SftExample>> {
+        let zooms: Vec<Trace> = self
+            .traces
+            .iter()
+            .filter(|t| t.variant != "text_only" && t.variant != "direct")
+            .take(limit)
+            .cloned()
+            .collect();
+        let load = |name: &str| {
+            self.images
+                .get(name)
+                .cloned()
+                .ok_or(format!("no image {name}"))
+        };
+        let (mut examples, failed) = pixel_rl::trainer::sft::build_examples_with_system(
+            processor,
+            &zooms,
+            pixel_rl::sft::MaskRule::Paper,
+            Some(SYSTEM),
+            &load,
+        );
+        anyhow::ensure!(
+            failed.is_empty(),
+            "{} zoom-in traces could not be built; first: {:?}",
+            failed.len(),
+            failed.first()
+        );
+        examples
+            .iter_mut()
+            .for_each(crate::samples::train_last_turn_only);
+        Ok(examples)
+    }
+}
+
 /// Keeps the question and replaces everything after it by one answer turn without an operation.
 fn answer_directly(trace: &mut Trace, answer: &str) {
     trace.messages.truncate(1);

@@ -1,22 +1,21 @@
 //! `--inspect`: what a stage's model can do, without training it further.
 
-use pixel_rl::sft::MaskRule;
-use pixel_rl::trainer::sft::build_examples_with_system;
 use pixel_traces::datasets::NeedleConfig;
 use pixel_vlm::Qwen25Vl;
 use pixel_vlm::backend::CpuBackend;
 use pixel_vlm::processor::Processor;
 
 use crate::cli::Args;
-use crate::data::{self, SYSTEM, digit_sample, task_of};
+use crate::data::{self, digit_sample, task_of};
 use crate::{evaluate, rollout_config, warmup};
 
 /// The model in `dir` (one a stage wrote): its teacher-forced reading of 64 held-out crops (alone, exact
 /// and jittered as in the warm-up; in the trace, the box moved out by up to 0.02, 0.05, 0.1 and 0.15 per
-/// side; one call only, skipped with `--coarse-grid`) and of the last turn of 24 synthesized traces, two
-/// greedy held-out rollouts printed turn by turn, then where the crops it reads go (the last of each
-/// rollout, on the canvas; their error per coordinate against the tag's box) and its scores on
-/// `--eval-samples` (50) held-out questions.
+/// side; one call only, skipped with `--coarse-grid`), its teacher-forced answers after the last crop of
+/// synthesized zoom-in traces whose boxes are moved out by up to 0-0.05 per side, two greedy held-out
+/// rollouts printed turn by turn, then where the crops it reads go (the last of each rollout, on the
+/// canvas; their error per coordinate against the tag's box; its accuracy by how much of the tag the box
+/// holds and how large it is) and its scores on `--eval-samples` held-out questions.
 pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> anyhow::Result<()> {
     let seed = args.seed;
     let device = Default::default();
@@ -63,32 +62,13 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             b.reads.len()
         );
     }
-    {
-        let built = data::build_traces(
-            needle,
-            24,
-            seed + 5,
-            args.boxes(),
-            args.direct,
-            args.sft_jitter,
-        )?;
-        let load = |name: &str| {
-            built
-                .images
-                .get(name)
-                .cloned()
-                .ok_or(format!("no image {name}"))
-        };
-        let (mut examples, _) = build_examples_with_system(
-            &processor,
-            &built.traces,
-            MaskRule::Paper,
-            Some(SYSTEM),
-            &load,
-        );
-        examples.iter_mut().for_each(warmup::train_last_turn_only);
+    // Reading in the trace's context, by how far the boxes the traces write are moved out from the tag's
+    // (the SFT traces' margin is `--sft-jitter`): the answer after the last crop, teacher-forced.
+    for jitter in [0.0, 0.01, 0.02, 0.03, 0.05] {
+        let examples = data::build_traces(needle, 64, seed + 5, args.boxes(), args.direct, jitter)?
+            .answer_examples(&processor, usize::MAX)?;
         println!(
-            "the last turn of 24 synthesized traces (teacher-forced, every token right): {:.1} % of {}",
+            "the answer after the last crop of synthesized zoom-in traces (teacher-forced, boxes moved out by up to {jitter} per side): {:.1} % of {}",
             100.0 * warmup::answers_right(&model, &examples)?,
             examples.len()
         );
@@ -150,6 +130,39 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
         } else {
             far += 1;
         }
+    }
+    // Accuracy by the read crop's geometry: how much of the tag the box written holds (a shifted box cuts
+    // the digit) and how large it is against the tag (a loose box shows the digit smaller).
+    let reward = pixel_rl::reward::CuriosityReward::default();
+    let mut buckets = std::collections::BTreeMap::<(&str, &str), (usize, usize)>::new();
+    for (t, traj) in tasks.iter().zip(&trajectories) {
+        let Some(read) = evaluate::read_crop(traj, rollout_config().episode.tools) else {
+            continue;
+        };
+        let r = t.reference;
+        let inter = (read.x2.min(r.x2) - read.x1.max(r.x1)).max(0.0)
+            * (read.y2.min(r.y2) - read.y1.max(r.y1)).max(0.0);
+        let tag = ((r.x2 - r.x1) * (r.y2 - r.y1)).max(f64::EPSILON);
+        let area = (read.x2 - read.x1).max(0.0) * (read.y2 - read.y1).max(0.0);
+        let coverage = match inter / tag {
+            c if c >= 0.95 => "holds >= 95 % of the tag",
+            c if c >= 0.8 => "holds 80-95 %",
+            _ => "holds < 80 %",
+        };
+        let scale = match area / tag {
+            a if a < 1.5 => "area < 1.5x the tag's",
+            a if a < 2.5 => "1.5-2.5x",
+            _ => ">= 2.5x",
+        };
+        let e = buckets.entry((coverage, scale)).or_default();
+        e.0 += 1;
+        e.1 += usize::from(reward.outcome(&t.task, traj).correct);
+    }
+    for ((coverage, scale), (n, right)) in &buckets {
+        println!(
+            "crops read that {coverage}, {scale}: {n}, answered right {:.0} %",
+            100.0 * *right as f64 / *n as f64
+        );
     }
     let cropped = (hit + near + far).max(1) as f64;
     println!(

@@ -261,6 +261,20 @@ fn main() -> anyhow::Result<()> {
         .reads;
         examples.extend(reads);
     }
+    if args.sft_trace_reads > 0 {
+        // Reading in the trace's context (`--sft-trace-reads`): whole zoom-in traces of their own seed,
+        // the loss on the last turn (the answer after the last crop) only; text-only questions left out.
+        let built = data::build_traces(
+            &needle,
+            args.sft_trace_reads * 8 / 7 + 1,
+            args.seed + 23,
+            args.boxes(),
+            0,
+            args.sft_jitter,
+        )?;
+        let reads = built.answer_examples(&processor, args.sft_trace_reads)?;
+        examples.extend(reads);
+    }
     let failed_examples = failed.len();
     if !failed.is_empty() {
         eprintln!(
@@ -424,6 +438,10 @@ fn main() -> anyhow::Result<()> {
             v["boxes"] = serde_json::to_value(args.boxes())?;
             v["direct_per_8_traces"] = args.direct.into();
             v["sft_reading_examples"] = args.sft_reads.into();
+            v["sft_trace_reading_examples"] = args.sft_trace_reads.into();
+            v["grounding_whole_traces"] = args.grounding_whole.into();
+            v["crop_jitter"] = args.crop_jitter.into();
+            v["sft_jitter"] = args.sft_jitter.into();
             v["threads"] = args.threads.into();
             v["warmup_lr"] = args.warmup_lr.into();
             v["system_prompt"] = SYSTEM.into();

@@ -34,7 +34,7 @@ use pixel_vlm::{Qwen25Vl, VisualInput};
 mod step;
 
 use crate::samples::prefetch;
-pub use crate::samples::{Grounding, Reading, make_batch, train_last_turn_only};
+pub use crate::samples::{Grounding, Reading, make_batch};
 pub use step::halves_gradient_gap;
 use step::step_gradients;
 
