@@ -229,16 +229,19 @@ fn read_probe<B: Backend>(
 }
 
 /// One forward of the whole model over the grounding examples (the global view's 16 tokens first), the
-/// locate probe at each position that writes a box token against its label in `box_labels`.
+/// locate probe at each position that writes a box token against its label (`Batch::trace_box_cells`).
 fn grounding_forward<B: Backend>(
     vlm: &Qwen25Vl<B>,
     heads: &Heads<B>,
-    examples: &[SftExample],
-    boxes: &[Vec<usize>],
-    box_labels: &[Vec<i64>],
-    box_values: &[[i64; 4]],
+    batch: &crate::samples::Batch,
     normalizer: usize,
 ) -> anyhow::Result<GroundingOut<B>> {
+    let (examples, boxes, box_labels, box_values) = (
+        &batch.traces,
+        &batch.trace_boxes,
+        &batch.trace_box_cells,
+        &batch.trace_box_values,
+    );
     let b = examples.len();
     // The rows of `hidden` are the examples right-padded to the longest (`sft_loss_and_hidden`).
     let s = examples.iter().map(|e| e.len()).max().unwrap_or(0);
@@ -446,10 +449,7 @@ pub fn evaluate<B: AutodiffBackend>(
             let out = grounding_forward(
                 &valid.vlm,
                 &valid.heads,
-                &b.traces,
-                &b.trace_boxes,
-                &b.trace_box_cells,
-                &b.trace_box_values,
+                &b,
                 b.traces.iter().map(|e| e.trained_tokens()).sum(),
             )?;
             report.probe_accuracy = Some(hits(&argmax(out.probe.clone()), &b.trace_cells));

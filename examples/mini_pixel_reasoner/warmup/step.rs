@@ -143,15 +143,7 @@ fn part_loss<B: AutodiffBackend>(
         }
     }
     if !b.traces.is_empty() {
-        let out = grounding_forward(
-            &warm.vlm,
-            &warm.heads,
-            &b.traces,
-            &b.trace_boxes,
-            &b.trace_box_cells,
-            &b.trace_box_values,
-            totals.trace_tokens,
-        )?;
+        let out = grounding_forward(&warm.vlm, &warm.heads, b, totals.trace_tokens)?;
         let w = share(b.traces.len(), totals.traces);
         let mut probe_loss = (ce.forward(out.probe, int(b.trace_cells.clone()))
             + ce.forward(out.cells, int(out.cell_labels)))
