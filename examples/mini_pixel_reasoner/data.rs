@@ -25,6 +25,7 @@ pub fn needle_defaults() -> NeedleConfig {
         decoys: 0,
         tag_noise: 30,
         num_options: 8,
+        stroke_min: pixel_traces::datasets::font::STROKE_MIN,
     }
 }
 

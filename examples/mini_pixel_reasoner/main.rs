@@ -68,6 +68,7 @@ fn needle(args: &Args) -> anyhow::Result<NeedleConfig> {
         glyph_min: lo,
         glyph_max: hi,
         tag_noise: args.tag_noise,
+        stroke_min: args.stroke_min,
         decoys: args.decoys,
         ..needle_defaults()
     })
@@ -139,6 +140,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(steps) = args.grounding_steps {
         plan.grounding_steps = steps;
+    }
+    if let Some(steps) = args.reading_steps {
+        plan.reading_steps = steps;
     }
     if let Some(n) = args.grpo_iterations {
         plan.grpo_iterations = n;

@@ -15,6 +15,10 @@ use crate::cli::{Args, Plan};
 use crate::report::trained_pct;
 use crate::{AB, evaluate, rollout_config, warmup};
 
+/// Held-out samples of the warm-up's measurements (reading, locating, the data check): 128 since
+/// 2026-11-28 (64 before: ±6 points).
+const HELD_OUT_SAMPLES: usize = 128;
+
 /// The warm-up's report in the warmed folder (read back by `--from-warmed`).
 pub const WARMUP_REPORT: &str = "warmup_report.json";
 
@@ -121,7 +125,7 @@ pub fn warm_up(
         processor,
         needle,
         grid,
-        64,
+        HELD_OUT_SAMPLES,
         args.boxes(),
         args.seed + 1001,
         false,
@@ -192,7 +196,7 @@ pub fn warm_up(
         processor,
         needle,
         grid,
-        64,
+        HELD_OUT_SAMPLES,
         args.boxes(),
         args.seed + 1001,
         true,

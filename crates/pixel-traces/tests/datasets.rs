@@ -293,8 +293,66 @@ fn frames_hold_the_sign_in_exactly_one_frame_inside_the_window() {
     }
 }
 
+/// Dark pixels inside a tag's plate (its 2 px border left out): the digit's ink (20-90 plus noise of 30,
+/// against a plate of at least 205 minus 30).
+fn ink_pixels(image: &image::RgbImage, (x0, y0, x1, y1): (u32, u32, u32, u32)) -> usize {
+    (y0 + 2..y1.saturating_sub(2))
+        .flat_map(|y| (x0 + 2..x1.saturating_sub(2)).map(move |x| (x, y)))
+        .filter(|&(x, y)| {
+            image
+                .get_pixel(x, y)
+                .0
+                .iter()
+                .map(|&c| u32::from(c))
+                .sum::<u32>()
+                < 3 * 150
+        })
+        .count()
+}
+
+#[test]
+fn a_larger_stroke_min_draws_bolder_digits_from_the_same_draws() {
+    let thin = NeedleConfig::default();
+    let bold = NeedleConfig {
+        stroke_min: 1.0,
+        ..NeedleConfig::default()
+    };
+    let (mut thin_ink, mut bold_ink) = (0, 0);
+    for i in 0..12 {
+        let (a, b) = (thin.generate(5, i).unwrap(), bold.generate(5, i).unwrap());
+        // The same random draws: the same digit on the same tag, only its stroke differs.
+        assert_eq!((a.digit, a.tag), (b.digit, b.tag));
+        let image = |n: &pixel_traces::datasets::NeedleSample| match &n.sample.visual {
+            Visual::Image { image, .. } => image.clone(),
+            _ => panic!("a needle sample is an image"),
+        };
+        let (t, b_) = (ink_pixels(&image(&a), a.tag), ink_pixels(&image(&b), b.tag));
+        assert!(
+            b_ >= t,
+            "sample {i}: stroke 1.0 drew {b_} ink pixels, the default {t}"
+        );
+        thin_ink += t;
+        bold_ink += b_;
+    }
+    assert!(
+        bold_ink as f64 > 1.2 * thin_ink as f64,
+        "stroke 1.0 drew {bold_ink} ink pixels in all, the default {thin_ink}"
+    );
+}
+
 #[test]
 fn invalid_configs_are_refused() {
+    for stroke_min in [0.05, 1.5, f32::NAN] {
+        assert!(
+            NeedleConfig {
+                stroke_min,
+                ..NeedleConfig::default()
+            }
+            .generate(0, 0)
+            .is_err(),
+            "stroke_min {stroke_min} was accepted"
+        );
+    }
     assert!(
         NeedleConfig {
             glyph_min: 30,

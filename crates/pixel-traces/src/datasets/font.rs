@@ -68,12 +68,26 @@ pub struct GlyphStyle {
     pub jitter: i64,
 }
 
+/// The thinnest stroke [`GlyphStyle::random`] draws (a share of the cell).
+pub const STROKE_MIN: f32 = 0.55;
+
 impl GlyphStyle {
     /// A random style: either font, stroke 0.55-1.0, slant up to ±0.12 cells per row, jitter 0-1 px.
     pub fn random(rng: &mut dyn RngCore) -> Self {
+        Self::random_with_stroke(rng, STROKE_MIN)
+    }
+
+    /// A random style whose stroke is `stroke_min..=1.0` (clamped to `0.1..=1.0`), otherwise as
+    /// [`GlyphStyle::random`] (the same draws from `rng`).
+    pub fn random_with_stroke(rng: &mut dyn RngCore, stroke_min: f32) -> Self {
+        let stroke_min = if stroke_min.is_finite() {
+            stroke_min.clamp(0.1, 1.0)
+        } else {
+            STROKE_MIN
+        };
         Self {
             font: rng.random_range(0..NUM_FONTS),
-            stroke: rng.random_range(0.55..=1.0),
+            stroke: rng.random_range(stroke_min..=1.0),
             slant: rng.random_range(-0.12..=0.12),
             jitter: rng.random_range(0..=1),
         }

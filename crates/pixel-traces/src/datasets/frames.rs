@@ -129,7 +129,16 @@ impl FramesConfig {
                     ball,
                 );
                 if f == sign_frame {
-                    draw_tag(&mut frame, sign, self.glyph_height, digit, border, 30, rng);
+                    draw_tag(
+                        &mut frame,
+                        sign,
+                        self.glyph_height,
+                        digit,
+                        border,
+                        30,
+                        super::font::STROKE_MIN,
+                        rng,
+                    );
                 }
                 frame
             })

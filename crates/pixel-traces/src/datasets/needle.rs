@@ -36,6 +36,14 @@ pub struct NeedleConfig {
     pub tag_noise: u8,
     /// Multiple-choice options (2-8). Default 4.
     pub num_options: usize,
+    /// The thinnest stroke of a digit, as a share of its font cell (`..=1.0`): strokes are drawn from
+    /// `stroke_min..=1.0`. Default 0.55 ([`font::STROKE_MIN`]: thin strokes draw a digit as separate dots).
+    #[serde(default = "default_stroke_min")]
+    pub stroke_min: f32,
+}
+
+fn default_stroke_min() -> f32 {
+    font::STROKE_MIN
 }
 
 impl Default for NeedleConfig {
@@ -49,6 +57,7 @@ impl Default for NeedleConfig {
             decoys: 3,
             tag_noise: 60,
             num_options: 4,
+            stroke_min: font::STROKE_MIN,
         }
     }
 }
@@ -83,6 +92,12 @@ impl NeedleConfig {
             return Err(Error::Config(format!(
                 "needle canvas {}x{} is too small for {}px glyphs",
                 self.width, self.height, self.glyph_max
+            )));
+        }
+        if !(0.1..=1.0).contains(&self.stroke_min) {
+            return Err(Error::Config(format!(
+                "needle stroke_min {} not in 0.1..=1.0",
+                self.stroke_min
             )));
         }
         if !(2..=OPTION_LETTERS.len()).contains(&self.num_options) {
@@ -139,6 +154,7 @@ impl NeedleConfig {
                 digit,
                 colour.rgb,
                 self.tag_noise,
+                self.stroke_min,
                 rng,
             );
             if k == 0 {
@@ -189,7 +205,9 @@ pub fn tag_size(glyph_height: u32) -> (u32, u32) {
     )
 }
 
-/// Draws a tag: light noisy plate, coloured border, dark digit.
+/// Draws a tag: light noisy plate, coloured border, dark digit (its stroke at least `stroke_min` of a
+/// font cell).
+#[allow(clippy::too_many_arguments)]
 pub fn draw_tag(
     img: &mut RgbImage,
     rect: Rect,
@@ -197,6 +215,7 @@ pub fn draw_tag(
     digit: u8,
     border: [u8; 3],
     noise: u8,
+    stroke_min: f32,
     rng: &mut dyn RngCore,
 ) {
     let plate = rng.random_range(205..=245u8);
@@ -204,7 +223,7 @@ pub fn draw_tag(
     draw::rect_border(img, rect, 2, border);
     let ink = rng.random_range(20..=90u8);
     let margin = i64::from(glyph_height / 4 + 2) + 2;
-    let style = GlyphStyle::random(rng);
+    let style = GlyphStyle::random_with_stroke(rng, stroke_min);
     font::draw_digit(
         img,
         digit,
