@@ -139,7 +139,9 @@ pub struct Args {
     /// follows): the synthesizer's exact boxes alone taught reading of one crop geometry, as in the
     /// warm-up (docs/demo.md), and the boxes to write hold the tag with a margin. From the warmed model of
     /// `--crop-jitter 0.15` (seed 0, 200 questions), SFT / GRPO accuracy and GRPO's crop hit: 0.03 → 43.5 /
-    /// 55 %, 96 %; 0.02 → 45.5 / 47 %, 92 %; 0.01 → 53 / 51 %, 85 %.
+    /// 55 %, 96 %; 0.02 → 45.5 / 47 %, 92 %; 0.01 → 53 / 51 %, 85 %. With strokes from 0.8 and the warm-up
+    /// at 3e-3 (GRPO at 5e-5): 0.03 → 67.5 / 71 %, 97 %; 0.02 → 68 / 67.5 %, 92 %; 0.01 → 72 / 69.5 %,
+    /// 90.5 %; 0.04 → 65 / 71 %, 89 %.
     #[arg(long, default_value_t = 0.03)]
     pub sft_jitter: f64,
     /// Reading examples added to the SFT traces: the warm-up's (a crop's observation turn, then

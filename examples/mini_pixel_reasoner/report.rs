@@ -276,13 +276,18 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}; its box probe, each coordinate's exact value at the tokens writing the box: {}); the warmed model's greedy crops on 64 held-out questions hold the tag's centre {}.\n",
+        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}; its box probe, each coordinate's exact value at the tokens writing the box: {}); the warmed model's greedy crops on {} hold the tag's centre {}.\n",
         pct(i.warmup.read_accuracy),
         pct(i.warmup.locate_accuracy),
         trained_pct(i.warmup.read_lm_accuracy),
         trained_pct(i.warmup.probe_accuracy),
         trained_pct(i.warmup.cell_probe_accuracy),
         trained_pct(i.warmup.box_value_probe_accuracy),
+        i.warmup
+            .grounding_questions
+            .map_or("held-out questions".to_string(), |n| format!(
+                "{n} held-out questions"
+            )),
         trained_pct(i.warmup.grounding_crop_hit)
     )?;
 

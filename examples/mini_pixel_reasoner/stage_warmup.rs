@@ -110,15 +110,17 @@ pub fn warm_up(
     };
     if !args.no_grounding {
         // The first 64 held-out questions (±6 points; the 200 took ~19 s of a 15-minute budget).
+        let questions = &held_out[..held_out.len().min(64)];
         let (s, _) = evaluate::evaluate(
             "warmed",
             &warm.vlm.valid(),
             processor,
-            &held_out[..held_out.len().min(64)],
+            questions,
             &rollout_config(),
             true,
         )?;
         warm_report.grounding_crop_hit = Some(s.crop_hit);
+        warm_report.grounding_questions = Some(questions.len());
     }
     warmup::evaluate(
         &warm,

@@ -100,6 +100,10 @@ pub struct WarmupReport {
     pub final_grounding_loss: f64,
     /// Held-out: of the warmed model's greedy first calls, the share whose crop holds the tag's centre.
     pub grounding_crop_hit: Option<f64>,
+    /// How many held-out questions [`WarmupReport::grounding_crop_hit`] was measured on (absent in the
+    /// reports of runs before 2026-11-28).
+    #[serde(default)]
+    pub grounding_questions: Option<usize>,
     /// Last step's loss of the text-model locate probe.
     pub final_probe_loss: f64,
     /// Held-out accuracy of the text-model locate probe (the tag's cell from the last prompt token).

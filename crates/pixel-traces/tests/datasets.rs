@@ -326,13 +326,13 @@ fn a_larger_stroke_min_draws_bolder_digits_from_the_same_draws() {
             Visual::Image { image, .. } => image.clone(),
             _ => panic!("a needle sample is an image"),
         };
-        let (t, b_) = (ink_pixels(&image(&a), a.tag), ink_pixels(&image(&b), b.tag));
+        let (thin_n, bold_n) = (ink_pixels(&image(&a), a.tag), ink_pixels(&image(&b), b.tag));
         assert!(
-            b_ >= t,
-            "sample {i}: stroke 1.0 drew {b_} ink pixels, the default {t}"
+            bold_n >= thin_n,
+            "sample {i}: stroke 1.0 drew {bold_n} ink pixels, the default {thin_n}"
         );
-        thin_ink += t;
-        bold_ink += b_;
+        thin_ink += thin_n;
+        bold_ink += bold_n;
     }
     assert!(
         bold_ink as f64 > 1.2 * thin_ink as f64,

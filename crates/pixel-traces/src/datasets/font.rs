@@ -77,8 +77,8 @@ impl GlyphStyle {
         Self::random_with_stroke(rng, STROKE_MIN)
     }
 
-    /// A random style whose stroke is `stroke_min..=1.0` (clamped to `0.1..=1.0`), otherwise as
-    /// [`GlyphStyle::random`] (the same draws from `rng`).
+    /// A random style whose stroke is `stroke_min..=1.0` (`stroke_min` clamped to `0.1..=1.0`; a
+    /// non-finite one is [`STROKE_MIN`]), otherwise as [`GlyphStyle::random`] (the same draws from `rng`).
     pub fn random_with_stroke(rng: &mut dyn RngCore, stroke_min: f32) -> Self {
         let stroke_min = if stroke_min.is_finite() {
             stroke_min.clamp(0.1, 1.0)
