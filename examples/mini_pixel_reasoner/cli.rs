@@ -59,6 +59,10 @@ pub struct Args {
     /// box (the default until 2026-11-27 13:00). `--box-grid`, `--box-values` and `--read-in-context` need 0.
     #[arg(long, default_value_t = 4)]
     pub coarse_grid: u32,
+    /// With `--coarse-grid`: the second box is the cell of a 4 x 4 grid of the first crop holding the
+    /// tag's centre (the class the text model's box probe learns), not the tag's own box (0).
+    #[arg(long, default_value_t = 0)]
+    pub fine_grid: u32,
     /// Learning rate of the vision warm-up (cosine-decayed to a tenth). 3e-3 since 2026-11-28 (2e-3
     /// before): warm-ups without grounding (seed 0, strokes from 0.8, 128 held-out crops), the tower / the
     /// whole model reading: 2e-3 → 88 / 84 %, 3e-3 → 92 / 93 %, 5e-3 → 91 / 87 %.
@@ -100,6 +104,11 @@ pub struct Args {
     /// GRPO's held-out accuracy went from 40 % (0.05) to 52.5 % (0.1) and 55 % (0.15).
     #[arg(long, default_value_t = 0.15)]
     pub crop_jitter: f64,
+    /// Largest share of the tag's width (height) by which each side of a warm-up crop's box moves *in*
+    /// (0 to 0.45), besides `--crop-jitter` out: the crops then sometimes cut off the tag's edge, as a
+    /// quarter of a trained model's crops do (docs/demo.md, "Crops that cut the tag").
+    #[arg(long, default_value_t = 0.0)]
+    pub crop_cut: f64,
     /// Warm up with a box probe: the box's exact coordinates (each one of 101 values) from the text
     /// model's hidden states at the tokens that write it, beside the cell probe there. One run, seed 2
     /// (docs/demo.md): the probe found 6.8 % of held-out values, the warmed model's first crops held the
@@ -201,11 +210,25 @@ impl Args {
             decimals: self.box_decimals,
             grid: self.box_grid,
             coarse_grid: self.coarse_grid,
+            fine_grid: self.fine_grid,
+        }
+    }
+
+    /// The warm-up's crop jitter (`--crop-jitter`, `--crop-cut`).
+    pub fn jitter(&self) -> crate::warmup::Jitter {
+        crate::warmup::Jitter {
+            out: self.crop_jitter,
+            cut: self.crop_cut,
         }
     }
 
     /// Refuses combinations of options that do not compose.
     pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (0.0..=0.45).contains(&self.crop_cut),
+            "--crop-cut {}: 0 to 0.45 of the tag's size (more could turn a crop's box inside out)",
+            self.crop_cut
+        );
         anyhow::ensure!(
             (1..=2).contains(&self.threads),
             "--threads {}: 1 or 2",
@@ -215,6 +238,11 @@ impl Args {
             anyhow::ensure!(
                 self.box_grid == 0 && !self.box_values && !self.read_in_context,
                 "--box-grid, --box-values and --read-in-context need --coarse-grid 0 (one call)"
+            );
+            anyhow::ensure!(
+                matches!(self.fine_grid, 0 | 4),
+                "--fine-grid {}: 0 or 4 (the box probe's cells of the first crop)",
+                self.fine_grid
             );
             // The warm-up's locate probe has a class per merged token of the global view (4 x 4): the
             // first box must name one of them.

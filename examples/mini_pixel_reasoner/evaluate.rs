@@ -37,6 +37,12 @@ pub struct EvalTask {
 /// back through the regions its parents were cut from (each box padded by the official 0.1 per side and
 /// clamped). `None` without a successful crop, or when a box is written in pixels (a value ≥ 1).
 pub fn read_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<NormBox> {
+    crop_boxes(t, tools)?.pop()
+}
+
+/// The box of every crop call the tool carried out, in order, mapped onto the canvas as in [`read_crop`];
+/// `None` when a box is written in pixels or names an image this count does not know (the chain is lost).
+pub fn crop_boxes(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<Vec<NormBox>> {
     let whole = NormBox {
         x1: 0.0,
         y1: 0.0,
@@ -45,7 +51,7 @@ pub fn read_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<NormBox> {
     };
     // The canvas region of every image in the context, the question's first.
     let mut regions = vec![whole];
-    let mut last = None;
+    let mut boxes = Vec::new();
     for (i, turn) in t.turns.iter().enumerate() {
         let done = t.operations.iter().any(|op| op.turn == i && !op.failed);
         let ModelTurn::ToolCall(Ok(ToolCall::Crop { bbox, target_image })) =
@@ -60,7 +66,6 @@ pub fn read_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<NormBox> {
             .ok()
             .and_then(|k| regions.get(k).copied());
         let (Some(parent), true) = (parent, bbox.iter().all(|&v| (0.0..1.0).contains(&v))) else {
-            // A box in pixels or an image this count does not know: the chain is lost.
             return None;
         };
         let b = NormBox {
@@ -70,9 +75,9 @@ pub fn read_crop(t: &Trajectory, tools: pixel_ops::ToolSet) -> Option<NormBox> {
             y2: bbox[3],
         };
         regions.push(b.padded(pixel_traces::geometry::CROP_PAD).within(parent));
-        last = Some(b.within(parent));
+        boxes.push(b.within(parent));
     }
-    last
+    Some(boxes)
 }
 
 /// Whether `b` holds the centre of `tag`: a crop "hits".

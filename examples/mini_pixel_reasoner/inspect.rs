@@ -25,12 +25,12 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
     // alone (the crop's observation turn) or in the trace's context (global view, question, call, crop).
     // Larger crops (the tag smaller in the 112 px view) are harder to read: the sweep shows how much.
     for (jitter, in_context) in [
-        (0.0, false),
-        (args.crop_jitter, false),
-        (0.02, true),
-        (0.05, true),
-        (0.1, true),
-        (0.15, true),
+        (warmup::Jitter::out(0.0), false),
+        (args.jitter(), false),
+        (warmup::Jitter::out(0.02), true),
+        (warmup::Jitter::out(0.05), true),
+        (warmup::Jitter::out(0.1), true),
+        (warmup::Jitter::out(0.15), true),
     ] {
         if in_context && args.coarse_grid > 0 {
             // The in-trace sweep writes one call on the moved-out box: not a zoom in two steps.
@@ -56,7 +56,9 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             true,
         )?;
         println!(
-            "reads the digit after a crop (teacher-forced, crop jitter {jitter}, {}): {:.1} % of {}",
+            "reads the digit after a crop (teacher-forced, crop jitter {} out, {} cut, {}): {:.1} % of {}",
+            jitter.out,
+            jitter.cut,
             if in_context { "in the trace" } else { "alone" },
             100.0 * warmup::answers_right(&model, &b.reads)?,
             b.reads.len()
@@ -164,6 +166,28 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             100.0 * *right as f64 / *n as f64
         );
     }
+    // With a zoom in two steps: how often the first crop (its region, padded as the tool pads it) holds
+    // the whole tag, and how often the read crop then holds the tag's centre: finding the cell against
+    // placing the box inside it.
+    let (mut first_whole, mut then_hit, mut two_step) = (0, 0, 0);
+    for (t, traj) in tasks.iter().zip(&trajectories) {
+        let Some(boxes) = evaluate::crop_boxes(traj, rollout_config().episode.tools) else {
+            continue;
+        };
+        let (Some(first), Some(last), true) = (boxes.first(), boxes.last(), boxes.len() >= 2) else {
+            continue;
+        };
+        two_step += 1;
+        let region = first.padded(pixel_traces::geometry::CROP_PAD);
+        let r = t.reference;
+        if region.x1 <= r.x1 && region.y1 <= r.y1 && r.x2 <= region.x2 && r.y2 <= region.y2 {
+            first_whole += 1;
+            then_hit += usize::from(evaluate::holds_centre(*last, r));
+        }
+    }
+    println!(
+        "rollouts with two crops or more: {two_step}; the first crop holds the whole tag in {first_whole}, and of those the read crop holds the tag's centre in {then_hit}"
+    );
     let cropped = (hit + near + far).max(1) as f64;
     println!(
         "crops read (the last, in the canvas): {hit} hold the tag's centre, {near} overlap the tag without its centre, {far} miss it, {none} rollouts without a well-formed crop; mean box area {:.3} (the tags' {:.3})",

@@ -259,7 +259,7 @@ fn main() -> anyhow::Result<()> {
             None,
             Some(&reading),
             args.sft_reads,
-            args.crop_jitter,
+            args.jitter(),
             true,
         )?
         .reads;
@@ -445,6 +445,7 @@ fn main() -> anyhow::Result<()> {
             v["sft_trace_reading_examples"] = args.sft_trace_reads.into();
             v["grounding_whole_traces"] = args.grounding_whole.into();
             v["crop_jitter"] = args.crop_jitter.into();
+            v["crop_cut"] = args.crop_cut.into();
             v["sft_jitter"] = args.sft_jitter.into();
             v["threads"] = args.threads.into();
             v["warmup_lr"] = args.warmup_lr.into();

@@ -11,7 +11,7 @@ use pixel_traces::synth::ImageMix;
 use pixel_traces::trace::{TraceMessage, TracePart};
 use pixel_traces::{SynthConfig, Synthesizer};
 use pixel_vlm::processor::Processor;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use crate::data::{Boxes, SYSTEM, TerseNarrator, VIEW, VIEW_MIN, digit_question, strip_guidelines};
 
@@ -143,6 +143,7 @@ impl Reading {
             decimals,
             grid: 0,
             coarse_grid: 0,
+            fine_grid: 0,
         };
         let Ok(mut made) = clean_synthesizer(boxes).synthesize(&sample, index) else {
             return Ok(None);
@@ -304,6 +305,8 @@ fn clean_synthesizer(boxes: Boxes) -> Synthesizer<TerseNarrator> {
             observation_max_pixels: VIEW,
             refine_from_original: true,
             coarse_grid: boxes.coarse_grid,
+            fine_grid: boxes.fine_grid,
+            fine_inset: crate::data::FINE_INSET,
             ..SynthConfig::default()
         },
         TerseNarrator,
@@ -360,6 +363,46 @@ fn cell_index(x: f64, y: f64, (rows, cols): (usize, usize)) -> i64 {
     (row * cols + col) as i64
 }
 
+/// How the warm-up's crops are moved around the tag's box: each side moved out by up to `out`
+/// (normalized, of the image the box is written in) and, with `cut > 0`, moved *in* by up to `cut` of the
+/// tag's width (height), so some crops cut off the tag's edge as a trained model's boxes do.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Jitter {
+    /// Largest margin added to a side.
+    pub out: f64,
+    /// Largest share of the tag's width (left and right sides) or height (top and bottom) a side moves in.
+    pub cut: f64,
+}
+
+impl Jitter {
+    /// Sides moved out by up to `out`, never in.
+    pub fn out(out: f64) -> Self {
+        Self { out, cut: 0.0 }
+    }
+
+    /// Both bounds times `f` (the warm-up's curriculum).
+    pub fn scaled(self, f: f64) -> Self {
+        Self {
+            out: self.out * f,
+            cut: self.cut * f,
+        }
+    }
+
+    /// The four margins (left, top, right, bottom; negative moves a side in) for a tag of `width` and
+    /// `height`. Without a cut the draws are the ones of the moved-out-only jitter before it existed.
+    fn margins(self, rng: &mut impl rand::Rng, width: f64, height: f64) -> [f64; 4] {
+        let sizes = [width, height, width, height];
+        sizes.map(|size| {
+            let inward = (self.cut * size).max(0.0);
+            match (self.out > 0.0, inward > 0.0) {
+                (_, true) => rng.random_range(-inward..=self.out.max(0.0)),
+                (true, false) => rng.random_range(0.0..=self.out),
+                (false, false) => 0.0,
+            }
+        })
+    }
+}
+
 /// `tag` with each side moved out by its margin (left, top, right, bottom), clamped to the image and
 /// rounded outward to `decimals` places.
 pub fn moved_out(
@@ -392,7 +435,7 @@ pub fn make_batch(
     grounding: Option<&Grounding>,
     reading: Option<&Reading>,
     reads: usize,
-    jitter: f64,
+    jitter: Jitter,
     around_written: bool,
 ) -> anyhow::Result<Batch> {
     let mut b = Batch {
@@ -432,10 +475,19 @@ pub fn make_batch(
         // rounded outward as calls write boxes. Trained on the synthesizer's crops only (jitter 0), the
         // whole model read 41 % of held-out exact crops and 6 % of crops moved out by 0-0.05 per side:
         // the tower had learned one geometry.
-        let margins = [(); 4].map(|_| match jitter > 0.0 {
-            true => rng.random_range(0.0..=jitter),
-            false => 0.0,
-        });
+        let coarse = boxes.coarse(image, *reference)?;
+        // The cut is a share of the tag's size in the image the box is written in: the cell's crop with a
+        // zoom in two steps, the canvas otherwise.
+        let (width, height) = match &coarse {
+            Some((coarse_crop, region)) => {
+                let (w, h) = coarse_crop.dimensions();
+                let inside = reference.relative_to(*region);
+                let fine = boxes.fine_cell(inside, w, h).unwrap_or(inside);
+                (fine.x2 - fine.x1, fine.y2 - fine.y1)
+            }
+            None => (reference.x2 - reference.x1, reference.y2 - reference.y1),
+        };
+        let margins = jitter.margins(&mut rng, width, height);
         // Around the box a call writes ([`Boxes::written`]: with a grid, the tag anywhere in its cell), or
         // early in the warm-up around the tag's own box (the tag centred: the tower learns to read first).
         let around = match around_written {
@@ -450,10 +502,15 @@ pub fn make_batch(
         // With a zoom in two steps the crop read is a crop of the tag's cell's crop (cut at full
         // resolution, as the rollouts cut it), its box the tag's in that crop's coordinates moved out by
         // the margins; the tag's cell in that crop is what the second call's box names.
-        let (crop, fine_cell) = match boxes.coarse(image, *reference)? {
+        let (crop, fine_cell) = match coarse {
             Some((coarse_crop, region)) => {
                 let inside = reference.relative_to(region);
-                let fine = moved_out(inside, margins, boxes.decimals);
+                let (w, h) = coarse_crop.dimensions();
+                let fine = moved_out(
+                    boxes.fine_cell(inside, w, h).unwrap_or(inside),
+                    margins,
+                    boxes.decimals,
+                );
                 let cell = cell_index(
                     (inside.x1 + inside.x2) / 2.0,
                     (inside.y1 + inside.y2) / 2.0,
@@ -547,7 +604,7 @@ pub fn prefetch(
     grid: (usize, usize),
     grounding: Option<Grounding>,
     reading: Option<Reading>,
-    jitter: f64,
+    jitter: Jitter,
     workers: usize,
 ) -> Prefetch {
     let workers = workers.max(1);
@@ -581,7 +638,7 @@ pub fn prefetch(
                     // A curriculum: exact crops first (the tower learns to read one geometry within a few
                     // hundred steps), the full jitter from half-way (at the full jitter from the first step the
                     // tower's read loss was still at chance after 400 steps).
-                    jitter * (2.0 * step as f64 / steps.max(1) as f64).min(1.0),
+                    jitter.scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
                     // With grid boxes the tag is anywhere in a call's crop: from half-way too.
                     2 * step >= steps,
                 );

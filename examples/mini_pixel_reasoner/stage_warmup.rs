@@ -93,7 +93,7 @@ pub fn warm_up(
             }),
         },
         reading(args, plan, base)?,
-        args.crop_jitter,
+        args.jitter(),
         args.threads,
         &progress,
     )?;
@@ -133,7 +133,7 @@ pub fn warm_up(
         false,
         (!args.no_grounding).then_some(&grounding),
         reading(args, plan, base)?.as_ref(),
-        args.crop_jitter,
+        args.jitter(),
         &mut warm_report,
     )?;
     if args.quick {
@@ -154,7 +154,7 @@ pub fn warm_up(
                     (!args.no_grounding).then_some(&grounding),
                     reading.as_ref(),
                     plan.warmup_batch,
-                    args.crop_jitter,
+                    args.jitter(),
                     true,
                 )
             },
@@ -188,7 +188,7 @@ pub fn warm_up(
         true,
         None,
         None,
-        args.crop_jitter,
+        args.jitter(),
         args.threads,
         &progress,
     )?;
@@ -204,7 +204,7 @@ pub fn warm_up(
         true,
         None,
         None,
-        args.crop_jitter,
+        args.jitter(),
         &mut warm_report,
     )?;
     drop(check);

@@ -34,7 +34,7 @@ use pixel_vlm::{Qwen25Vl, VisualInput};
 mod step;
 
 use crate::samples::prefetch;
-pub use crate::samples::{Grounding, Reading, make_batch};
+pub use crate::samples::{Grounding, Jitter, Reading, make_batch};
 pub use step::halves_gradient_gap;
 use step::step_gradients;
 
@@ -350,7 +350,7 @@ pub fn train<B: AutodiffBackend>(
     global_check: bool,
     grounding: Option<Grounding>,
     reading: Option<Reading>,
-    jitter: f64,
+    jitter: Jitter,
     threads: usize,
     progress: &pixel_rl::progress::StageProgress,
 ) -> anyhow::Result<(Warm<B>, WarmupReport)> {
@@ -412,7 +412,7 @@ pub fn evaluate<B: AutodiffBackend>(
     global_check: bool,
     grounding: Option<&Grounding>,
     reading: Option<&Reading>,
-    jitter: f64,
+    jitter: Jitter,
     report: &mut WarmupReport,
 ) -> anyhow::Result<()> {
     use burn::module::AutodiffModule;

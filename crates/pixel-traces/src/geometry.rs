@@ -111,6 +111,23 @@ impl NormBox {
         self.x1 <= other.x1 && self.y1 <= other.y1 && other.x2 <= self.x2 && other.y2 <= self.y2
     }
 
+    /// The box with each side moved in by `share` of its width (left, right) or height (top, bottom);
+    /// `share` is clamped to `[0, 0.5]`, so the box never turns inside out (at 0.5 it is its centre).
+    pub fn inset(self, share: f64) -> NormBox {
+        let share = if share.is_finite() {
+            share.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
+        let (dx, dy) = (self.width() * share, self.height() * share);
+        NormBox {
+            x1: self.x1 + dx,
+            y1: self.y1 + dy,
+            x2: self.x2 - dx,
+            y2: self.y2 - dy,
+        }
+    }
+
     /// The box grown by `pad` on every side and clamped to `[0, 1]`: the region the official tool crops.
     pub fn padded(self, pad: f64) -> NormBox {
         NormBox {

@@ -599,3 +599,100 @@ fn a_grid_zoom_names_the_tags_cell_then_the_tag_inside_its_crop() {
         "too few two-step traces: {checked:?}"
     );
 }
+
+/// With `fine_grid`, the second box of a grid zoom is the cell of the first crop holding the tag's centre
+/// whenever that cell's crop holds the tag inset by `fine_inset` (its digit), and the tag's own box
+/// otherwise; a larger inset lets the cell be used more often.
+#[test]
+fn a_fine_grid_writes_the_tags_cell_of_the_first_crop_when_its_crop_holds_the_tags_core() {
+    let data = demo_needle();
+    let synth = |fine_inset| {
+        Synthesizer::new(
+            SynthConfig {
+                seed: 5,
+                box_decimals: 2,
+                coarse_grid: 4,
+                fine_grid: 4,
+                fine_inset,
+                refine_from_original: true,
+                ..SynthConfig::default()
+            },
+            TemplateNarrator,
+        )
+    };
+    let mut cells = [0usize; 2];
+    let mut two_step = 0;
+    for (k, inset) in [0.0, 0.25].into_iter().enumerate() {
+        let synth = synth(inset);
+        for i in 0..32 {
+            let sample = data.generate(5, i).unwrap().sample;
+            let pixel_traces::Visual::Image { reference, .. } = sample.visual else {
+                unreachable!()
+            };
+            let made = synth
+                .synthesize_as(&sample, i, Variant::CoarseToFine)
+                .unwrap();
+            if made.variant != Variant::CoarseToFine {
+                continue;
+            }
+            two_step += 1;
+            let calls = crop_calls(&made.trace);
+            let (_, coarse, _) = calls[0];
+            let (_, fine, target) = calls[1];
+            assert_eq!(target, 2);
+            let region = NormBox::new(coarse[0], coarse[1], coarse[2], coarse[3])
+                .unwrap()
+                .padded(CROP_PAD);
+            let fine_box = NormBox::new(fine[0], fine[1], fine[2], fine[3]).unwrap();
+            let is_cell = fine
+                .iter()
+                .all(|v| ((v * 4.0) - (v * 4.0).round()).abs() < 1e-9 || (v - 0.99).abs() < 1e-9)
+                && (fine[2] - fine[0] - 0.25).abs() < 0.011;
+            if !is_cell {
+                continue;
+            }
+            cells[k] += 1;
+            // The cell, mapped onto the canvas, holds the tag's centre, and its padded crop the tag's core.
+            let on_canvas = fine_box.within(region);
+            let (cx, cy) = (
+                (reference.x1 + reference.x2) / 2.0,
+                (reference.y1 + reference.y2) / 2.0,
+            );
+            let slack = 0.012;
+            assert!(
+                on_canvas.x1 <= cx + slack
+                    && cx <= on_canvas.x2 + slack
+                    && on_canvas.y1 <= cy + slack
+                    && cy <= on_canvas.y2 + slack,
+                "sample {i}: the cell {fine:?} does not hold the tag's centre"
+            );
+            let crop = fine_box.padded(CROP_PAD).within(region);
+            let core = reference.inset(inset);
+            assert!(
+                crop.x1 <= core.x1 + slack
+                    && core.x2 <= crop.x2 + slack
+                    && crop.y1 <= core.y1 + slack
+                    && core.y2 <= crop.y2 + slack,
+                "sample {i} (inset {inset}): the cell's crop {crop:?} cuts the tag's core {core:?}"
+            );
+        }
+    }
+    assert!(two_step >= 40, "too few two-step traces: {two_step}");
+    assert!(
+        cells[1] > cells[0] && cells[1] >= 28,
+        "cells written with the whole tag / its core: {cells:?}"
+    );
+}
+
+/// `NormBox::inset` moves each side in by a share of the size, and never turns the box inside out.
+#[test]
+fn inset_moves_each_side_in_by_a_share_of_the_size() {
+    let b = NormBox::new(0.2, 0.4, 0.6, 0.6).unwrap();
+    let i = b.inset(0.25);
+    for (got, want) in i.to_array().into_iter().zip([0.3, 0.45, 0.5, 0.55]) {
+        assert!((got - want).abs() < 1e-12, "{i:?}");
+    }
+    let c = b.inset(3.0);
+    assert!((c.x1 - c.x2).abs() < 1e-12 && (c.y1 - c.y2).abs() < 1e-12);
+    assert_eq!(b.inset(f64::NAN), b);
+}

@@ -124,11 +124,23 @@ impl<N: Narrator> Synthesizer<N> {
             let coarse_index = b.visuals + 1;
             b.push_crop_observation("coarse", &coarse_seen);
             // The refined box is written in the coordinates of the coarse crop (image `coarse_index`).
-            let refined = geometry::round_outward(reference.relative_to(region), decimals);
             let refine_from = match self.config.refine_from_original {
                 true => &coarse_crop,
                 false => &coarse_seen,
             };
+            // With a fine grid, the cell of the coarse crop holding the reference's centre when its crop
+            // holds the reference's core; the reference's own box otherwise.
+            let inside = reference.relative_to(region);
+            let (cw, ch) = refine_from.dimensions();
+            let refined = grid_cell_holding(
+                inside,
+                self.config.fine_grid,
+                cw,
+                ch,
+                decimals,
+                self.config.fine_inset,
+            )
+            .unwrap_or_else(|| geometry::round_outward(inside, decimals));
             let (fine_crop, _) = geometry::official_crop(refine_from, refined)?;
             let too_coarse = self.narrate(
                 sample,
@@ -217,6 +229,20 @@ pub fn grid_cell_box(
     height: u32,
     decimals: i32,
 ) -> Option<NormBox> {
+    grid_cell_holding(reference, n, width, height, decimals, 0.0)
+}
+
+/// As [`grid_cell_box`], but the cell's padded crop region need only hold `reference` inset by `inset` of
+/// its size per side ([`NormBox::inset`]): the reference's core, e.g. a tag's digit without the plate's
+/// margin around it.
+pub fn grid_cell_holding(
+    reference: NormBox,
+    n: u32,
+    width: u32,
+    height: u32,
+    decimals: i32,
+    inset: f64,
+) -> Option<NormBox> {
     if n == 0 {
         return None;
     }
@@ -225,8 +251,9 @@ pub fn grid_cell_box(
         at((reference.x1 + reference.x2) / 2.0),
         at((reference.y1 + reference.y2) / 2.0),
     );
+    let core = reference.inset(inset);
     cell_box(col, row, n, width, height, decimals)
-        .filter(|cell| cell.padded(geometry::CROP_PAD).contains(reference))
+        .filter(|cell| cell.padded(geometry::CROP_PAD).contains(core))
 }
 
 /// Whether the official crop of `bbox` (padded by 0.1 per side, clamped) in a `width` x `height` image is

@@ -23,7 +23,7 @@ use crate::{Error, Result};
 mod image;
 mod video;
 
-pub use image::{coarse_box, grid_cell_box, wrong_box, wrong_cell};
+pub use image::{coarse_box, grid_cell_box, grid_cell_holding, wrong_box, wrong_cell};
 pub use video::wrong_window;
 
 /// How a trace was built.
@@ -117,6 +117,19 @@ pub struct SynthConfig {
     /// reference is written clean. Default 0 (off).
     #[serde(default)]
     pub coarse_grid: u32,
+    /// With `n > 0` and [`SynthConfig::coarse_grid`], the second box of a zoom in two steps is a cell too:
+    /// of an `n x n` grid of the first crop, the one holding the reference's centre, when that cell's crop
+    /// region (padded by the official 0.1 per side) holds the reference inset by
+    /// [`SynthConfig::fine_inset`] ([`grid_cell_holding`]); the reference's own box otherwise. A model
+    /// names a cell from where the object is, where a box's exact sides must be read off its edges.
+    /// Default 0 (off).
+    #[serde(default)]
+    pub fine_grid: u32,
+    /// With [`SynthConfig::fine_grid`], the share of the reference's width (height) per side that the
+    /// fine cell's crop may cut off (0 to 0.5): a needle tag's digit sits inside a plate margin of about a
+    /// fifth of the tag's size. Default 0 (the whole reference).
+    #[serde(default)]
+    pub fine_inset: f64,
 }
 
 impl Default for SynthConfig {
@@ -130,6 +143,8 @@ impl Default for SynthConfig {
             observation_max_pixels: 5120 * 28 * 28,
             refine_from_original: false,
             coarse_grid: 0,
+            fine_grid: 0,
+            fine_inset: 0.0,
         }
     }
 }
