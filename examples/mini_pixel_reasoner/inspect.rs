@@ -174,7 +174,8 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
         let Some(boxes) = evaluate::crop_boxes(traj, rollout_config().episode.tools) else {
             continue;
         };
-        let (Some(first), Some(last), true) = (boxes.first(), boxes.last(), boxes.len() >= 2) else {
+        let (Some(first), Some(last), true) = (boxes.first(), boxes.last(), boxes.len() >= 2)
+        else {
             continue;
         };
         two_step += 1;
