@@ -255,6 +255,12 @@ impl Args {
                 "--coarse-grid {}: only 4 (the global view's merged tokens) or 0",
                 self.coarse_grid
             );
+        } else {
+            anyhow::ensure!(
+                self.fine_grid == 0,
+                "--fine-grid {} needs a zoom in two steps (--coarse-grid 4)",
+                self.fine_grid
+            );
         }
         Ok(())
     }
