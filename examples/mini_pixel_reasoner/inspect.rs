@@ -181,7 +181,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
         two_step += 1;
         let region = first.padded(pixel_traces::geometry::CROP_PAD);
         let r = t.reference;
-        if region.x1 <= r.x1 && region.y1 <= r.y1 && r.x2 <= region.x2 && r.y2 <= region.y2 {
+        if region.contains(r) {
             first_whole += 1;
             then_hit += usize::from(evaluate::holds_centre(*last, r));
         }

@@ -475,17 +475,21 @@ pub fn make_batch(
         // rounded outward as calls write boxes. Trained on the synthesizer's crops only (jitter 0), the
         // whole model read 41 % of held-out exact crops and 6 % of crops moved out by 0-0.05 per side:
         // the tower had learned one geometry.
-        let coarse = boxes.coarse(image, *reference)?;
-        // The cut is a share of the tag's size in the image the box is written in: the cell's crop with a
-        // zoom in two steps, the canvas otherwise.
-        let (width, height) = match &coarse {
-            Some((coarse_crop, region)) => {
+        // With a zoom in two steps: the cell's crop (cut at full resolution, as the rollouts cut it), the
+        // tag in that crop's coordinates, and the box the second call writes there (the tag's, or with a
+        // fine grid its cell).
+        let coarse = boxes
+            .coarse(image, *reference)?
+            .map(|(coarse_crop, region)| {
+                let inside = reference.relative_to(region);
                 let (w, h) = coarse_crop.dimensions();
-                let inside = reference.relative_to(*region);
-                let fine = boxes.fine_cell(inside, w, h).unwrap_or(inside);
-                (fine.x2 - fine.x1, fine.y2 - fine.y1)
-            }
-            None => (reference.x2 - reference.x1, reference.y2 - reference.y1),
+                let target = boxes.fine_cell(inside, w, h).unwrap_or(inside);
+                (coarse_crop, inside, target)
+            });
+        // The cut is a share of the size of the box the crop is around, in the image it is written in.
+        let (width, height) = match &coarse {
+            Some((_, _, target)) => (target.width(), target.height()),
+            None => (reference.width(), reference.height()),
         };
         let margins = jitter.margins(&mut rng, width, height);
         // Around the box a call writes ([`Boxes::written`]: with a grid, the tag anywhere in its cell), or
@@ -499,18 +503,11 @@ pub fn make_batch(
             (reference.x1 + reference.x2) / 2.0,
             (reference.y1 + reference.y2) / 2.0,
         );
-        // With a zoom in two steps the crop read is a crop of the tag's cell's crop (cut at full
-        // resolution, as the rollouts cut it), its box the tag's in that crop's coordinates moved out by
-        // the margins; the tag's cell in that crop is what the second call's box names.
+        // With a zoom in two steps the crop read is a crop of the tag's cell's crop, its box the second
+        // call's moved out by the margins; the tag's cell in that crop is what the second call's box names.
         let (crop, fine_cell) = match coarse {
-            Some((coarse_crop, region)) => {
-                let inside = reference.relative_to(region);
-                let (w, h) = coarse_crop.dimensions();
-                let fine = moved_out(
-                    boxes.fine_cell(inside, w, h).unwrap_or(inside),
-                    margins,
-                    boxes.decimals,
-                );
+            Some((coarse_crop, inside, target)) => {
+                let fine = moved_out(target, margins, boxes.decimals);
                 let cell = cell_index(
                     (inside.x1 + inside.x2) / 2.0,
                     (inside.y1 + inside.y2) / 2.0,
