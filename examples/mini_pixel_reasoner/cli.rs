@@ -164,6 +164,14 @@ pub struct Args {
     /// 160 → 36 / 42 %, 320 → 42 / 48 %, 320 with 3 epochs → 48 / 36 %, 640 → 48 / 44 %, 1280 → 36 / 40 %.
     #[arg(long, default_value_t = 320)]
     pub sft_reads: usize,
+    /// The largest margin out of the SFT reading examples' crops (default: the warm-up's `--crop-jitter`).
+    /// SFT's reads alone, so that the warm-up (and the box it teaches) stays as it is.
+    #[arg(long)]
+    pub sft_read_jitter: Option<f64>,
+    /// The largest cut into the SFT reading examples' crops, a share of the tag's size (default: the
+    /// warm-up's `--crop-cut`): the model's crops that cut the tag are read worst (docs/demo.md).
+    #[arg(long)]
+    pub sft_read_cut: Option<f64>,
     /// Reading examples in the trace's context added to SFT: whole synthesized traces of fresh canvases
     /// (zooming in, their boxes moved out by `--sft-jitter`) with the SFT loss on the answer after the last
     /// crop only. The SFT model read 77-86 % of held-out crops alone (teacher-forced) but 42 % of the
@@ -226,13 +234,37 @@ impl Args {
         }
     }
 
+    /// The crop jitter of SFT's reading examples (`--sft-read-jitter`, `--sft-read-cut`; the warm-up's
+    /// by default).
+    pub fn sft_read_jitter(&self) -> crate::warmup::Jitter {
+        crate::warmup::Jitter {
+            out: self.sft_read_jitter.unwrap_or(self.crop_jitter),
+            cut: self.sft_read_cut.unwrap_or(self.crop_cut),
+        }
+    }
+
     /// Refuses combinations of options that do not compose.
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            (0.0..=0.45).contains(&self.crop_cut),
-            "--crop-cut {}: 0 to 0.45 of the tag's size (more could turn a crop's box inside out)",
-            self.crop_cut
-        );
+        for (flag, cut) in [
+            ("--crop-cut", Some(self.crop_cut)),
+            ("--sft-read-cut", self.sft_read_cut),
+        ] {
+            let Some(cut) = cut else { continue };
+            anyhow::ensure!(
+                (0.0..=0.45).contains(&cut),
+                "{flag} {cut}: 0 to 0.45 of the tag's size (more could turn a crop's box inside out)"
+            );
+        }
+        for (flag, out) in [
+            ("--crop-jitter", Some(self.crop_jitter)),
+            ("--sft-read-jitter", self.sft_read_jitter),
+        ] {
+            let Some(out) = out else { continue };
+            anyhow::ensure!(
+                (0.0..=0.5).contains(&out),
+                "{flag} {out}: 0 to 0.5 of the canvas per side"
+            );
+        }
         anyhow::ensure!(
             (1..=2).contains(&self.threads),
             "--threads {}: 1 or 2",

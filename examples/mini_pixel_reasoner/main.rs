@@ -259,7 +259,7 @@ fn main() -> anyhow::Result<()> {
             None,
             Some(&reading),
             args.sft_reads,
-            args.jitter(),
+            args.sft_read_jitter(),
             true,
         )?
         .reads;
@@ -291,6 +291,9 @@ fn main() -> anyhow::Result<()> {
         .with_epochs(plan.sft_epochs)
         .with_batch_size(8)
         .with_micro_batch_size(4)
+        // Each rank's rows cut into micro-batches of similar length: a reading example (~50 tokens)
+        // is no longer padded to a trace's length; the same loss up to float order.
+        .with_micro_batch_by_length(true)
         .with_length_group_batches(args.sft_length_groups)
         // Tried once with the tower frozen and lr 5e-4 (after a warm-up on whole traces): first crops
         // holding the tag 10 %, calls malformed 52 %; no better than this.
@@ -446,6 +449,8 @@ fn main() -> anyhow::Result<()> {
             v["grounding_whole_traces"] = args.grounding_whole.into();
             v["crop_jitter"] = args.crop_jitter.into();
             v["crop_cut"] = args.crop_cut.into();
+            v["sft_read_jitter"] = args.sft_read_jitter().out.into();
+            v["sft_read_cut"] = args.sft_read_jitter().cut.into();
             v["sft_jitter"] = args.sft_jitter.into();
             v["threads"] = args.threads.into();
             v["warmup_lr"] = args.warmup_lr.into();

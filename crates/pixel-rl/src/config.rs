@@ -239,6 +239,13 @@ pub struct SftConfig {
     /// Examples per forward/backward; gradients accumulate over the micro-batches of a batch.
     #[config(default = 1)]
     pub micro_batch_size: usize,
+    /// Cut each batch into micro-batches of rows of similar length
+    /// ([`crate::data::micro_batches_by_length`], at most `micro_batch_size` rows each) instead of in
+    /// drawing order: a batch that mixes short and long examples then pads less, for the same loss and
+    /// gradient up to the order of float additions (each micro-batch is normalized by the whole batch's
+    /// trained tokens). Unlike `length_group_batches` the batches themselves do not change. Off by default.
+    #[config(default = false)]
+    pub micro_batch_by_length: bool,
     /// Group examples by length (transformers' `group_by_length`): each epoch's shuffled order is sorted
     /// by token count within windows of this many batches, so a batch holds examples of similar length
     /// and pads less. 0 or 1: off (released: off).

@@ -202,9 +202,57 @@ impl EpochCursor {
     }
 }
 
+/// Splits a batch's rows into micro-batches of at most `max_rows` rows that pad less: the rows sorted by
+/// `lengths` and cut into runs so that the tokens computed (each run padded to its longest row) plus
+/// `overhead` per run are the fewest (an exact dynamic programme over the cuts; a batch is a few dozen
+/// rows at most). Each micro-batch lists indices into `lengths`, shortest rows first; every row appears
+/// once. A batch of one length or `max_rows` ≥ its size with a large `overhead` stays one run; a batch
+/// mixing short rows (an answer after a crop) with long ones (whole traces) is cut between them.
+///
+/// The loss of the micro-batches, each normalized by the whole batch's trained tokens, is the padded
+/// batch's: padding is masked, so only the order of float additions changes.
+pub fn micro_batches_by_length(
+    lengths: &[usize],
+    max_rows: usize,
+    overhead: usize,
+) -> Vec<Vec<usize>> {
+    let n = lengths.len();
+    let max_rows = max_rows.max(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    // cost[i]: the cheapest split of the first i sorted rows; cut[i]: where its last run starts.
+    let mut cost = vec![usize::MAX; n + 1];
+    let mut cut = vec![0usize; n + 1];
+    cost[0] = 0;
+    for i in 1..=n {
+        let longest = lengths[order[i - 1]];
+        for j in i.saturating_sub(max_rows)..i {
+            if cost[j] == usize::MAX {
+                continue;
+            }
+            let c = cost[j]
+                .saturating_add(longest.saturating_mul(i - j))
+                .saturating_add(overhead);
+            if c < cost[i] {
+                cost[i] = c;
+                cut[i] = j;
+            }
+        }
+    }
+    let mut runs = Vec::new();
+    let mut end = n;
+    while end > 0 {
+        let start = cut[end];
+        runs.push(order[start..end].to_vec());
+        end = start;
+    }
+    runs.reverse();
+    runs
+}
+
 #[cfg(test)]
 mod tests {
-    use super::EpochCursor;
+    use super::{EpochCursor, micro_batches_by_length};
 
     fn epochs(mut c: EpochCursor, n: usize) -> Vec<Vec<usize>> {
         (0..n)
@@ -264,5 +312,36 @@ mod tests {
             want
         );
         assert_eq!(epochs(plain.with_length_groups(&lengths[..5], 4), 2), want);
+    }
+
+    #[test]
+    fn micro_batches_by_length_cut_short_rows_from_long_ones_and_keep_every_row_once() {
+        // Two answers after a crop (~50 tokens) and two whole traces (~250), in a shuffled order.
+        let lengths = [250, 48, 260, 52];
+        let runs = micro_batches_by_length(&lengths, 4, 64);
+        assert_eq!(runs, vec![vec![1, 3], vec![0, 2]]);
+        // Padded to the longest: 4 x 260 = 1,040 tokens; cut: 2 x 52 + 2 x 260 = 624 (+ 64 for the cut).
+        let mut all: Vec<usize> = runs.concat();
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn micro_batches_by_length_keep_similar_rows_together_and_respect_the_row_limit() {
+        // Rows of near-equal length: a cut saves fewer tokens than it costs.
+        assert_eq!(
+            micro_batches_by_length(&[100, 104, 98, 101], 4, 64),
+            vec![vec![2, 0, 3, 1]]
+        );
+        // At most two rows per run, even when one run would pad nothing.
+        let runs = micro_batches_by_length(&[10, 10, 10, 10, 10], 2, 0);
+        assert!(runs.iter().all(|r| r.len() <= 2), "{runs:?}");
+        assert_eq!(runs.concat().len(), 5);
+        // Nothing in, nothing out; a row limit of 0 is read as 1.
+        assert!(micro_batches_by_length(&[], 4, 64).is_empty());
+        assert_eq!(
+            micro_batches_by_length(&[5, 7], 0, 0),
+            vec![vec![0], vec![1]]
+        );
     }
 }

@@ -177,3 +177,57 @@ fn the_official_sft_format_and_trace_jsonl_load_and_train() {
             .is_some_and(|l| l.is_finite() && l > 0.0)
     );
 }
+
+/// Micro-batches cut by length (`SftConfig::micro_batch_by_length`) train as the batch cut in drawing
+/// order: the same loss at every step (padding is masked and each micro-batch is normalized by the whole
+/// batch's trained tokens), from fewer padded tokens.
+#[test]
+fn micro_batches_cut_by_length_give_the_padded_batchs_losses_from_fewer_tokens() {
+    let dir = checkpoint();
+    let mut examples = examples(dir.path());
+    // A short example beside the traces: a text-only question answered directly.
+    let processor = Processor::from_pretrained(dir.path()).expect("processor");
+    let synth = Synthesizer::new(SynthConfig::default(), TemplateNarrator);
+    let text = SyntheticDataset::by_name("text").expect("text-only");
+    let made = synth
+        .synthesize_as(&text.sample(9, 0).expect("sample"), 0, Variant::TextOnly)
+        .expect("trace");
+    let load = |name: &str| Err(format!("no image {name}"));
+    let (short, failed) = build_examples(&processor, &[made.trace], MaskRule::Paper, &load);
+    assert!(failed.is_empty(), "{failed:?}");
+    examples.extend(short);
+    let lengths: Vec<usize> = examples.iter().map(|e| e.len()).collect();
+    eprintln!("lengths {lengths:?}");
+    let run = |by_length: bool| {
+        let model =
+            Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");
+        let config = SftConfig::demo()
+            .with_epochs(2)
+            .with_batch_size(4)
+            .with_micro_batch_size(4)
+            .with_micro_batch_by_length(by_length)
+            .with_learning_rate(1e-3)
+            .with_warmup_ratio(0.0);
+        let mut trainer = SftTrainer::new(model, examples.clone(), config).expect("trainer");
+        trainer.train().expect("train")
+    };
+    let (drawn, cut) = (run(false), run(true));
+    assert_eq!(drawn.len(), cut.len());
+    for (a, b) in drawn.iter().zip(&cut) {
+        let (la, lb) = (a.get("loss").expect("loss"), b.get("loss").expect("loss"));
+        assert!(
+            (la - lb).abs() <= 1e-4 * la.abs().max(1.0),
+            "loss {la} against {lb}"
+        );
+        let (pa, pb) = (
+            a.get("padded_tokens").expect("padded"),
+            b.get("padded_tokens").expect("padded"),
+        );
+        assert!(
+            pb < pa,
+            "padded tokens {pb} cut by length, {pa} in drawing order"
+        );
+        assert!(b.get("micro_batches").expect("count") >= 2.0);
+        assert_eq!(a.get("micro_batches"), Some(1.0));
+    }
+}

@@ -14,7 +14,7 @@ use pixel_vlm::processor::Processor;
 
 use crate::checkpoint::AdamWOptimizer;
 use crate::config::SftConfig;
-use crate::data::EpochCursor;
+use crate::data::{EpochCursor, micro_batches_by_length};
 use crate::error::{Result, RlError};
 use crate::metrics::{MetricRecord, MetricSink};
 use crate::optim::{WarmupCosineSchedule, warmup_steps_from_ratio};
@@ -137,6 +137,11 @@ pub struct SftTrainer<B: AutodiffBackend> {
     parallel: Option<Collective>,
     master: Option<Master<B>>,
 }
+
+/// What one more micro-batch costs, in padded tokens, when [`SftConfig::micro_batch_by_length`] cuts a
+/// batch: a forward and backward pass has fixed costs (the vision tower's call, the layers' launches), so a
+/// cut that saves fewer padded tokens than this is not made.
+const MICRO_BATCH_OVERHEAD: usize = 64;
 
 impl<B: AutodiffBackend> SftTrainer<B> {
     /// A trainer for `model` on `examples`. With `config.lora`, `model` is the base: the trainer adds the
@@ -377,7 +382,23 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         };
         let mut accumulator = GradientsAccumulator::<Qwen25Vl<B>>::new();
         let mut loss_sum = 0.0f64;
-        for micro in mine.chunks(self.config.micro_batch_size) {
+        let micro_batches: Vec<Vec<&SftExample>> = if self.config.micro_batch_by_length {
+            let lengths: Vec<usize> = mine.iter().map(|e| e.len()).collect();
+            micro_batches_by_length(&lengths, self.config.micro_batch_size, MICRO_BATCH_OVERHEAD)
+                .into_iter()
+                .map(|run| run.into_iter().map(|i| mine[i]).collect())
+                .collect()
+        } else {
+            mine.chunks(self.config.micro_batch_size)
+                .map(<[&SftExample]>::to_vec)
+                .collect()
+        };
+        // Tokens computed (each micro-batch padded to its longest row), summed over the ranks below.
+        let padded: usize = micro_batches
+            .iter()
+            .map(|m| m.len() * m.iter().map(|e| e.len()).max().unwrap_or(0))
+            .sum();
+        for micro in &micro_batches {
             let batch = SftBatch::new(micro, normalizer.max(1))?;
             let model = &self.model;
             let (loss, grads) = gradients(
@@ -389,8 +410,10 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             loss_sum += loss;
             accumulator.accumulate(&self.model, grads);
         }
+        let mut padded = padded as f64;
         if let Some(c) = &self.parallel {
-            loss_sum = c.sum::<B::InnerBackend>(&[loss_sum], &self.model.device())?[0];
+            let sums = c.sum::<B::InnerBackend>(&[loss_sum, padded], &self.model.device())?;
+            (loss_sum, padded) = (sums[0], sums[1]);
         }
         let lr = self.schedule.lr_at(self.step);
         let (model, norm) = clip_and_step(
@@ -410,6 +433,8 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             .set("grad_norm", f64::from(norm))
             .set("trained_tokens", normalizer as f64)
             .set("examples", take as f64)
+            .set("micro_batches", micro_batches.len() as f64)
+            .set("padded_tokens", padded)
             .set("epoch", self.cursor.epoch as f64);
         emit(&mut self.sinks, self.run.as_mut(), &m)?;
         Ok(m)
