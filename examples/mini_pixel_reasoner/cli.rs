@@ -139,9 +139,16 @@ pub struct Args {
     /// from the warmed models of seeds 0 and 1 (200 held-out questions), 1e-4 gave 75.0 / 66.5 % against
     /// 71.0 / 61.5 % at 5e-5; after 4 SFT epochs (the default since), 66.0 / 69.0 % against **72.5 / 72.5 %**
     /// (docs/demo.md, "Where the second box goes"). 2e-4 lowered held-out accuracy in three runs of four
-    /// before the zoom in two steps (42 → 12 %).
-    #[arg(long, default_value_t = 5e-5)]
+    /// before the zoom in two steps (42 → 12 %). 2.5e-5 since 2026-11-28 06:30, with `--sft-reads 640`: from
+    /// the warmed models of seeds 0 / 1 / 2, GRPO 81.0 / 71.5 / 62.0 % (SFT 80.5 / 71.0 / 59.0 %); at 5e-5 the
+    /// same SFT models gave 72.0 % on seed 0 (crop hit 97 → 90 %), and a KL term to the SFT model (β 0.04)
+    /// 75.0 % (docs/demo.md, "SFT's reading examples").
+    #[arg(long, default_value_t = 2.5e-5)]
     pub grpo_lr: f64,
+    /// Weight β of GRPO's k3 KL term to the SFT model (pixel-rl's `SurrogateSettings::kl_beta`; 0, the
+    /// recipe's, loads no reference model).
+    #[arg(long, default_value_t = 0.0)]
+    pub grpo_kl: f32,
     /// GRPO iterations of each run (default: the plan's, 8).
     #[arg(long)]
     pub grpo_iterations: Option<usize>,
@@ -162,7 +169,10 @@ pub struct Args {
     /// warmed model read ~80 % of held-out crops teacher-forced, the SFT model ~47 % without them). From one
     /// warmed model (seed 0, 50 questions, one run each; docs/demo.md), SFT / GRPO accuracy: none 38 / 36 %,
     /// 160 → 36 / 42 %, 320 → 42 / 48 %, 320 with 3 epochs → 48 / 36 %, 640 → 48 / 44 %, 1280 → 36 / 40 %.
-    #[arg(long, default_value_t = 320)]
+    /// 640 since 2026-11-28 06:30 (320 before): with 4 epochs, from the warmed models of seeds 0 / 1 / 2
+    /// (200 questions), SFT 80.0 / 70.5 / 62.5 % against 72.0 / 69.5 / 57.0 % (a lent 16-core Xeon), 80.5 %
+    /// against 70.0 % on seed 0 here; SFT ~22 s longer (docs/demo.md, "SFT's reading examples").
+    #[arg(long, default_value_t = 640)]
     pub sft_reads: usize,
     /// The largest margin out of the SFT reading examples' crops (default: the warm-up's `--crop-jitter`).
     /// SFT's reads alone, so that the warm-up (and the box it teaches) stays as it is.
@@ -265,6 +275,11 @@ impl Args {
                 "{flag} {out}: 0 to 0.5 of the canvas per side"
             );
         }
+        anyhow::ensure!(
+            self.grpo_kl.is_finite() && self.grpo_kl >= 0.0,
+            "--grpo-kl {}: a weight of 0 or more",
+            self.grpo_kl
+        );
         anyhow::ensure!(
             (1..=2).contains(&self.threads),
             "--threads {}: 1 or 2",

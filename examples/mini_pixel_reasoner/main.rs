@@ -241,11 +241,17 @@ fn main() -> anyhow::Result<()> {
     let load = |name: &str| images.get(name).cloned().ok_or(format!("no image {name}"));
     let (mut examples, failed) =
         build_examples_with_system(&processor, &traces, MaskRule::Paper, Some(SYSTEM), &load);
-    if args.sft_reads > 0 {
+    // `--quick` reads as many crops as it has traces: the pipeline, not the numbers.
+    let sft_reads = if args.quick {
+        args.sft_reads.min(plan.sft_traces)
+    } else {
+        args.sft_reads
+    };
+    if sft_reads > 0 {
         // The warm-up's reading examples on canvases of their own seed (`--sft-reads`).
         let reading = warmup::Reading {
             processor: Processor::from_pretrained(&base)?,
-            per_batch: args.sft_reads,
+            per_batch: sft_reads,
             steps: 0,
             in_context: false,
         };
@@ -254,11 +260,11 @@ fn main() -> anyhow::Result<()> {
             args.boxes(),
             args.seed + 21,
             0,
-            args.sft_reads,
+            sft_reads,
             (4, 4),
             None,
             Some(&reading),
-            args.sft_reads,
+            sft_reads,
             args.sft_read_jitter(),
             true,
         )?
@@ -348,6 +354,10 @@ fn main() -> anyhow::Result<()> {
             .with_updates_per_buffer(2.min(plan.grpo_queries))
             .with_micro_batch_rows(8)
             .with_learning_rate(args.grpo_lr)
+            .with_surrogate(pixel_rl::loss::SurrogateSettings {
+                kl_beta: args.grpo_kl,
+                ..pixel_rl::loss::SurrogateSettings::RECIPE
+            })
             .with_reward(RewardConfig {
                 alpha,
                 ..RewardConfig::default()
@@ -444,7 +454,7 @@ fn main() -> anyhow::Result<()> {
             v["sft_examples_failed"] = failed_examples.into();
             v["boxes"] = serde_json::to_value(args.boxes())?;
             v["direct_per_8_traces"] = args.direct.into();
-            v["sft_reading_examples"] = args.sft_reads.into();
+            v["sft_reading_examples"] = sft_reads.into();
             v["sft_trace_reading_examples"] = args.sft_trace_reads.into();
             v["grounding_whole_traces"] = args.grounding_whole.into();
             v["crop_jitter"] = args.crop_jitter.into();
