@@ -86,7 +86,36 @@ pub fn holds_centre(b: NormBox, tag: NormBox) -> bool {
     b.x1 <= cx && cx <= b.x2 && b.y1 <= cy && cy <= b.y2
 }
 
-/// Greedy rollouts of every task; `tools: false` refuses every call (a no-operation policy).
+/// One task's greedy rollout and what the scores need of it.
+struct Scored {
+    traj: Trajectory,
+    correct: bool,
+    /// `Some(hit)` when the rollout read a well-formed crop: whether it holds the tag's centre.
+    hit: Option<bool>,
+}
+
+fn score_task(
+    model: &Qwen25Vl<CpuBackend>,
+    processor: &Processor,
+    t: &EvalTask,
+    config: &RolloutConfig,
+) -> anyhow::Result<Scored> {
+    let budget = config.episode.max_total_tokens.unwrap_or(12_088);
+    let mut engine = LocalEngine::new(model, processor, budget + config.max_new_tokens);
+    let out = run_group(&mut engine, &t.task.query, 1, config)?;
+    let traj = out
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no rollout"))?;
+    let correct = CuriosityReward::default().outcome(&t.task, &traj).correct;
+    let hit = read_crop(&traj, config.episode.tools).map(|b| holds_centre(b, t.reference));
+    Ok(Scored { traj, correct, hit })
+}
+
+/// Greedy rollouts of every task; `tools: false` refuses every call (a no-operation policy). The tasks
+/// are shared out to two threads in two contiguous halves (a rollout decodes one token at a time, which
+/// keeps about one core busy); each task's rollout is its own, so the scores and trajectories are the
+/// ones of one thread, in the tasks' order.
 pub fn evaluate(
     name: &str,
     model: &Qwen25Vl<CpuBackend>,
@@ -103,36 +132,48 @@ pub fn evaluate(
     if !tools {
         config.episode.max_operations = 0;
     }
-    let reward = CuriosityReward::default();
     let mut s = EvalScores {
         model: name.to_string(),
         n: tasks.len(),
         ..EvalScores::default()
     };
+    let half = tasks.len().div_ceil(2).max(1);
+    let scored: Vec<Scored> = std::thread::scope(|scope| {
+        let config = &config;
+        let handles: Vec<_> = tasks
+            .chunks(half)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|t| score_task(model, processor, t, config))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(tasks.len());
+        for h in handles {
+            let part = h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("an evaluation thread panicked")))?;
+            all.extend(part);
+        }
+        anyhow::Ok(all)
+    })?;
     let (mut correct, mut used, mut cropped, mut hits, mut attempted, mut failed) =
         (0, 0, 0, 0, 0, 0);
     let mut correct_when_hit = 0;
-    let mut trajectories = Vec::new();
-    for t in tasks {
-        let budget = config.episode.max_total_tokens.unwrap_or(12_088);
-        let mut engine = LocalEngine::new(model, processor, budget + config.max_new_tokens);
-        let out = run_group(&mut engine, &t.task.query, 1, &config)?;
-        let traj = out
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("no rollout"))?;
-        let outcome = reward.outcome(&t.task, &traj);
-        correct += usize::from(outcome.correct);
-        used += usize::from(traj.stats.used_pixel_reasoning());
-        attempted += traj.stats.operations_attempted;
-        failed += traj.stats.operations_failed;
-        if let Some(b) = read_crop(&traj, config.episode.tools) {
+    let mut trajectories = Vec::with_capacity(scored.len());
+    for r in scored {
+        correct += usize::from(r.correct);
+        used += usize::from(r.traj.stats.used_pixel_reasoning());
+        attempted += r.traj.stats.operations_attempted;
+        failed += r.traj.stats.operations_failed;
+        if let Some(hit) = r.hit {
             cropped += 1;
-            let hit = holds_centre(b, t.reference);
             hits += usize::from(hit);
-            correct_when_hit += usize::from(hit && outcome.correct);
+            correct_when_hit += usize::from(hit && r.correct);
         }
-        trajectories.push(traj);
+        trajectories.push(r.traj);
     }
     let n = tasks.len().max(1) as f64;
     s.accuracy = correct as f64 / n;
