@@ -17,6 +17,6 @@ done
 PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/again" --from-warmed "$quick/warmed"
 grep -q "Stage (a) reused" "$quick/again/report.md" || { echo "--from-warmed: the report does not say the warm-up was reused" >&2; exit 1; }
 # The options kept for their measured runs (docs/demo.md, "Where the second box goes") must still run.
-PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/variants" --fine-grid 4 --crop-cut 0.25 --sft-jitter 0
-test -s "$quick/variants/report.md" || { echo "mini_pixel_reasoner --quick --fine-grid 4 --crop-cut 0.25 did not write its report" >&2; exit 1; }
+PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/variants" --fine-grid 4 --crop-cut 0.25 --sft-jitter 0 --sft-read-cut 0.25 --grpo-kl 0.04
+test -s "$quick/variants/report.md" || { echo "mini_pixel_reasoner --quick with the variant options did not write its report" >&2; exit 1; }
 rm -rf "$quick"
