@@ -206,8 +206,8 @@ impl EpochCursor {
 /// `lengths` and cut into runs so that the tokens computed (each run padded to its longest row) plus
 /// `overhead` per run are the fewest (an exact dynamic programme over the cuts; a batch is a few dozen
 /// rows at most). Each micro-batch lists indices into `lengths`, shortest rows first; every row appears
-/// once. A batch of one length or `max_rows` ≥ its size with a large `overhead` stays one run; a batch
-/// mixing short rows (an answer after a crop) with long ones (whole traces) is cut between them.
+/// once. Rows of about one length stay one run (up to `max_rows`); a batch mixing short rows (an answer
+/// after a crop) with long ones (whole traces) is cut between them.
 ///
 /// The loss of the micro-batches, each normalized by the whole batch's trained tokens, is the padded
 /// batch's: padding is masked, so only the order of float additions changes.
