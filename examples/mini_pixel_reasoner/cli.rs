@@ -246,7 +246,7 @@ impl Args {
 
     /// The crop jitter of SFT's reading examples (`--sft-read-jitter`, `--sft-read-cut`; the warm-up's
     /// by default).
-    pub fn sft_read_jitter(&self) -> crate::warmup::Jitter {
+    pub fn sft_read_crops(&self) -> crate::warmup::Jitter {
         crate::warmup::Jitter {
             out: self.sft_read_jitter.unwrap_or(self.crop_jitter),
             cut: self.sft_read_cut.unwrap_or(self.crop_cut),
@@ -255,24 +255,19 @@ impl Args {
 
     /// Refuses combinations of options that do not compose.
     pub fn check(&self) -> anyhow::Result<()> {
-        for (flag, cut) in [
-            ("--crop-cut", Some(self.crop_cut)),
-            ("--sft-read-cut", self.sft_read_cut),
+        // Each margin in its range (NaN is in none).
+        const CUT: &str = "of the tag's size (more could turn a crop's box inside out)";
+        const OUT: &str = "of the canvas per side";
+        for (flag, value, most, of) in [
+            ("--crop-cut", Some(self.crop_cut), 0.45, CUT),
+            ("--sft-read-cut", self.sft_read_cut, 0.45, CUT),
+            ("--crop-jitter", Some(self.crop_jitter), 0.5, OUT),
+            ("--sft-read-jitter", self.sft_read_jitter, 0.5, OUT),
         ] {
-            let Some(cut) = cut else { continue };
+            let Some(value) = value else { continue };
             anyhow::ensure!(
-                (0.0..=0.45).contains(&cut),
-                "{flag} {cut}: 0 to 0.45 of the tag's size (more could turn a crop's box inside out)"
-            );
-        }
-        for (flag, out) in [
-            ("--crop-jitter", Some(self.crop_jitter)),
-            ("--sft-read-jitter", self.sft_read_jitter),
-        ] {
-            let Some(out) = out else { continue };
-            anyhow::ensure!(
-                (0.0..=0.5).contains(&out),
-                "{flag} {out}: 0 to 0.5 of the canvas per side"
+                (0.0..=most).contains(&value),
+                "{flag} {value}: 0 to {most} {of}"
             );
         }
         anyhow::ensure!(

@@ -265,7 +265,7 @@ fn main() -> anyhow::Result<()> {
             None,
             Some(&reading),
             sft_reads,
-            args.sft_read_jitter(),
+            args.sft_read_crops(),
             true,
         )?
         .reads;
@@ -459,8 +459,9 @@ fn main() -> anyhow::Result<()> {
             v["grounding_whole_traces"] = args.grounding_whole.into();
             v["crop_jitter"] = args.crop_jitter.into();
             v["crop_cut"] = args.crop_cut.into();
-            v["sft_read_jitter"] = args.sft_read_jitter().out.into();
-            v["sft_read_cut"] = args.sft_read_jitter().cut.into();
+            let read_crops = args.sft_read_crops();
+            v["sft_read_jitter"] = read_crops.out.into();
+            v["sft_read_cut"] = read_crops.cut.into();
             v["sft_jitter"] = args.sft_jitter.into();
             v["threads"] = args.threads.into();
             v["warmup_lr"] = args.warmup_lr.into();

@@ -196,8 +196,6 @@ fn micro_batches_cut_by_length_give_the_padded_batchs_losses_from_fewer_tokens()
     let (short, failed) = build_examples(&processor, &[made.trace], MaskRule::Paper, &load);
     assert!(failed.is_empty(), "{failed:?}");
     examples.extend(short);
-    let lengths: Vec<usize> = examples.iter().map(|e| e.len()).collect();
-    eprintln!("lengths {lengths:?}");
     let run = |by_length: bool| {
         let model =
             Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");

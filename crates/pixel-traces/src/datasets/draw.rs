@@ -254,10 +254,8 @@ mod tests {
 
     use super::*;
 
-    /// The per-pixel noise is uniform over `-n..=n` around the smooth field: with a zero-noise canvas of the
-    /// same colour grid as the reference, every difference stays within the amplitude, both ends occur,
-    /// and the mean is near zero.
-    /// The per-pixel formula the banded drawing replaced (2026-11-28): the same canvas to the bit.
+    /// The per-pixel formula the banded drawing replaced (2026-11-28), kept as the reference the test below
+    /// holds it to: written out on its own, not sharing the function's code.
     #[allow(clippy::needless_range_loop)] // the reference spelled out index by index, as it was
     fn background_per_pixel(width: u32, height: u32, noise: u8, rng: &mut dyn RngCore) -> RgbImage {
         let (gx, gy) = (6usize, 5usize);
@@ -327,6 +325,9 @@ mod tests {
         }
     }
 
+    /// The per-pixel noise is uniform over `-n..=n` around the smooth field: with a zero-noise canvas of the
+    /// same colour grid as the reference, every difference stays within the amplitude, both ends occur,
+    /// and the mean is near zero.
     #[test]
     fn background_noise_is_uniform_within_its_amplitude() {
         let n = 18i16;
