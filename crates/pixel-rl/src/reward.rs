@@ -32,17 +32,30 @@ pub trait Reward {
     /// # Errors
     /// Whatever the reward can fail with; the trainer stops with it.
     fn score_group(&self, task: &Task, trajectories: &[Trajectory]) -> Result<GroupScore>;
+
+    /// Called by the GRPO trainer before the rollouts of each iteration (`iteration` counts from 0), on
+    /// every data-parallel rank: a reward that schedules its weights, or tallies its groups per
+    /// iteration (by task kind, say), reads the iteration here. Does nothing by default.
+    fn begin_iteration(&self, _iteration: usize) {}
 }
 
 impl<R: Reward + ?Sized> Reward for &R {
     fn score_group(&self, task: &Task, trajectories: &[Trajectory]) -> Result<GroupScore> {
         (**self).score_group(task, trajectories)
     }
+
+    fn begin_iteration(&self, iteration: usize) {
+        (**self).begin_iteration(iteration);
+    }
 }
 
 impl<R: Reward + ?Sized> Reward for Box<R> {
     fn score_group(&self, task: &Task, trajectories: &[Trajectory]) -> Result<GroupScore> {
         (**self).score_group(task, trajectories)
+    }
+
+    fn begin_iteration(&self, iteration: usize) {
+        (**self).begin_iteration(iteration);
     }
 }
 

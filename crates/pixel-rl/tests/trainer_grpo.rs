@@ -16,7 +16,7 @@ use pixel_agent::Trajectory;
 use pixel_rl::config::GrpoConfig;
 use pixel_rl::data::{EpochCursor, Task};
 use pixel_rl::metrics::{MetricRecord, MetricSink, read_jsonl};
-use pixel_rl::reward::PerRollout;
+use pixel_rl::reward::{PerRollout, Reward};
 use pixel_rl::trainer::GrpoTrainer;
 use pixel_vlm::backend::CpuBackend as B;
 use pixel_vlm::processor::Processor;
@@ -162,6 +162,62 @@ fn uniform_groups_are_dropped_and_refilled_up_to_the_draw_limit() {
         Some(uniform as f64 / drawn as f64)
     );
     assert_eq!(record.get("groups_replayed"), Some(0.0));
+}
+
+/// Records the iteration each group was scored in (from [`Reward::begin_iteration`]).
+struct IterationLog<R> {
+    inner: R,
+    now: std::sync::atomic::AtomicUsize,
+    groups: std::sync::Mutex<Vec<usize>>,
+}
+
+impl<R: Reward> Reward for IterationLog<R> {
+    fn score_group(
+        &self,
+        task: &Task,
+        trajectories: &[Trajectory],
+    ) -> pixel_rl::Result<pixel_rl::reward::GroupScore> {
+        let now = self.now.load(std::sync::atomic::Ordering::SeqCst);
+        self.groups.lock().expect("log").push(now);
+        self.inner.score_group(task, trajectories)
+    }
+
+    fn begin_iteration(&self, iteration: usize) {
+        self.now
+            .store(iteration, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_reward_is_told_each_iteration_before_its_groups_are_scored() {
+    let dir = checkpoint();
+    let processor = Processor::from_pretrained(dir.path()).expect("processor");
+    let model = Qwen25Vl::<AB>::from_pretrained(dir.path(), &Default::default()).expect("model");
+    let log = IterationLog {
+        inner: PerRollout(|_: &Task, t: &Trajectory| f64::from(u8::from(t.row == 0))),
+        // Not 0: a trainer that never calls the hook leaves this in the log.
+        now: std::sync::atomic::AtomicUsize::new(99),
+        groups: std::sync::Mutex::new(Vec::new()),
+    };
+    let config = GrpoConfig::demo(3)
+        .with_group_size(2)
+        .with_queries_per_buffer(2)
+        .with_updates_per_buffer(1)
+        .with_rollout(short_rollout(1));
+    let mut trainer =
+        GrpoTrainer::new(model, processor, text_tasks(4), &log, config).expect("trainer");
+    let mut drawn = Vec::new();
+    for _ in 0..3 {
+        let record = trainer.iterate().expect("iteration").remove(0);
+        drawn.push(record.get("groups_drawn").expect("groups_drawn") as usize);
+    }
+    let groups = log.groups.lock().expect("log").clone();
+    let expected: Vec<usize> = drawn
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &n)| std::iter::repeat_n(k, n))
+        .collect();
+    assert_eq!(groups, expected, "groups drawn per iteration {drawn:?}");
 }
 
 #[test]

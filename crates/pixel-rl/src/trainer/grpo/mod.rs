@@ -332,6 +332,7 @@ impl<B: AutodiffBackend, S: TaskSource, R: Reward> GrpoTrainer<B, S, R> {
     /// The environment's, the reward's, the model's errors.
     pub fn iterate(&mut self) -> Result<Vec<MetricRecord>> {
         let cfg = self.config.clone();
+        self.reward.begin_iteration(self.iteration);
         let policy = self.model.valid();
         let mut stats = RolloutStats::default();
         let mut buffer: Vec<BufferGroup> = Vec::new();
