@@ -10,9 +10,10 @@ cargo test --workspace --features ffmpeg --doc
 # The mini Pixel Reasoner's pipeline end to end in a few steps per stage (its numbers mean nothing).
 quick="$(mktemp -d)"
 PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick"
-for f in report.md summary.json plots/grpo_rapr.png plots/sft_loss.png grpo-curiosity/config.json grpo-curiosity/tokenizer.json; do
+for f in report.md summary.json plots/grpo_rapr.png plots/grpo_rapr_by_kind.png plots/sft_loss.png grpo-curiosity/config.json grpo-curiosity/tokenizer.json runs/grpo-curiosity/groups_by_kind.jsonl; do
   test -s "$quick/$f" || { echo "mini_pixel_reasoner --quick did not write $f" >&2; exit 1; }
 done
+grep -q "Results on held-out legible questions" "$quick/report.md" || { echo "mini_pixel_reasoner --quick: no legible questions in the report" >&2; exit 1; }
 # The later stages again from that run's warmed folder: the report must say the warm-up was reused.
 PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/again" --from-warmed "$quick/warmed"
 grep -q "Stage (a) reused" "$quick/again/report.md" || { echo "--from-warmed: the report does not say the warm-up was reused" >&2; exit 1; }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
 
 use crate::data;
@@ -135,15 +136,56 @@ pub struct Args {
     /// nearer the curiosity threshold H.
     #[arg(long, default_value_t = 1)]
     pub direct: u64,
-    /// Learning rate of both GRPO runs: 5e-5 (1e-4 from 2026-11-28 01:00 to 03:30). After 3 SFT epochs,
-    /// from the warmed models of seeds 0 and 1 (200 held-out questions), 1e-4 gave 75.0 / 66.5 % against
-    /// 71.0 / 61.5 % at 5e-5; after 4 SFT epochs (the default since), 66.0 / 69.0 % against **72.5 / 72.5 %**
-    /// (docs/demo.md, "Where the second box goes"). 2e-4 lowered held-out accuracy in three runs of four
-    /// before the zoom in two steps (42 → 12 %). 2.5e-5 since 2026-11-28 06:30, with `--sft-reads 640`: from
-    /// the warmed models of seeds 0 / 1 / 2, GRPO 81.0 / 71.5 / 62.0 % (SFT 80.5 / 71.0 / 59.0 %); at 5e-5 the
-    /// same SFT models gave 72.0 % on seed 0 (crop hit 97 → 90 %), and a KL term to the SFT model (β 0.04)
-    /// 75.0 % (docs/demo.md, "SFT's reading examples").
-    #[arg(long, default_value_t = 2.5e-5)]
+    /// Legible questions added to the SFT traces (`data::legible_sample`: the same question about a tag
+    /// large enough to read in the global view), some answered directly and `--legible-zoom` of them by
+    /// zooming in as on a small tag: the questions a direct answer gets right and the learned zoom does
+    /// not, which the learning trap needs (docs/demo.md, "The learning trap").
+    #[arg(long, default_value_t = 128)]
+    pub legible_traces: usize,
+    /// Reading examples of legible canvases added to SFT: the whole canvas shown as an observation turn,
+    /// then `The digit is \boxed{d}.` (the format of `--sft-reads`). They teach reading a large digit
+    /// anywhere in an image, as a pretrained model can, without teaching when to answer directly: that
+    /// comes from the few legible traces. From the seed-0 warmed model with 128 legible traces (half
+    /// zooming), the SFT model answered legible questions right directly / with a call: 320 → 67 / 29 %,
+    /// 640 → 81 / 40 %; with GRPO on three quarters legible questions at 5e-5 the control then stopped
+    /// calling on 28.5 % of needle questions after 640, on none after 320 (one run each; docs/demo.md,
+    /// "The learning trap").
+    #[arg(long, default_value_t = 640)]
+    pub legible_reads: usize,
+    /// One reading row in this many of the warm-up's (those through the whole model) shows a legible
+    /// canvas whole instead of a crop (0: none): the warm-up stands in for pretraining, and a pretrained
+    /// model reads a large digit anywhere in an image; 8 puts 2 of the 16 rows per step at no extra time.
+    /// Not the default: one full run with 8 (seed 0, docs/demo.md, "The learning trap"), the whole model
+    /// read 81 % of legible canvases after the warm-up, but the SFT model answered 44 % of legible
+    /// questions right directly and 60.5 % of needle questions (the warmed model's crops held the tag 65.5 %
+    /// against 80.6 % without): `--legible-reads` in SFT it is.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_legible_every: usize,
+    /// The share of the legible SFT traces that zoom in (0 to 1; the others answer directly).
+    #[arg(long, default_value_t = 0.5)]
+    pub legible_zoom: f64,
+    /// The share of GRPO's questions that are legible (0 to 1; the others are needle questions).
+    #[arg(long, default_value_t = 0.75)]
+    pub grpo_legible: f64,
+    /// Digit heights of the legible questions on the 448 px canvas, `MIN-MAX` (140-170: 35-42 px in the
+    /// 112 px global view, the size the model reads in its crops).
+    #[arg(long, default_value = "140-170")]
+    pub legible_glyph: String,
+    /// Held-out legible questions per evaluated model (default: the plan's, 100).
+    #[arg(long)]
+    pub eval_legible: Option<usize>,
+    /// Learning rate of both GRPO runs: 5e-5 (1e-4 from 2026-11-28 01:00 to 03:30, 2.5e-5 from 06:30 to
+    /// 09:00). After 3 SFT epochs, from the warmed models of seeds 0 and 1 (200 held-out questions),
+    /// 1e-4 gave 75.0 / 66.5 % against 71.0 / 61.5 % at 5e-5; after 4 SFT epochs (the default since),
+    /// 66.0 / 69.0 % against **72.5 / 72.5 %** (docs/demo.md, "Where the second box goes"). 2e-4
+    /// lowered held-out accuracy in three runs of four before the zoom in two steps (42 → 12 %). 2.5e-5
+    /// since 2026-11-28 06:30, with `--sft-reads 640`: from the warmed models of seeds 0 / 1 / 2, GRPO
+    /// 81.0 / 71.5 / 62.0 % (SFT 80.5 / 71.0 / 59.0 %); at 5e-5 the same SFT models gave 72.0 % on seed
+    /// 0 (crop hit 97 → 90 %), and a KL term to the SFT model (β 0.04) 75.0 % (docs/demo.md, "SFT's
+    /// reading examples"). 5e-5 again since 2026-11-28 09:00, with legible questions three quarters of
+    /// GRPO's: at 2.5e-5 the runs hardly moved in 8 iterations (the control still called on 96 % of
+    /// needle questions), at 5e-5 the learning trap shows (docs/demo.md, "The learning trap").
+    #[arg(long, default_value_t = 5e-5)]
     pub grpo_lr: f64,
     /// Weight β of GRPO's k3 KL term to the SFT model (pixel-rl's `SurrogateSettings::kl_beta`; 0, the
     /// recipe's, loads no reference model).
@@ -253,6 +295,23 @@ impl Args {
         }
     }
 
+    /// `--legible-glyph` as `(min, max)`, checked against the canvas.
+    pub fn legible_glyph(&self) -> anyhow::Result<(u32, u32)> {
+        let glyph = self
+            .legible_glyph
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .context("--legible-glyph takes MIN-MAX, e.g. 140-170")?;
+        anyhow::ensure!(
+            (7..=glyph.1).contains(&glyph.0) && glyph.1 <= data::LEGIBLE_GLYPH_MAX,
+            "--legible-glyph {}-{}: 7 <= MIN <= MAX <= {} px",
+            glyph.0,
+            glyph.1,
+            data::LEGIBLE_GLYPH_MAX
+        );
+        Ok(glyph)
+    }
+
     /// Refuses combinations of options that do not compose.
     pub fn check(&self) -> anyhow::Result<()> {
         // Each margin in its range (NaN is in none).
@@ -270,6 +329,16 @@ impl Args {
                 "{flag} {value}: 0 to {most} {of}"
             );
         }
+        for (flag, value) in [
+            ("--legible-zoom", self.legible_zoom),
+            ("--grpo-legible", self.grpo_legible),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&value),
+                "{flag} {value}: a share, 0 to 1"
+            );
+        }
+        self.legible_glyph()?;
         anyhow::ensure!(
             self.grpo_kl.is_finite() && self.grpo_kl >= 0.0,
             "--grpo-kl {}: a weight of 0 or more",
@@ -330,6 +399,7 @@ pub struct Plan {
     pub grpo_iterations: usize,
     pub grpo_queries: usize,
     pub eval_samples: usize,
+    pub eval_legible: usize,
 }
 
 impl Plan {
@@ -347,6 +417,7 @@ impl Plan {
                 grpo_iterations: 1,
                 grpo_queries: 2,
                 eval_samples: 3,
+                eval_legible: 2,
             }
         } else {
             Self {
@@ -379,6 +450,8 @@ impl Plan {
                 // 200 since 2026-11-27 18:30 (50 before): one run's accuracy then has a standard error of
                 // ~3.5 points instead of ~7; evaluation costs ~30 s instead of ~9.
                 eval_samples: 200,
+                // Legible questions: a direct answer reads them; 100 tell the models' call rates apart.
+                eval_legible: 100,
             }
         }
     }

@@ -82,6 +82,89 @@ pub fn digit_question(s: pixel_traces::datasets::NeedleSample) -> pixel_traces::
     sample
 }
 
+/// The largest legible digit a 448 px canvas takes (a tag 1.5x the digit plus its border, placed 4 px
+/// from the edges).
+pub const LEGIBLE_GLYPH_MAX: u32 = 280;
+
+/// A **legible** question (`--legible-glyph`): the same question about a tag drawn so large (digits
+/// `glyph` px tall on the canvas, 140-170 by default: 35-42 px in the 112 px global view, the size the
+/// model reads in its crops) that the global view shows it, on the same background and clutter. A
+/// direct answer can read it; the zoom the model learned for small tags (the tag's cell of the 4 x 4
+/// grid, 0.45 of the canvas once padded) cuts a tag this large, and its crops show the digit at about
+/// twice the size the model was taught to read: the operation path starts out worse, the question the
+/// learning trap needs (docs/demo.md, "The learning trap"). The question's text is the needle's, so that
+/// only the image tells the two kinds apart.
+pub fn legible_sample(
+    needle: &NeedleConfig,
+    glyph: (u32, u32),
+    seed: u64,
+    index: u64,
+) -> anyhow::Result<pixel_traces::AnnotatedSample> {
+    use pixel_traces::datasets::draw::{self, PALETTE, Rect};
+    use pixel_traces::datasets::needle::{draw_tag, tag_size};
+    let (lo, hi) = glyph;
+    anyhow::ensure!(
+        (7..=hi).contains(&lo) && hi <= LEGIBLE_GLYPH_MAX,
+        "legible digits {lo}-{hi} px: 7 <= MIN <= MAX <= {LEGIBLE_GLYPH_MAX}"
+    );
+    let (width, height) = (needle.width, needle.height);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.rotate_left(29) ^ 0x1e61_b1e5,
+    );
+    let rng: &mut dyn RngCore = &mut rng;
+    let mut img = draw::textured_background(width, height, 18, rng);
+    draw::clutter(&mut img, needle.clutter, i64::from(width / 16), rng);
+    let colour = PALETTE[rng.random_range(0..PALETTE.len())];
+    let glyph_height = rng.random_range(lo..=hi);
+    let (tw, th) = tag_size(glyph_height);
+    anyhow::ensure!(
+        tw + 8 <= width && th + 8 <= height,
+        "a {glyph_height} px digit's tag ({tw} x {th}) does not fit the {width} x {height} canvas"
+    );
+    let x = rng.random_range(4..=i64::from(width - tw - 4));
+    let y = rng.random_range(4..=i64::from(height - th - 4));
+    let rect = Rect::at(x, y, i64::from(tw), i64::from(th));
+    let digit = rng.random_range(0..10u8);
+    draw_tag(
+        &mut img,
+        rect,
+        glyph_height,
+        digit,
+        colour.rgb,
+        needle.tag_noise,
+        needle.stroke_min,
+        rng,
+    );
+    let reference = NormBox::from_pixels(
+        rect.x0 as u32,
+        rect.y0 as u32,
+        rect.x1 as u32,
+        rect.y1 as u32,
+        width,
+        height,
+    )?;
+    Ok(pixel_traces::AnnotatedSample {
+        id: format!("legible-{seed}-{index}"),
+        question: format!(
+            "What digit is written on the small tag with a {} border?",
+            colour.name
+        ),
+        options: Vec::new(),
+        answer: digit.to_string(),
+        visual: Visual::Image {
+            image: img,
+            reference,
+            cue: format!("the small tag with a {} border", colour.name),
+        },
+    })
+}
+
+/// Whether item `i` of a mix with `share` legible questions is legible: spread evenly (with 0.5, every
+/// second one).
+pub fn is_legible(i: u64, share: f64) -> bool {
+    ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
+}
+
 pub fn task_of(
     sample: &pixel_traces::AnnotatedSample,
 ) -> anyhow::Result<(Task, pixel_traces::NormBox)> {
@@ -245,6 +328,78 @@ pub fn build_traces(
     jitter: f64,
 ) -> anyhow::Result<Traces> {
     let direct = direct.min(6);
+    let synth = synthesizer(seed, boxes);
+    let text_only = SyntheticDataset::by_name("text-only").context("text-only dataset")?;
+    let mut out = Traces {
+        traces: Vec::new(),
+        images: HashMap::new(),
+        unsynthesizable: 0,
+    };
+    for i in 0..n as u64 {
+        let sample = if i % 8 == 7 {
+            text_only.sample(seed + 7, i)?
+        } else {
+            jittered(
+                boxes.on_grid(digit_sample(needle, seed + 7, i)?),
+                jitter,
+                boxes.decimals,
+                seed ^ (i << 20) ^ 0x5f7,
+            )
+        };
+        out.add(&synth, &sample, i, (7 - direct..7).contains(&(i % 8)))?;
+    }
+    Ok(out)
+}
+
+/// `n` legible questions ([`legible_sample`]) for SFT: a share `zoom` of them (spread evenly) zoom in as
+/// the needle traces do, the others answer directly from the global view. Boxes moved out by up to
+/// `jitter` as in [`build_traces`].
+pub fn build_legible_traces(
+    needle: &NeedleConfig,
+    glyph: (u32, u32),
+    n: usize,
+    seed: u64,
+    boxes: Boxes,
+    zoom: f64,
+    jitter: f64,
+) -> anyhow::Result<Traces> {
+    let synth = synthesizer(seed + 31, boxes);
+    let mut out = Traces {
+        traces: Vec::new(),
+        images: HashMap::new(),
+        unsynthesizable: 0,
+    };
+    for i in 0..n as u64 {
+        let sample = jittered(
+            boxes.on_grid(legible_sample(needle, glyph, seed + 31, i)?),
+            jitter,
+            boxes.decimals,
+            seed ^ (i << 20) ^ 0x1e6,
+        );
+        out.add(&synth, &sample, i, !is_legible(i, zoom))?;
+    }
+    Ok(out)
+}
+
+/// `sample` with each side of its tag's box moved out by up to `jitter` (drawn from `seed`).
+fn jittered(
+    mut sample: pixel_traces::AnnotatedSample,
+    jitter: f64,
+    decimals: i32,
+    seed: u64,
+) -> pixel_traces::AnnotatedSample {
+    if jitter > 0.0
+        && let Visual::Image { reference, .. } = &mut sample.visual
+    {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let margins = [(); 4].map(|_| rng.random_range(0.0..=jitter));
+        *reference = crate::samples::moved_out(*reference, margins, decimals);
+    }
+    sample
+}
+
+/// The demo's synthesizer: terse narration, the boxes of `boxes`, observations at the model's view.
+fn synthesizer(seed: u64, boxes: Boxes) -> Synthesizer<TerseNarrator> {
     // With a zoom in two steps every trace zooms in twice (a wrong cell first in a fifth of them).
     let image_mix = match boxes.coarse_grid {
         0 => ImageMix {
@@ -260,7 +415,7 @@ pub fn build_traces(
             coarse_to_fine: 0.8,
         },
     };
-    let synth = Synthesizer::new(
+    Synthesizer::new(
         SynthConfig {
             seed,
             image_mix,
@@ -277,48 +432,45 @@ pub fn build_traces(
             ..SynthConfig::default()
         },
         TerseNarrator,
-    );
-    let text_only = SyntheticDataset::by_name("text-only").context("text-only dataset")?;
-    let mut out = Traces {
-        traces: Vec::new(),
-        images: HashMap::new(),
-        unsynthesizable: 0,
-    };
-    for i in 0..n as u64 {
-        let sample = if i % 8 == 7 {
-            text_only.sample(seed + 7, i)?
-        } else {
-            let mut sample = boxes.on_grid(digit_sample(needle, seed + 7, i)?);
-            if jitter > 0.0
-                && let Visual::Image { reference, .. } = &mut sample.visual
-            {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (i << 20) ^ 0x5f7);
-                let margins = [(); 4].map(|_| rng.random_range(0.0..=jitter));
-                *reference = crate::samples::moved_out(*reference, margins, boxes.decimals);
-            }
-            sample
-        };
-        let mut made = match synth.synthesize(&sample, i) {
-            Ok(made) => made,
-            Err(e) => {
-                out.unsynthesizable += 1;
-                if out.unsynthesizable == 1 {
-                    eprintln!("skipping traces that cannot be synthesized; first: {e}");
-                }
-                continue;
-            }
-        };
-        strip_guidelines(&mut made.trace);
-        if (7 - direct..7).contains(&(i % 8)) {
-            answer_directly(&mut made.trace, &sample.answer);
-        }
-        out.images.extend(made.images.iter().cloned());
-        out.traces.push(made.trace);
-    }
-    Ok(out)
+    )
 }
 
 impl Traces {
+    /// Synthesizes trace `i` of `sample` (answered directly when `direct`) into the set; a sample the
+    /// synthesizer cannot make a trace of is counted and skipped.
+    fn add(
+        &mut self,
+        synth: &Synthesizer<TerseNarrator>,
+        sample: &pixel_traces::AnnotatedSample,
+        i: u64,
+        direct: bool,
+    ) -> anyhow::Result<()> {
+        let mut made = match synth.synthesize(sample, i) {
+            Ok(made) => made,
+            Err(e) => {
+                self.unsynthesizable += 1;
+                if self.unsynthesizable == 1 {
+                    eprintln!("skipping traces that cannot be synthesized; first: {e}");
+                }
+                return Ok(());
+            }
+        };
+        strip_guidelines(&mut made.trace);
+        if direct {
+            answer_directly(&mut made.trace, &sample.answer);
+        }
+        self.images.extend(made.images.iter().cloned());
+        self.traces.push(made.trace);
+        Ok(())
+    }
+
+    /// Adds `other`'s traces and images after these.
+    pub fn extend(&mut self, other: Traces) {
+        self.traces.extend(other.traces);
+        self.images.extend(other.images);
+        self.unsynthesizable += other.unsynthesizable;
+    }
+
     /// The zoom-in traces (no text-only question, no direct answer), at most `limit`, tokenized with the
     /// demo's system line, the SFT loss on the answer after the last crop only: reading in the trace's
     /// context (`--sft-trace-reads`, and `--inspect`'s teacher-forced sweep).

@@ -24,6 +24,10 @@ pub struct EvalScores {
     /// finding (accuracy ≈ crop hit × this, when every rollout crops).
     pub accuracy_when_hit: f64,
     pub op_error_rate: f64,
+    /// Accuracy over the rollouts that answered without an operation.
+    pub accuracy_direct: f64,
+    /// Accuracy over the rollouts that used one.
+    pub accuracy_with_ops: f64,
 }
 
 /// A held-out task and the tag it asks about.
@@ -162,10 +166,13 @@ pub fn evaluate(
     let (mut correct, mut used, mut cropped, mut hits, mut attempted, mut failed) =
         (0, 0, 0, 0, 0, 0);
     let mut correct_when_hit = 0;
+    let mut correct_with_ops = 0;
     let mut trajectories = Vec::with_capacity(scored.len());
     for r in scored {
         correct += usize::from(r.correct);
-        used += usize::from(r.traj.stats.used_pixel_reasoning());
+        let with_ops = r.traj.stats.used_pixel_reasoning();
+        used += usize::from(with_ops);
+        correct_with_ops += usize::from(with_ops && r.correct);
         attempted += r.traj.stats.operations_attempted;
         failed += r.traj.stats.operations_failed;
         if let Some(hit) = r.hit {
@@ -178,6 +185,15 @@ pub fn evaluate(
     let n = tasks.len().max(1) as f64;
     s.accuracy = correct as f64 / n;
     s.rapr = used as f64 / n;
+    let share = |k: usize, of: usize| {
+        if of == 0 {
+            f64::NAN
+        } else {
+            k as f64 / of as f64
+        }
+    };
+    s.accuracy_with_ops = share(correct_with_ops, used);
+    s.accuracy_direct = share(correct - correct_with_ops, tasks.len() - used);
     s.crop_hit = if cropped == 0 {
         f64::NAN
     } else {

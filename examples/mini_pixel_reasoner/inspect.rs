@@ -41,6 +41,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             per_batch: 0,
             steps: 0,
             in_context,
+            legible: None,
         };
         let b = warmup::make_batch(
             needle,

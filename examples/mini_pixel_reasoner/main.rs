@@ -21,6 +21,7 @@
 //! warmed folder of an earlier run. Run: `cargo run --release --features vlm --example mini_pixel_reasoner --
 //! --out out/mini`.
 
+mod by_kind;
 mod cli;
 mod data;
 mod evaluate;
@@ -45,6 +46,7 @@ use pixel_reward::RewardConfig;
 use pixel_rl::config::{GrpoConfig, SftConfig};
 use pixel_rl::data::Task;
 use pixel_rl::parallel::DataParallel;
+use pixel_rl::reward::CuriosityReward;
 use pixel_rl::sft::MaskRule;
 use pixel_rl::trainer::sft::build_examples_with_system;
 use pixel_rl::trainer::{GrpoTrainer, SftTrainer};
@@ -156,6 +158,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = args.eval_samples {
         plan.eval_samples = n;
     }
+    if let Some(n) = args.eval_legible {
+        plan.eval_legible = n;
+    }
     plan.grounding_steps = plan.grounding_steps.min(plan.warmup_steps);
     plan.reading_steps = plan.reading_steps.min(plan.warmup_steps);
     if let Some(dir) = &args.inspect {
@@ -182,11 +187,12 @@ fn main() -> anyhow::Result<()> {
         args.direct,
         args.sft_jitter,
     )?;
-    let (traces, images, unsynthesizable) = (built.traces, built.images, built.unsynthesizable);
+    let legible_glyph = args.legible_glyph()?;
+    let mut built = built;
     let base = out.join("base");
     let mut corpus = spec(args.seed, args.rope_theta).merge_corpus;
     corpus.push(SYSTEM.to_owned());
-    corpus.extend(traces.iter().take(64).map(|t| {
+    corpus.extend(built.traces.iter().take(64).map(|t| {
         t.messages
             .iter()
             .map(|m| m.text())
@@ -200,6 +206,25 @@ fn main() -> anyhow::Result<()> {
             ..spec(args.seed, args.rope_theta)
         },
     )?;
+    // The legible questions after the tokenizer learned its merges (from the needle traces' text, as
+    // before they were added: a warmed model of an earlier run keeps its tokenizer).
+    let legible_traces = if args.quick {
+        args.legible_traces.min(plan.sft_traces)
+    } else {
+        args.legible_traces
+    };
+    if legible_traces > 0 {
+        built.extend(data::build_legible_traces(
+            &needle,
+            legible_glyph,
+            legible_traces,
+            args.seed,
+            args.boxes(),
+            args.legible_zoom,
+            args.sft_jitter,
+        )?);
+    }
+    let (traces, images, unsynthesizable) = (built.traces, built.images, built.unsynthesizable);
     let processor = Processor::from_pretrained(&base)?;
     times.push((
         "traces + tokenizer + checkpoint".into(),
@@ -209,6 +234,13 @@ fn main() -> anyhow::Result<()> {
     let held_out: Vec<evaluate::EvalTask> = (0..plan.eval_samples as u64)
         .map(|i| {
             let s = digit_sample(&needle, args.seed + 999, i)?;
+            let (task, reference) = task_of(&s)?;
+            Ok(evaluate::EvalTask { task, reference })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let held_out_legible: Vec<evaluate::EvalTask> = (0..plan.eval_legible as u64)
+        .map(|i| {
+            let s = data::legible_sample(&needle, legible_glyph, args.seed + 998, i)?;
             let (task, reference) = task_of(&s)?;
             Ok(evaluate::EvalTask { task, reference })
         })
@@ -247,14 +279,16 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.sft_reads
     };
+    // The reading examples' builder (an observation turn showing an image, then the answer).
+    let reading = warmup::Reading {
+        processor: Processor::from_pretrained(&base)?,
+        per_batch: 0,
+        steps: 0,
+        in_context: false,
+        legible: None,
+    };
     if sft_reads > 0 {
         // The warm-up's reading examples on canvases of their own seed (`--sft-reads`).
-        let reading = warmup::Reading {
-            processor: Processor::from_pretrained(&base)?,
-            per_batch: sft_reads,
-            steps: 0,
-            in_context: false,
-        };
         let reads = warmup::make_batch(
             &needle,
             args.boxes(),
@@ -270,6 +304,23 @@ fn main() -> anyhow::Result<()> {
         )?
         .reads;
         examples.extend(reads);
+    }
+    let legible_reads = if args.quick {
+        args.legible_reads.min(plan.sft_traces)
+    } else {
+        args.legible_reads
+    };
+    if legible_reads > 0 {
+        // Reading a large digit anywhere in an image (`--legible-reads`): legible canvases of their own
+        // seed, each shown whole as an observation turn.
+        for i in 0..legible_reads as u64 {
+            let s = data::legible_sample(&needle, legible_glyph, args.seed + 33, i)?;
+            let pixel_traces::Visual::Image { image, .. } = &s.visual else {
+                anyhow::bail!("legible samples are images");
+            };
+            let digit: u8 = s.answer.parse().context("a legible sample's digit")?;
+            examples.push(reading.example(image, digit, format!("read-{}", s.id))?);
+        }
     }
     if args.sft_trace_reads > 0 {
         // Reading in the trace's context (`--sft-trace-reads`): whole zoom-in traces of their own seed,
@@ -340,12 +391,17 @@ fn main() -> anyhow::Result<()> {
     // (c) GRPO with and without curiosity, from the SFT model.
     let tasks: Vec<Task> = (0..(plan.grpo_iterations * plan.grpo_queries * 2) as u64)
         .map(|i| {
-            digit_sample(&needle, args.seed + 11, i)
-                .and_then(|s| task_of(&s))
-                .map(|(t, _)| t)
+            // Needle and legible questions mixed (`--grpo-legible`), spread evenly.
+            let sample = if data::is_legible(i, args.grpo_legible) {
+                data::legible_sample(&needle, legible_glyph, args.seed + 13, i)?
+            } else {
+                digit_sample(&needle, args.seed + 11, i)?
+            };
+            task_of(&sample).map(|(t, _)| t)
         })
         .collect::<anyhow::Result<_>>()?;
     let mut rl_runs = Vec::new();
+    let mut by_kinds = Vec::new();
     let mut grpo_configs = serde_json::Map::new();
     for (name, alpha) in [("curiosity", 0.5), ("no curiosity", 0.0)] {
         let t = Instant::now();
@@ -367,21 +423,26 @@ fn main() -> anyhow::Result<()> {
         grpo_configs.insert(name.to_string(), serde_json::to_value(&config)?);
         let dir = out.join(format!("runs/grpo-{}", name.replace(' ', "-")));
         let model_dir = out.join(format!("grpo-{}", name.replace(' ', "-")));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let metrics = {
-            let (sft_dir, base, tasks, dir, model_dir) = (
+            let (sft_dir, base, tasks, dir, model_dir, log) = (
                 sft_dir.clone(),
                 base.clone(),
                 tasks.clone(),
                 dir.clone(),
                 model_dir.clone(),
+                log.clone(),
             );
             let threads = args.threads;
             ranks::on_ranks(threads, move |rank| {
                 let model = Qwen25Vl::<AB>::from_pretrained(&sft_dir, &device)?;
-                let mut trainer = GrpoTrainer::curious(
+                // The curiosity reward, its groups tallied by question kind for the report.
+                let reward = by_kind::ByKind::new(CuriosityReward::new(config.reward), log.clone());
+                let mut trainer = GrpoTrainer::new(
                     model,
                     Processor::from_pretrained(&base)?,
                     tasks.clone(),
+                    reward,
                     config.clone(),
                 )?;
                 if threads > 1 {
@@ -400,6 +461,16 @@ fn main() -> anyhow::Result<()> {
             })?
         };
         times.push((format!("GRPO ({name})"), t.elapsed().as_secs_f64()));
+        let groups = log
+            .lock()
+            .map_or_else(|e| e.into_inner().clone(), |g| g.clone());
+        let mut jsonl = String::new();
+        for g in &groups {
+            jsonl.push_str(&serde_json::to_string(g)?);
+            jsonl.push('\n');
+        }
+        std::fs::write(dir.join("groups_by_kind.jsonl"), jsonl)?;
+        by_kinds.push((name.to_string(), groups));
         rl_runs.push((name.to_string(), metrics, model_dir));
     }
 
@@ -408,32 +479,32 @@ fn main() -> anyhow::Result<()> {
     let rollout = rollout_config();
     let sft_model = Qwen25Vl::<CpuBackend>::from_pretrained(&sft_dir, &device)?;
     let mut scores = Vec::new();
+    let mut legible_scores = Vec::new();
     let mut examples_out = Vec::new();
-    let (s, _) = evaluate::evaluate(
+    let mut both = |name: &str,
+                    model: &Qwen25Vl<CpuBackend>,
+                    tools: bool|
+     -> anyhow::Result<Vec<pixel_agent::Trajectory>> {
+        let (s, trajectories) =
+            evaluate::evaluate(name, model, &processor, &held_out, &rollout, tools)?;
+        scores.push(s);
+        let (s, _) =
+            evaluate::evaluate(name, model, &processor, &held_out_legible, &rollout, tools)?;
+        legible_scores.push(s);
+        Ok(trajectories)
+    };
+    both(
         "SFT, calls refused (a call ends the rollout)",
         &sft_model,
-        &processor,
-        &held_out,
-        &rollout,
         false,
     )?;
-    scores.push(s);
-    let (s, _) = evaluate::evaluate("SFT", &sft_model, &processor, &held_out, &rollout, true)?;
-    scores.push(s);
+    both("SFT", &sft_model, true)?;
     for (name, _, dir) in &rl_runs {
         let model = Qwen25Vl::<CpuBackend>::from_pretrained(dir, &device)?;
-        let (s, trajectories) = evaluate::evaluate(
-            &format!("GRPO, {name}"),
-            &model,
-            &processor,
-            &held_out,
-            &rollout,
-            true,
-        )?;
+        let trajectories = both(&format!("GRPO, {name}"), &model, true)?;
         if name == "curiosity" {
             examples_out = trajectories.into_iter().take(3).collect();
         }
-        scores.push(s);
     }
     times.push(("evaluation".into(), t.elapsed().as_secs_f64()));
     // With `--from-warmed` the warm-up ran in an earlier run: its time counts in the total all the same.
@@ -454,6 +525,13 @@ fn main() -> anyhow::Result<()> {
             v["sft_examples_failed"] = failed_examples.into();
             v["boxes"] = serde_json::to_value(args.boxes())?;
             v["direct_per_8_traces"] = args.direct.into();
+            v["legible"] = serde_json::json!({
+                "glyph": [legible_glyph.0, legible_glyph.1],
+                "sft_reads": legible_reads,
+                "sft_traces": legible_traces,
+                "sft_zoom_share": args.legible_zoom,
+                "grpo_share": args.grpo_legible,
+            });
             v["sft_reading_examples"] = sft_reads.into();
             v["sft_trace_reading_examples"] = args.sft_trace_reads.into();
             v["grounding_whole_traces"] = args.grounding_whole.into();
@@ -486,6 +564,8 @@ fn main() -> anyhow::Result<()> {
             .map(|(n, m, _)| (n.clone(), m.clone()))
             .collect::<Vec<_>>(),
         scores: &scores,
+        legible_scores: &legible_scores,
+        by_kind: &by_kinds,
         examples: &examples_out,
         times: &times,
     })?;

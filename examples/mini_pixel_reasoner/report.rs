@@ -22,6 +22,10 @@ pub struct Inputs<'a> {
     pub sft_metrics: &'a [MetricRecord],
     pub rl_runs: &'a [(String, Vec<MetricRecord>)],
     pub scores: &'a [EvalScores],
+    /// The same models on held-out legible questions (a tag large enough to read in the global view).
+    pub legible_scores: &'a [EvalScores],
+    /// Each GRPO run's groups by question kind (`by_kind`).
+    pub by_kind: &'a [(String, Vec<crate::by_kind::Group>)],
     pub examples: &'a [Trajectory],
     pub times: &'a [(String, f64)],
 }
@@ -51,6 +55,25 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
+/// A table of one row per model: its name, then the five shares `cells` picks, under `header`.
+fn score_table(
+    md: &mut String,
+    header: [&str; 5],
+    scores: &[EvalScores],
+    cells: impl Fn(&EvalScores) -> [f64; 5],
+) -> std::fmt::Result {
+    writeln!(
+        md,
+        "| model | {} |\n|---|---|---|---|---|---|",
+        header.join(" | ")
+    )?;
+    for s in scores {
+        let row: Vec<String> = cells(s).into_iter().map(pct).collect();
+        writeln!(md, "| {} | {} |", s.model, row.join(" | "))?;
+    }
+    Ok(())
+}
+
 pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     let plots = i.out.join("plots");
     std::fs::create_dir_all(&plots)?;
@@ -67,6 +90,28 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
             .collect();
         plot_series(title, key, &series, &plots.join(format!("grpo_{key}.png")))?;
     }
+    let mut by_kind_series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (name, groups) in i.by_kind {
+        for kind in ["needle", "legible"] {
+            let c = crate::by_kind::curve(groups, kind);
+            if !c.is_empty() {
+                by_kind_series.push((
+                    format!("{name}, {kind}"),
+                    c.iter().map(|p| (p.0, p.1)).collect(),
+                ));
+            }
+        }
+    }
+    let series: Vec<(&str, Vec<(f64, f64)>)> = by_kind_series
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.clone()))
+        .collect();
+    plot_series(
+        "RaPR by question kind",
+        "rapr",
+        &series,
+        &plots.join("grpo_rapr_by_kind.png"),
+    )?;
     let warm: Vec<(f64, f64)> = i
         .warmup
         .losses
@@ -153,26 +198,60 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         md,
         "## Results on held-out needle questions (the digit is the answer: chance 10 %)\n"
     )?;
-    writeln!(
-        md,
-        "| model | accuracy | RaPR | crop hit | accuracy when the crop hits | op error rate |\n|---|---|---|---|---|---|"
+    score_table(
+        &mut md,
+        [
+            "accuracy",
+            "RaPR",
+            "crop hit",
+            "accuracy when the crop hits",
+            "op error rate",
+        ],
+        i.scores,
+        |s| {
+            [
+                s.accuracy,
+                s.rapr,
+                s.crop_hit,
+                s.accuracy_when_hit,
+                s.op_error_rate,
+            ]
+        },
     )?;
-    for s in i.scores {
-        writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} |",
-            s.model,
-            pct(s.accuracy),
-            pct(s.rapr),
-            pct(s.crop_hit),
-            pct(s.accuracy_when_hit),
-            pct(s.op_error_rate)
-        )?;
-    }
     writeln!(
         md,
         "\n{} questions per model. Crop hit: of the rollouts that crop, the share whose last crop (the one the answer reads; a crop of a crop mapped back onto the canvas) has a box holding the tag's centre; accuracy when the crop hits: reading, apart from finding.\n",
         i.scores.first().map_or(0, |s| s.n)
+    )?;
+
+    writeln!(
+        md,
+        "## Results on held-out legible questions (the same question; the tag large enough to read in the global view)\n"
+    )?;
+    score_table(
+        &mut md,
+        [
+            "accuracy",
+            "RaPR",
+            "accuracy without an operation",
+            "accuracy with one",
+            "op error rate",
+        ],
+        i.legible_scores,
+        |s| {
+            [
+                s.accuracy,
+                s.rapr,
+                s.accuracy_direct,
+                s.accuracy_with_ops,
+                s.op_error_rate,
+            ]
+        },
+    )?;
+    writeln!(
+        md,
+        "\n{} questions per model. A direct answer can read these; the zoom learned for small tags cuts a tag this large (its first crop, the tag's cell of a 4 x 4 grid padded to 0.45 of the canvas, is smaller than the tag). They are the questions on which the operation path starts out worse: the learning trap needs them (docs/demo.md).\n",
+        i.legible_scores.first().map_or(0, |s| s.n)
     )?;
 
     let total = i
@@ -195,20 +274,23 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         .next()
         .unwrap_or(f64::NAN);
     let notool = i.scores.first().map_or(f64::NAN, |s| s.accuracy);
-    let rapr_end = |name: &str| {
+    // The training RaPR of one iteration (64-128 rollouts, three quarters of them on legible
+    // questions) moves by ~10 points from one iteration to the next: the targets compare the means of
+    // the first two and the last two iterations.
+    let rapr_mean = |name: &str, last: bool| {
         i.rl_runs
             .iter()
             .find(|(n, _)| n == name)
-            .and_then(|(_, m)| curve(m, "rapr").last().map(|p| p.1))
+            .map(|(_, m)| {
+                let c = curve(m, "rapr");
+                let k = c.len().min(2);
+                let part = if last { &c[c.len() - k..] } else { &c[..k] };
+                part.iter().map(|p| p.1).sum::<f64>() / k as f64
+            })
             .unwrap_or(f64::NAN)
     };
-    let rapr_start = |name: &str| {
-        i.rl_runs
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, m)| curve(m, "rapr").first().map(|p| p.1))
-            .unwrap_or(f64::NAN)
-    };
+    let rapr_end = |name: &str| rapr_mean(name, true);
+    let rapr_start = |name: &str| rapr_mean(name, false);
     writeln!(md, "## Targets\n\n| target | measured | |\n|---|---|---|")?;
     writeln!(
         md,
@@ -236,14 +318,14 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| curiosity run keeps RaPR ≥ H = 0.3 | {} → {} | {} |",
+        "| curiosity run keeps RaPR ≥ H = 0.3 (training, mean of the first two → the last two iterations) | {} → {} | {} |",
         pct(rapr_start("curiosity")),
         pct(rapr_end("curiosity")),
         verdict(rapr_end("curiosity") >= 0.3)
     )?;
     writeln!(
         md,
-        "| control's RaPR declines, and ends below the curiosity run's | {} → {} (curiosity: {}) | {} |",
+        "| control's RaPR declines, and ends below the curiosity run's (the same means) | {} → {} (curiosity: {}) | {} |",
         pct(rapr_start("no curiosity")),
         pct(rapr_end("no curiosity")),
         pct(rapr_end("curiosity")),
@@ -268,7 +350,55 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         md,
         "\nA missed target is reported as measured; nothing was tuned to hide it.\n"
     )?;
+    // Where each model calls, held out: the learning trap in the evaluation.
+    let calls: Vec<String> = i
+        .scores
+        .iter()
+        .zip(i.legible_scores)
+        .skip(1)
+        .map(|(n, l)| {
+            format!(
+                "{}: {} of needle questions ({} right), {} of legible ones ({} right)",
+                n.model,
+                pct(n.rapr),
+                pct(n.accuracy),
+                pct(l.rapr),
+                pct(l.accuracy)
+            )
+        })
+        .collect();
+    if !calls.is_empty() {
+        writeln!(
+            md,
+            "Held out, greedy, the share of questions each model calls on: {}.\n",
+            calls.join("; ")
+        )?;
+    }
 
+    writeln!(
+        md,
+        "## RaPR by question kind in training\n\n![RaPR by kind](plots/grpo_rapr_by_kind.png)\n\n| run | kind | RaPR, first → last iteration | accuracy, first → last | groups |\n|---|---|---|---|---|"
+    )?;
+    for (name, groups) in i.by_kind {
+        for kind in ["needle", "legible"] {
+            let c = crate::by_kind::curve(groups, kind);
+            if let (Some(first), Some(last)) = (c.first(), c.last()) {
+                writeln!(
+                    md,
+                    "| {name} | {kind} | {} → {} | {} → {} | {} |",
+                    pct(first.1),
+                    pct(last.1),
+                    pct(first.2),
+                    pct(last.2),
+                    c.iter().map(|p| p.3).sum::<usize>()
+                )?;
+            }
+        }
+    }
+    writeln!(
+        md,
+        "\nThe trainer's RaPR (the curves below) is over both kinds; here it is split. On a needle question the operation path is the only way to read the tag; on a legible one a direct answer reads it and the learned zoom cuts the tag.\n"
+    )?;
     writeln!(md, "## Training curves\n")?;
     writeln!(
         md,
@@ -276,10 +406,11 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}; its box probe, each coordinate's exact value at the tokens writing the box: {}); the warmed model's greedy crops on {} hold the tag's centre {}.\n",
+        "Warm-up, held out: the tower reads {} of jittered crops and finds the tag's token in the global view {}; the whole model answers the digit after a jittered crop (teacher-forced) {}, after a legible canvas shown whole {}; the text model's locate probe (the tag's cell from the last prompt token) {} (its cell probe, each image token's own cell: {}; its box probe, each coordinate's exact value at the tokens writing the box: {}); the warmed model's greedy crops on {} hold the tag's centre {}.\n",
         pct(i.warmup.read_accuracy),
         pct(i.warmup.locate_accuracy),
         trained_pct(i.warmup.read_lm_accuracy),
+        trained_pct(i.warmup.legible_read_accuracy),
         trained_pct(i.warmup.probe_accuracy),
         trained_pct(i.warmup.cell_probe_accuracy),
         trained_pct(i.warmup.box_value_probe_accuracy),
@@ -337,7 +468,8 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         "quick": i.quick,
         "seed": i.seed,
         "scores": i.scores,
-        "warmup": {"read_accuracy": i.warmup.read_accuracy, "model_read_accuracy": i.warmup.read_lm_accuracy, "locate_accuracy": i.warmup.locate_accuracy,
+        "legible_scores": i.legible_scores,
+        "warmup": {"read_accuracy": i.warmup.read_accuracy, "model_read_accuracy": i.warmup.read_lm_accuracy, "model_legible_read_accuracy": i.warmup.legible_read_accuracy, "locate_accuracy": i.warmup.locate_accuracy,
                    "text_locate_probe_accuracy": i.warmup.probe_accuracy, "text_cell_probe_accuracy": i.warmup.cell_probe_accuracy, "text_box_value_probe_accuracy": i.warmup.box_value_probe_accuracy, "first_call_crop_hit": i.warmup.grounding_crop_hit,
                    "global_read_accuracy": i.warmup.global_read_accuracy},
         "times": i.times,

@@ -123,6 +123,19 @@ pub struct Reading {
     /// answers in traces, and SFT did not bring it back (31-55 % alone, 54-58 % in traces): in a trace
     /// the answer also sees the global view, whose tokens look like the crop's.
     pub in_context: bool,
+    /// Some reading rows show a legible canvas whole instead of a crop ([`LegibleReads`]).
+    pub legible: Option<LegibleReads>,
+}
+
+/// Reading rows that show a legible canvas ([`crate::data::legible_sample`]: the digit large enough to
+/// read in the global view) whole, as an observation turn, then the answer: a pretrained model reads large
+/// text anywhere in an image, and a direct answer to a legible question needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct LegibleReads {
+    /// Digit heights on the canvas.
+    pub glyph: (u32, u32),
+    /// One reading row in this many (the last of each run of `every`) is a legible canvas.
+    pub every: usize,
 }
 
 impl Reading {
@@ -163,7 +176,12 @@ impl Reading {
     }
 
     /// The observation turn showing `crop` and the answer `digit` after it.
-    fn example(&self, crop: &image::RgbImage, digit: u8, id: String) -> anyhow::Result<SftExample> {
+    pub fn example(
+        &self,
+        crop: &image::RgbImage,
+        digit: u8,
+        id: String,
+    ) -> anyhow::Result<SftExample> {
         let seen = self.processor.image_processor.fit(crop)?.into_owned();
         let trace = pixel_traces::Trace {
             id,
@@ -521,9 +539,23 @@ pub fn make_batch(
         let col = ((cx * gw as f64) as usize).min(gw - 1);
         let row = ((cy * gh as f64) as usize).min(gh - 1);
         if let Some(r) = reading.filter(|_| (i as usize) < reads) {
-            let example = match r.in_context {
-                true => r.in_context(&sample, crop_box, boxes.decimals, first + i)?,
-                false => Some(r.example(&crop, digit, format!("read-{seed}-{}", first + i))?),
+            let legible = r
+                .legible
+                .filter(|l| l.every > 0 && (i as usize) % l.every == l.every - 1);
+            let example = match (legible, r.in_context) {
+                (Some(l), _) => {
+                    // The legible canvas of the same index, drawn from a seed of its own.
+                    let s = crate::data::legible_sample(needle, l.glyph, seed ^ 0x1e6, first + i)?;
+                    let pixel_traces::Visual::Image { image, .. } = &s.visual else {
+                        anyhow::bail!("legible samples are images");
+                    };
+                    let digit: u8 = s.answer.parse()?;
+                    Some(r.example(image, digit, format!("read-{}", s.id))?)
+                }
+                (None, true) => r.in_context(&sample, crop_box, boxes.decimals, first + i)?,
+                (None, false) => {
+                    Some(r.example(&crop, digit, format!("read-{seed}-{}", first + i))?)
+                }
             };
             b.reads.extend(example);
         }

@@ -47,6 +47,14 @@ pub fn reading(args: &Args, plan: &Plan, base: &Path) -> anyhow::Result<Option<w
         per_batch: args.read_batch,
         steps: plan.reading_steps,
         in_context: args.read_in_context,
+        legible: (args.warmup_legible_every > 0)
+            .then(|| {
+                anyhow::Ok(warmup::LegibleReads {
+                    glyph: args.legible_glyph()?,
+                    every: args.warmup_legible_every,
+                })
+            })
+            .transpose()?,
     }))
 }
 
@@ -222,8 +230,9 @@ pub fn warm_up(
     std::fs::rename(&tmp, warmed_dir.join(WARMUP_REPORT))
         .with_context(|| format!("renaming {}", tmp.display()))?;
     println!(
-        "warm-up (held out): the whole model reads the crop {}",
-        trained_pct(warm_report.read_lm_accuracy)
+        "warm-up (held out): the whole model reads the crop {}, a legible canvas shown whole {}",
+        trained_pct(warm_report.read_lm_accuracy),
+        trained_pct(warm_report.legible_read_accuracy)
     );
     println!(
         "warm-up (held out): reads the crop {:.1} %, locates the tag {:.1} % (tower) / {} (text model; each image token's own cell {}; the box's exact values {}), first calls' crops hold the tag {}; told-where classifier reads the global view {:.1} %",

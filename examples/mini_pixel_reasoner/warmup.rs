@@ -34,7 +34,7 @@ use pixel_vlm::{Qwen25Vl, VisualInput};
 mod step;
 
 use crate::samples::prefetch;
-pub use crate::samples::{Grounding, Jitter, Reading, make_batch};
+pub use crate::samples::{Grounding, Jitter, LegibleReads, Reading, make_batch};
 pub use step::halves_gradient_gap;
 use step::step_gradients;
 
@@ -134,6 +134,10 @@ pub struct WarmupReport {
     /// Held-out: the share of jittered crops whose answer the whole model writes right (every token of
     /// `The digit is \boxed{d}.` the argmax after the crop and the tokens before it).
     pub read_lm_accuracy: Option<f64>,
+    /// Held out: the whole model reads a legible canvas shown whole (teacher-forced answer), when the
+    /// warm-up trained it (`--warmup-legible-every`).
+    #[serde(default)]
+    pub legible_read_accuracy: Option<f64>,
 }
 
 impl<B: AutodiffBackend> Warm<B> {
@@ -463,8 +467,17 @@ pub fn evaluate<B: AutodiffBackend>(
                     Some(hits(&argmax(values), &out.box_value_labels));
             }
         }
-        if !b.reads.is_empty() {
-            report.read_lm_accuracy = Some(answers_right(&valid.vlm, &b.reads)?);
+        // The legible canvases' reading rows apart from the crops' (ids `read-legible-…`).
+        let (legible, crops): (Vec<_>, Vec<_>) = b
+            .reads
+            .iter()
+            .cloned()
+            .partition(|e| e.id.starts_with("read-legible-"));
+        if !crops.is_empty() {
+            report.read_lm_accuracy = Some(answers_right(&valid.vlm, &crops)?);
+        }
+        if !legible.is_empty() {
+            report.legible_read_accuracy = Some(answers_right(&valid.vlm, &legible)?);
         }
     }
     Ok(())
