@@ -187,6 +187,9 @@ pub struct Args {
     /// needle questions), at 5e-5 the learning trap shows (docs/demo.md, "The learning trap").
     #[arg(long, default_value_t = 5e-5)]
     pub grpo_lr: f64,
+    /// Weight α of the curiosity bonus in the curiosity run (the paper's 0.5; the control's is 0).
+    #[arg(long, default_value_t = 0.5)]
+    pub curiosity_alpha: f64,
     /// Weight β of GRPO's k3 KL term to the SFT model (pixel-rl's `SurrogateSettings::kl_beta`; 0, the
     /// recipe's, loads no reference model).
     #[arg(long, default_value_t = 0.0)]
@@ -339,6 +342,11 @@ impl Args {
             );
         }
         self.legible_glyph()?;
+        anyhow::ensure!(
+            self.curiosity_alpha.is_finite() && self.curiosity_alpha >= 0.0,
+            "--curiosity-alpha {}: a weight of 0 or more",
+            self.curiosity_alpha
+        );
         anyhow::ensure!(
             self.grpo_kl.is_finite() && self.grpo_kl >= 0.0,
             "--grpo-kl {}: a weight of 0 or more",

@@ -403,7 +403,7 @@ fn main() -> anyhow::Result<()> {
     let mut rl_runs = Vec::new();
     let mut by_kinds = Vec::new();
     let mut grpo_configs = serde_json::Map::new();
-    for (name, alpha) in [("curiosity", 0.5), ("no curiosity", 0.0)] {
+    for (name, alpha) in [("curiosity", args.curiosity_alpha), ("no curiosity", 0.0)] {
         let t = Instant::now();
         let config = GrpoConfig::demo(plan.grpo_iterations)
             .with_queries_per_buffer(plan.grpo_queries)
