@@ -9,10 +9,13 @@
 //!   reads crops (the answer after an observation turn) and learns the first call (grounding); beside it,
 //!   the data check: a classifier told where the tag is, reading the digit from the global view (it should
 //!   fail: the global view must be illegible);
-//! - (b) SFT on synthesized traces (self-correction included) mixed with text-only traces;
-//! - (c) GRPO with the curiosity bonus, and the control without it, both from the SFT model;
-//! - (d) greedy evaluation on held-out samples: the SFT model without tools (a no-operation policy), the
-//!   SFT model with tools, and both RL models;
+//! - (b) SFT on synthesized traces (self-correction included) mixed with text-only traces, reading
+//!   examples, and legible questions (a tag large enough to read in the global view: a few zoom in, the
+//!   others answer directly);
+//! - (c) GRPO with the curiosity bonus, and the control without it, both from the SFT model, on needle
+//!   and legible questions (the learning trap needs the legible ones), their groups tallied by kind;
+//! - (d) greedy evaluation on held-out needle and legible questions: the SFT model without tools (a
+//!   no-operation policy), the SFT model with tools, and both RL models;
 //! - a report folder: `report.md`, PNG charts, three example trajectories with their crops, the trained
 //!   checkpoint (HF layout), `summary.json`.
 //!
@@ -179,7 +182,7 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let needle = needle(&args)?;
     // Traces first: their text also teaches the tokenizer its merges.
-    let built = data::build_traces(
+    let mut built = data::build_traces(
         &needle,
         plan.sft_traces,
         args.seed,
@@ -188,7 +191,6 @@ fn main() -> anyhow::Result<()> {
         args.sft_jitter,
     )?;
     let legible_glyph = args.legible_glyph()?;
-    let mut built = built;
     let base = out.join("base");
     let mut corpus = spec(args.seed, args.rope_theta).merge_corpus;
     corpus.push(SYSTEM.to_owned());

@@ -175,7 +175,8 @@ impl Reading {
         Ok(Some(whole))
     }
 
-    /// The observation turn showing `crop` and the answer `digit` after it.
+    /// The observation turn showing `crop` (a crop, or a legible canvas whole) and the answer `digit`
+    /// after it.
     pub fn example(
         &self,
         crop: &image::RgbImage,
