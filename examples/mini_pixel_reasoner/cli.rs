@@ -305,13 +305,8 @@ impl Args {
             .split_once('-')
             .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
             .context("--legible-glyph takes MIN-MAX, e.g. 140-170")?;
-        anyhow::ensure!(
-            (7..=glyph.1).contains(&glyph.0) && glyph.1 <= data::LEGIBLE_GLYPH_MAX,
-            "--legible-glyph {}-{}: 7 <= MIN <= MAX <= {} px",
-            glyph.0,
-            glyph.1,
-            data::LEGIBLE_GLYPH_MAX
-        );
+        data::check_legible_glyph(glyph)
+            .with_context(|| format!("--legible-glyph {}", self.legible_glyph))?;
         Ok(glyph)
     }
 

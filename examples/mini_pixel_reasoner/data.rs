@@ -86,6 +86,15 @@ pub fn digit_question(s: pixel_traces::datasets::NeedleSample) -> pixel_traces::
 /// from the edges).
 pub const LEGIBLE_GLYPH_MAX: u32 = 280;
 
+/// Checks legible digit heights `(min, max)` in pixels: `7 <= min <= max <= LEGIBLE_GLYPH_MAX`.
+pub fn check_legible_glyph((lo, hi): (u32, u32)) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (7..=hi).contains(&lo) && hi <= LEGIBLE_GLYPH_MAX,
+        "legible digits {lo}-{hi} px: 7 <= MIN <= MAX <= {LEGIBLE_GLYPH_MAX}"
+    );
+    Ok(())
+}
+
 /// A **legible** question (`--legible-glyph`): the same question about a tag drawn so large (digits
 /// `glyph` px tall on the canvas, 140-170 by default: 35-42 px in the 112 px global view, the size the
 /// model reads in its crops) that the global view shows it, on the same background and clutter. A
@@ -102,11 +111,8 @@ pub fn legible_sample(
 ) -> anyhow::Result<pixel_traces::AnnotatedSample> {
     use pixel_traces::datasets::draw::{self, PALETTE, Rect};
     use pixel_traces::datasets::needle::{draw_tag, tag_size};
+    check_legible_glyph(glyph)?;
     let (lo, hi) = glyph;
-    anyhow::ensure!(
-        (7..=hi).contains(&lo) && hi <= LEGIBLE_GLYPH_MAX,
-        "legible digits {lo}-{hi} px: 7 <= MIN <= MAX <= {LEGIBLE_GLYPH_MAX}"
-    );
     let (width, height) = (needle.width, needle.height);
     let mut rng = rand::rngs::StdRng::seed_from_u64(
         seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.rotate_left(29) ^ 0x1e61_b1e5,

@@ -185,6 +185,7 @@ pub fn evaluate(
     let n = tasks.len().max(1) as f64;
     s.accuracy = correct as f64 / n;
     s.rapr = used as f64 / n;
+    // `k` of `of`, NaN when there are none.
     let share = |k: usize, of: usize| {
         if of == 0 {
             f64::NAN
@@ -194,16 +195,8 @@ pub fn evaluate(
     };
     s.accuracy_with_ops = share(correct_with_ops, used);
     s.accuracy_direct = share(correct - correct_with_ops, tasks.len() - used);
-    s.crop_hit = if cropped == 0 {
-        f64::NAN
-    } else {
-        hits as f64 / cropped as f64
-    };
-    s.accuracy_when_hit = if hits == 0 {
-        f64::NAN
-    } else {
-        correct_when_hit as f64 / hits as f64
-    };
+    s.crop_hit = share(hits, cropped);
+    s.accuracy_when_hit = share(correct_when_hit, hits);
     s.op_error_rate = if attempted == 0 {
         0.0
     } else {

@@ -90,21 +90,24 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
             .collect();
         plot_series(title, key, &series, &plots.join(format!("grpo_{key}.png")))?;
     }
-    let mut by_kind_series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for (name, groups) in i.by_kind {
-        for kind in ["needle", "legible"] {
-            let c = crate::by_kind::curve(groups, kind);
-            if !c.is_empty() {
-                by_kind_series.push((
-                    format!("{name}, {kind}"),
-                    c.iter().map(|p| (p.0, p.1)).collect(),
-                ));
-            }
-        }
-    }
-    let series: Vec<(&str, Vec<(f64, f64)>)> = by_kind_series
+    // Each run's curve per question kind, for the plot and the table below.
+    let by_kind: Vec<(&str, &str, Vec<(f64, f64, f64, usize)>)> = i
+        .by_kind
         .iter()
-        .map(|(n, c)| (n.as_str(), c.clone()))
+        .flat_map(|(name, groups)| {
+            ["needle", "legible"]
+                .map(|kind| (name.as_str(), kind, crate::by_kind::curve(groups, kind)))
+        })
+        .filter(|(_, _, c)| !c.is_empty())
+        .collect();
+    let labels: Vec<String> = by_kind
+        .iter()
+        .map(|(name, kind, _)| format!("{name}, {kind}"))
+        .collect();
+    let series: Vec<(&str, Vec<(f64, f64)>)> = labels
+        .iter()
+        .zip(&by_kind)
+        .map(|(label, (_, _, c))| (label.as_str(), c.iter().map(|p| (p.0, p.1)).collect()))
         .collect();
     plot_series(
         "RaPR by question kind",
@@ -355,6 +358,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         .scores
         .iter()
         .zip(i.legible_scores)
+        // Not the calls-refused row: its calls are refused.
         .skip(1)
         .map(|(n, l)| {
             format!(
@@ -379,20 +383,17 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         md,
         "## RaPR by question kind in training\n\n![RaPR by kind](plots/grpo_rapr_by_kind.png)\n\n| run | kind | RaPR, first → last iteration | accuracy, first → last | groups |\n|---|---|---|---|---|"
     )?;
-    for (name, groups) in i.by_kind {
-        for kind in ["needle", "legible"] {
-            let c = crate::by_kind::curve(groups, kind);
-            if let (Some(first), Some(last)) = (c.first(), c.last()) {
-                writeln!(
-                    md,
-                    "| {name} | {kind} | {} → {} | {} → {} | {} |",
-                    pct(first.1),
-                    pct(last.1),
-                    pct(first.2),
-                    pct(last.2),
-                    c.iter().map(|p| p.3).sum::<usize>()
-                )?;
-            }
+    for (name, kind, c) in &by_kind {
+        if let (Some(first), Some(last)) = (c.first(), c.last()) {
+            writeln!(
+                md,
+                "| {name} | {kind} | {} → {} | {} → {} | {} |",
+                pct(first.1),
+                pct(last.1),
+                pct(first.2),
+                pct(last.2),
+                c.iter().map(|p| p.3).sum::<usize>()
+            )?;
         }
     }
     writeln!(

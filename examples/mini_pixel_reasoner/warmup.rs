@@ -421,7 +421,7 @@ pub fn evaluate<B: AutodiffBackend>(
 ) -> anyhow::Result<()> {
     use burn::module::AutodiffModule;
     let valid = warm.valid();
-    let b = make_batch(
+    let mut b = make_batch(
         needle, boxes, seed, 0, n, grid, grounding, reading, n, jitter, true,
     )?;
     let cells = grid.0 * grid.1;
@@ -468,10 +468,8 @@ pub fn evaluate<B: AutodiffBackend>(
             }
         }
         // The legible canvases' reading rows apart from the crops' (ids `read-legible-…`).
-        let (legible, crops): (Vec<_>, Vec<_>) = b
-            .reads
-            .iter()
-            .cloned()
+        let (legible, crops): (Vec<_>, Vec<_>) = std::mem::take(&mut b.reads)
+            .into_iter()
             .partition(|e| e.id.starts_with("read-legible-"));
         if !crops.is_empty() {
             report.read_lm_accuracy = Some(answers_right(&valid.vlm, &crops)?);
