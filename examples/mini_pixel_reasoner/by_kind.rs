@@ -77,8 +77,11 @@ impl<R: Reward> Reward for ByKind<R> {
     }
 }
 
-/// Per iteration, `(iteration, RaPR, accuracy, groups)` of the groups of `kind`.
-pub fn curve(groups: &[Group], kind: &str) -> Vec<(f64, f64, f64, usize)> {
+/// One iteration of a kind: `(iteration, RaPR, accuracy, groups)`.
+pub type Point = (f64, f64, f64, usize);
+
+/// Per iteration, the [`Point`] of the groups of `kind`.
+pub fn curve(groups: &[Group], kind: &str) -> Vec<Point> {
     let last = groups.iter().map(|g| g.iteration).max().unwrap_or(0);
     (1..=last)
         .filter_map(|it| {

@@ -91,7 +91,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         plot_series(title, key, &series, &plots.join(format!("grpo_{key}.png")))?;
     }
     // Each run's curve per question kind, for the plot and the table below.
-    let by_kind: Vec<(&str, &str, Vec<(f64, f64, f64, usize)>)> = i
+    let by_kind: Vec<(&str, &str, Vec<crate::by_kind::Point>)> = i
         .by_kind
         .iter()
         .flat_map(|(name, groups)| {
