@@ -144,13 +144,22 @@ pub fn evaluate(
     let half = tasks.len().div_ceil(2).max(1);
     let scored: Vec<Scored> = std::thread::scope(|scope| {
         let config = &config;
-        let handles: Vec<_> = tasks
-            .chunks(half)
+        let parts: Vec<&[EvalTask]> = tasks.chunks(half).collect();
+        let split = parts.len() > 1;
+        let handles: Vec<_> = parts
+            .into_iter()
             .map(|part| {
                 scope.spawn(move || {
-                    part.iter()
-                        .map(|t| score_task(model, processor, t, config))
-                        .collect::<anyhow::Result<Vec<_>>>()
+                    let score = || {
+                        part.iter()
+                            .map(|t| score_task(model, processor, t, config))
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    };
+                    // Two halves side by side: each with a pool of its own (`ranks::on_one_core`).
+                    match split {
+                        true => crate::ranks::on_one_core(score),
+                        false => score(),
+                    }
                 })
             })
             .collect();

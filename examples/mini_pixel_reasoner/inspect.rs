@@ -43,19 +43,17 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             in_context,
             legible: None,
         };
-        let b = warmup::make_batch(
+        let b = warmup::BatchSpec {
             needle,
-            args.boxes(),
-            seed + 1001,
-            0,
-            64,
-            (4, 4),
-            None,
-            Some(&reading),
-            64,
+            boxes: args.boxes(),
+            grid: (4, 4),
+            grounding: None,
+            reading: Some(&reading),
+            reads: 64,
             jitter,
-            true,
-        )?;
+            around_written: true,
+        }
+        .draw(seed + 1001, 0, 64)?;
         println!(
             "reads the digit after a crop (teacher-forced, crop jitter {} out, {} cut, {}): {:.1} % of {}",
             jitter.out,

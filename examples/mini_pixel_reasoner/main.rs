@@ -291,19 +291,17 @@ fn main() -> anyhow::Result<()> {
     };
     if sft_reads > 0 {
         // The warm-up's reading examples on canvases of their own seed (`--sft-reads`).
-        let reads = warmup::make_batch(
-            &needle,
-            args.boxes(),
-            args.seed + 21,
-            0,
-            sft_reads,
-            (4, 4),
-            None,
-            Some(&reading),
-            sft_reads,
-            args.sft_read_crops(),
-            true,
-        )?
+        let reads = warmup::BatchSpec {
+            needle: &needle,
+            boxes: args.boxes(),
+            grid: (4, 4),
+            grounding: None,
+            reading: Some(&reading),
+            reads: sft_reads,
+            jitter: args.sft_read_crops(),
+            around_written: true,
+        }
+        .draw(args.seed + 21, 0, sft_reads)?
         .reads;
         examples.extend(reads);
     }

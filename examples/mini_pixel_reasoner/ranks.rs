@@ -23,8 +23,11 @@ pub fn on_ranks<T: Send + 'static>(
         std::thread::Builder::new()
             .name(format!("rank-{rank}"))
             .spawn(move || {
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(rank)))
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")));
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| match n {
+                    0 | 1 => work(rank),
+                    _ => on_one_core(|| work(rank)),
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")));
                 // The receiver is gone only when another rank failed first: nothing to report to.
                 let _ = tx.send((rank, result));
             })
@@ -43,4 +46,19 @@ pub fn on_ranks<T: Send + 'static>(
         }
     }
     first.context("rank 0 gave no result")
+}
+
+/// Runs `work` with the thread pool that the matrix products and fused kernels split their work over
+/// (rayon's) cut to one thread of its own: for work that runs beside another thread doing the same, as the
+/// demo's two ranks, two warm-up halves and two evaluation halves do. Without it both threads hand pieces
+/// of every product to the one shared two-thread pool and wait on each other's pieces; with it each runs
+/// its products whole. Measured on this 2-core machine (docs/demo.md, "Two threads"): tower-only warm-up
+/// steps 20 % faster, the whole warm-up ~12 %; the sums of some reductions come out in another order, so a
+/// long run's numbers part from the shared pool's in the third digit.
+pub fn on_one_core<T: Send>(work: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .context("a one-thread pool")?;
+    pool.install(work)
 }

@@ -440,23 +440,44 @@ pub fn moved_out(
     )
 }
 
-/// `n` fresh samples of `seed` from `first` on: canvases, crops around the tags (moved out by up to
-/// `jitter` per side), digits, the tags' cells in a `grid` of merged tokens, and with `grounding` / `reading`
-/// (the first `reads` samples) their examples through the whole model.
-#[allow(clippy::too_many_arguments)]
-pub fn make_batch(
-    needle: &NeedleConfig,
-    boxes: Boxes,
-    seed: u64,
-    first: u64,
-    n: usize,
-    grid: (usize, usize),
-    grounding: Option<&Grounding>,
-    reading: Option<&Reading>,
-    reads: usize,
-    jitter: Jitter,
-    around_written: bool,
-) -> anyhow::Result<Batch> {
+/// What a batch of fresh samples is drawn with ([`BatchSpec::draw`]): the data, the crops, and which
+/// examples through the whole model each sample also gives.
+#[derive(Clone, Copy)]
+pub struct BatchSpec<'a> {
+    pub needle: &'a NeedleConfig,
+    pub boxes: Boxes,
+    /// The grid of the global view's merged tokens (the tags' cells are indexed in it).
+    pub grid: (usize, usize),
+    /// Grounding examples (clean crop traces' first turns) of the first `Grounding::rows` samples.
+    pub grounding: Option<&'a Grounding>,
+    /// Reading examples of the first `reads` samples.
+    pub reading: Option<&'a Reading>,
+    pub reads: usize,
+    /// How far the crops' boxes move out (and in) from the box they are around.
+    pub jitter: Jitter,
+    /// The crops around the box a call writes ([`Boxes::written`]) rather than around the tag's own box.
+    pub around_written: bool,
+}
+
+impl BatchSpec<'_> {
+    /// `n` fresh samples of `seed` from `first` on: canvases, crops around the tags, digits, the tags'
+    /// cells in the grid, and the examples through the whole model the spec asks for.
+    pub fn draw(&self, seed: u64, first: u64, n: usize) -> anyhow::Result<Batch> {
+        make_batch(self, seed, first, n)
+    }
+}
+
+fn make_batch(spec: &BatchSpec<'_>, seed: u64, first: u64, n: usize) -> anyhow::Result<Batch> {
+    let BatchSpec {
+        needle,
+        boxes,
+        grid,
+        grounding,
+        reading,
+        reads,
+        jitter,
+        around_written,
+    } = *spec;
     let mut b = Batch {
         globals: Vec::new(),
         crops: Vec::new(),
@@ -648,19 +669,16 @@ pub fn prefetch(
         let (grounding, reading) = (grounding.clone(), reading.clone());
         std::thread::spawn(move || {
             for step in (worker..steps).step_by(workers) {
-                let b = make_batch(
-                    &needle,
+                let spec = BatchSpec {
+                    needle: &needle,
                     boxes,
-                    seed,
-                    (step * batch) as u64,
-                    batch,
                     grid,
-                    grounding
+                    grounding: grounding
                         .as_ref()
                         .as_ref()
                         .filter(|g| step + g.steps >= steps),
-                    reading.as_ref().as_ref(),
-                    reading
+                    reading: reading.as_ref().as_ref(),
+                    reads: reading
                         .as_ref()
                         .as_ref()
                         .filter(|r| step + r.steps >= steps)
@@ -668,10 +686,11 @@ pub fn prefetch(
                     // A curriculum: exact crops first (the tower learns to read one geometry within a few
                     // hundred steps), the full jitter from half-way (at the full jitter from the first step the
                     // tower's read loss was still at chance after 400 steps).
-                    jitter.scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
+                    jitter: jitter.scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
                     // With grid boxes the tag is anywhere in a call's crop: from half-way too.
-                    2 * step >= steps,
-                );
+                    around_written: 2 * step >= steps,
+                };
+                let b = spec.draw(seed, (step * batch) as u64, batch);
                 let failed = b.is_err();
                 // The receiver is gone (the trainer stopped early): stop drawing.
                 if tx.send(b).is_err() || failed {

@@ -152,19 +152,17 @@ pub fn warm_up(
             &warm,
             processor,
             || {
-                warmup::make_batch(
+                warmup::BatchSpec {
                     needle,
-                    args.boxes(),
-                    args.seed + 3,
-                    0,
-                    plan.warmup_batch,
+                    boxes: args.boxes(),
                     grid,
-                    (!args.no_grounding).then_some(&grounding),
-                    reading.as_ref(),
-                    plan.warmup_batch,
-                    args.jitter(),
-                    true,
-                )
+                    grounding: (!args.no_grounding).then_some(&grounding),
+                    reading: reading.as_ref(),
+                    reads: plan.warmup_batch,
+                    jitter: args.jitter(),
+                    around_written: true,
+                }
+                .draw(args.seed + 3, 0, plan.warmup_batch)
             },
             grid.0 * grid.1,
         )?;

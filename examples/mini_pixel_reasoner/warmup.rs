@@ -2,7 +2,7 @@
 //!
 //! Auxiliary heads on the vision tower's merged tokens, trained on fresh samples every step:
 //! - **read**: the digit of the tag from a crop around it (mean of the crop's tokens → 10 classes); the crops
-//!   are the official ones first and jittered from half-way ([`make_batch`]);
+//!   are the official ones first and jittered from half-way ([`BatchSpec`]);
 //! - **reading through the whole model** (on the last steps, [`Reading`]): the answer after an observation
 //!   turn showing the crop, so that the text model, not only the tower, reads the digit;
 //! - **locate**: which merged token of the global view holds the tag's centre (one logit per token);
@@ -34,7 +34,7 @@ use pixel_vlm::{Qwen25Vl, VisualInput};
 mod step;
 
 use crate::samples::prefetch;
-pub use crate::samples::{Grounding, Jitter, LegibleReads, Reading, make_batch};
+pub use crate::samples::{BatchSpec, Grounding, Jitter, LegibleReads, Reading};
 pub use step::halves_gradient_gap;
 use step::step_gradients;
 
@@ -421,9 +421,17 @@ pub fn evaluate<B: AutodiffBackend>(
 ) -> anyhow::Result<()> {
     use burn::module::AutodiffModule;
     let valid = warm.valid();
-    let mut b = make_batch(
-        needle, boxes, seed, 0, n, grid, grounding, reading, n, jitter, true,
-    )?;
+    let mut b = BatchSpec {
+        needle,
+        boxes,
+        grid,
+        grounding,
+        reading,
+        reads: n,
+        jitter,
+        around_written: true,
+    }
+    .draw(seed, 0, n)?;
     let cells = grid.0 * grid.1;
     let argmax = |t: Tensor<B::InnerBackend, 2>| -> Vec<i64> {
         t.argmax(1)

@@ -230,13 +230,19 @@ pub(super) fn step_gradients<B: AutodiffBackend>(
                 let replica = warm.clone().map(&mut FreshLeaves);
                 let totals = &totals;
                 s.spawn(move || {
-                    let Some((loss, parts)) =
-                        part_loss(&replica, processor, &part, totals, cells, global_check)?
-                    else {
-                        return Ok(None);
+                    let run = || {
+                        let Some((loss, parts)) =
+                            part_loss(&replica, processor, &part, totals, cells, global_check)?
+                        else {
+                            return Ok(None);
+                        };
+                        let grads = GradientsParams::from_grads(loss.backward(), &replica);
+                        Ok(Some((grads, parts)))
                     };
-                    let grads = GradientsParams::from_grads(loss.backward(), &replica);
-                    Ok(Some((grads, parts)))
+                    match threads {
+                        0 | 1 => run(),
+                        _ => crate::ranks::on_one_core(run),
+                    }
                 })
             })
             .collect();
