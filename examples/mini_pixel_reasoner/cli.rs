@@ -109,7 +109,7 @@ pub struct Args {
     pub crop_jitter: f64,
     /// Largest share of the tag's width (height) by which each side of a warm-up crop's box moves *in*
     /// (0 to 0.45), besides `--crop-jitter` out: the crops then sometimes cut off the tag's edge, as a
-    /// quarter of a trained model's crops do. At 0.25 (full runs, seeds 0 / 1; docs/demo.md, "Where the
+    /// quarter of a trained model's crops do. At 0.25 (full runs, seeds 0 / 1; docs/demo-findings.md, "Where the
     /// second box goes"): GRPO 72.0 / 71.0 % against 75.0 / 66.5 % without, within one run's spread.
     #[arg(long, default_value_t = 0.0)]
     pub crop_cut: f64,
@@ -177,11 +177,11 @@ pub struct Args {
     /// Learning rate of both GRPO runs: 5e-5 (1e-4 from 2026-11-28 01:00 to 03:30, 2.5e-5 from 06:30 to
     /// 09:00). After 3 SFT epochs, from the warmed models of seeds 0 and 1 (200 held-out questions),
     /// 1e-4 gave 75.0 / 66.5 % against 71.0 / 61.5 % at 5e-5; after 4 SFT epochs (the default since),
-    /// 66.0 / 69.0 % against **72.5 / 72.5 %** (docs/demo.md, "Where the second box goes"). 2e-4
+    /// 66.0 / 69.0 % against **72.5 / 72.5 %** (docs/demo-findings.md, "Where the second box goes"). 2e-4
     /// lowered held-out accuracy in three runs of four before the zoom in two steps (42 → 12 %). 2.5e-5
     /// since 2026-11-28 06:30, with `--sft-reads 640`: from the warmed models of seeds 0 / 1 / 2, GRPO
     /// 81.0 / 71.5 / 62.0 % (SFT 80.5 / 71.0 / 59.0 %); at 5e-5 the same SFT models gave 72.0 % on seed
-    /// 0 (crop hit 97 → 90 %), and a KL term to the SFT model (β 0.04) 75.0 % (docs/demo.md, "SFT's
+    /// 0 (crop hit 97 → 90 %), and a KL term to the SFT model (β 0.04) 75.0 % (docs/demo-findings.md, "SFT's
     /// reading examples"). 5e-5 again since 2026-11-28 09:00, with legible questions three quarters of
     /// GRPO's: at 2.5e-5 the runs hardly moved in 8 iterations (the control still called on 96 % of
     /// needle questions), at 5e-5 the learning trap shows (docs/demo.md, "The learning trap").
@@ -216,7 +216,7 @@ pub struct Args {
     /// 160 → 36 / 42 %, 320 → 42 / 48 %, 320 with 3 epochs → 48 / 36 %, 640 → 48 / 44 %, 1280 → 36 / 40 %.
     /// 640 since 2026-11-28 06:30 (320 before): with 4 epochs, from the warmed models of seeds 0 / 1 / 2
     /// (200 questions), SFT 80.0 / 70.5 / 62.5 % against 72.0 / 69.5 / 57.0 % (a lent 16-core Xeon), 80.5 %
-    /// against 70.0 % on seed 0 here; SFT ~22 s longer (docs/demo.md, "SFT's reading examples").
+    /// against 70.0 % on seed 0 here; SFT ~22 s longer (docs/demo-findings.md, "SFT's reading examples").
     #[arg(long, default_value_t = 640)]
     pub sft_reads: usize,
     /// The largest margin out of the SFT reading examples' crops (default: the warm-up's `--crop-jitter`).
