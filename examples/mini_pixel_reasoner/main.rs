@@ -29,6 +29,7 @@ mod cli;
 mod data;
 mod evaluate;
 mod inspect;
+mod prefetch;
 mod ranks;
 mod report;
 mod samples;

@@ -33,7 +33,7 @@ use pixel_vlm::{Qwen25Vl, VisualInput};
 
 mod step;
 
-use crate::samples::prefetch;
+use crate::prefetch::prefetch;
 pub use crate::samples::{BatchSpec, Grounding, Jitter, LegibleReads, Reading};
 pub use step::halves_gradient_gap;
 use step::step_gradients;

@@ -1,0 +1,90 @@
+//! The warm-up's batches drawn ahead of the training on worker threads ([`prefetch`]): drawing 448 px
+//! canvases, cropping and tokenizing a step's examples costs about as much as a step of the tower alone.
+
+use anyhow::Context;
+use pixel_traces::datasets::NeedleConfig;
+
+use crate::data::Boxes;
+use crate::samples::{Batch, BatchSpec, Grounding, Jitter, Reading};
+
+/// The batches of a warm-up, drawn ahead on worker threads ([`prefetch`]), received in step order.
+pub struct Prefetch {
+    /// Worker `w` draws steps `w, w + n, w + 2n, ...` into `receivers[w]`.
+    receivers: Vec<std::sync::mpsc::Receiver<anyhow::Result<Batch>>>,
+    next: usize,
+}
+
+impl Prefetch {
+    /// The next step's batch (an error if its worker failed or stopped).
+    pub fn recv(&mut self) -> anyhow::Result<Batch> {
+        let n = self.receivers.len().max(1);
+        let worker = self
+            .receivers
+            .get(self.next % n)
+            .context("no sample thread")?;
+        self.next += 1;
+        worker
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the sample thread stopped"))?
+    }
+}
+
+/// Batches `0..steps` of fresh samples, drawn on `workers` threads while the caller trains (drawing 448 px
+/// canvases costs about as much as a step of the tower alone: with one worker the first half of the
+/// warm-up, the tower alone, waited on it).
+#[allow(clippy::too_many_arguments)]
+pub fn prefetch(
+    needle: &NeedleConfig,
+    boxes: Boxes,
+    seed: u64,
+    steps: usize,
+    batch: usize,
+    grid: (usize, usize),
+    grounding: Option<Grounding>,
+    reading: Option<Reading>,
+    jitter: Jitter,
+    workers: usize,
+) -> Prefetch {
+    let workers = workers.max(1);
+    let grounding = std::sync::Arc::new(grounding);
+    let reading = std::sync::Arc::new(reading);
+    let mut receivers = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        receivers.push(rx);
+        let needle = needle.clone();
+        let (grounding, reading) = (grounding.clone(), reading.clone());
+        std::thread::spawn(move || {
+            for step in (worker..steps).step_by(workers) {
+                let spec = BatchSpec {
+                    needle: &needle,
+                    boxes,
+                    grid,
+                    grounding: grounding
+                        .as_ref()
+                        .as_ref()
+                        .filter(|g| step + g.steps >= steps),
+                    reading: reading.as_ref().as_ref(),
+                    reads: reading
+                        .as_ref()
+                        .as_ref()
+                        .filter(|r| step + r.steps >= steps)
+                        .map_or(0, |r| r.per_batch),
+                    // A curriculum: exact crops first (the tower learns to read one geometry within a few
+                    // hundred steps), the full jitter from half-way (at the full jitter from the first step the
+                    // tower's read loss was still at chance after 400 steps).
+                    jitter: jitter.scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
+                    // With grid boxes the tag is anywhere in a call's crop: from half-way too.
+                    around_written: 2 * step >= steps,
+                };
+                let b = spec.draw(seed, (step * batch) as u64, batch);
+                let failed = b.is_err();
+                // The receiver is gone (the trainer stopped early): stop drawing.
+                if tx.send(b).is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    Prefetch { receivers, next: 0 }
+}
