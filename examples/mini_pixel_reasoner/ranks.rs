@@ -54,7 +54,9 @@ pub fn on_ranks<T: Send + 'static>(
 /// of every product to the one shared two-thread pool and wait on each other's pieces; with it each runs
 /// its products whole. Measured on this 2-core machine (docs/demo.md, "Two threads"): tower-only warm-up
 /// steps 20 % faster, the whole demo 18.6 -> 14.9 min. A short run gives the shared pool's numbers to the
-/// last printed digit; a whole warm-up's losses parted from them in the third digit (docs/demo.md).
+/// last printed digit; a whole warm-up's losses parted from them in the third digit, and two identical runs
+/// side by side (a loaded machine) can differ, which with the shared pool they did not (docs/demo.md,
+/// "Results"): the price of the time target, until the cause is found.
 pub fn on_one_core<T: Send>(work: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
