@@ -48,19 +48,46 @@ pub fn on_ranks<T: Send + 'static>(
     first.context("rank 0 gave no result")
 }
 
-/// Runs `work` with the thread pool that the matrix products and fused kernels split their work over
-/// (rayon's) cut to one thread of its own: for work that runs beside another thread doing the same, as the
-/// demo's two ranks, two warm-up halves and two evaluation halves do. Without it both threads hand pieces
-/// of every product to the one shared two-thread pool and wait on each other's pieces; with it each runs
-/// its products whole. Measured on this 2-core machine (docs/demo.md, "Two threads"): tower-only warm-up
-/// steps 20 % faster, the whole demo 18.6 -> 14.9 min. A short run gives the shared pool's numbers to the
-/// last printed digit; a whole warm-up's losses parted from them in the third digit, and two identical runs
-/// side by side (a loaded machine) can differ, which with the shared pool they did not (docs/demo.md,
-/// "Results"): the price of the time target, until the cause is found.
+/// One-thread pools for threads that work side by side, built once and reused (a warm-up builds them once
+/// for its 2,000 steps): each thread's matrix products and fused kernels split their work over its own pool
+/// (rayon's) instead of the one shared pool. Without them both threads hand pieces of every product to the
+/// one shared two-thread pool and wait on each other's pieces; with them each runs its products whole.
+/// Measured on this 2-core machine (docs/demo.md, "Two threads"): tower-only warm-up steps 20 % faster, the
+/// whole demo 18.6 -> 14.9 min. A short run gives the shared pool's numbers to the last printed digit; a
+/// whole warm-up's losses parted from them in the third digit, and two identical runs side by side (a
+/// loaded machine) can differ, which with the shared pool they did not (docs/demo.md, "Results"): the price
+/// of the time target, until the cause is found.
+pub struct OneCorePools(Vec<rayon::ThreadPool>);
+
+impl OneCorePools {
+    /// `n` pools of one thread each.
+    pub fn new(n: usize) -> anyhow::Result<Self> {
+        (0..n)
+            .map(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .context("a one-thread pool")
+            })
+            .collect::<anyhow::Result<_>>()
+            .map(Self)
+    }
+
+    /// Runs `work` in pool `i` (the calling thread waits for it); an error when there is no pool `i`.
+    pub fn install<T: Send>(
+        &self,
+        i: usize,
+        work: impl FnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        self.0
+            .get(i)
+            .with_context(|| format!("no pool {i} of {}", self.0.len()))?
+            .install(work)
+    }
+}
+
+/// Runs `work` in a one-thread pool of its own ([`OneCorePools`]), built for this call: for work that runs
+/// beside another thread doing the same for a whole stage (the demo's two ranks, two evaluation halves).
 pub fn on_one_core<T: Send>(work: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .context("a one-thread pool")?;
-    pool.install(work)
+    OneCorePools::new(1)?.install(0, work)
 }

@@ -463,159 +463,156 @@ impl BatchSpec<'_> {
     /// `n` fresh samples of `seed` from `first` on: canvases, crops around the tags, digits, the tags'
     /// cells in the grid, and the examples through the whole model the spec asks for.
     pub fn draw(&self, seed: u64, first: u64, n: usize) -> anyhow::Result<Batch> {
-        make_batch(self, seed, first, n)
-    }
-}
-
-fn make_batch(spec: &BatchSpec<'_>, seed: u64, first: u64, n: usize) -> anyhow::Result<Batch> {
-    let BatchSpec {
-        needle,
-        boxes,
-        grid,
-        grounding,
-        reading,
-        reads,
-        jitter,
-        around_written,
-    } = *spec;
-    let mut b = Batch {
-        globals: Vec::new(),
-        crops: Vec::new(),
-        digits: Vec::new(),
-        cells: Vec::new(),
-        traces: Vec::new(),
-        answers: Vec::new(),
-        answer_digits: Vec::new(),
-        trace_cells: Vec::new(),
-        trace_boxes: Vec::new(),
-        trace_box_cells: Vec::new(),
-        trace_box_values: Vec::new(),
-        reads: Vec::new(),
-    };
-    let mut rng =
-        rand::rngs::StdRng::seed_from_u64(seed ^ first.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    for i in 0..n as u64 {
-        let s = needle.generate(seed, first + i)?;
-        let digit = s.digit;
-        let sample = digit_question(s);
-        let grounded = match grounding {
-            Some(g) if (i as usize) < g.rows => {
-                g.clean_trace(&boxes.on_grid(sample.clone()), first + i)?
-            }
-            _ => None,
+        let BatchSpec {
+            needle,
+            boxes,
+            grid,
+            grounding,
+            reading,
+            reads,
+            jitter,
+            around_written,
+        } = *self;
+        let mut b = Batch {
+            globals: Vec::new(),
+            crops: Vec::new(),
+            digits: Vec::new(),
+            cells: Vec::new(),
+            traces: Vec::new(),
+            answers: Vec::new(),
+            answer_digits: Vec::new(),
+            trace_cells: Vec::new(),
+            trace_boxes: Vec::new(),
+            trace_box_cells: Vec::new(),
+            trace_box_values: Vec::new(),
+            reads: Vec::new(),
         };
-        let pixel_traces::Visual::Image {
-            image, reference, ..
-        } = &sample.visual
-        else {
-            anyhow::bail!("needle samples are images");
-        };
-        // The crop a call makes around the tag: its box moved out by up to `jitter` on each side (so
-        // the tag is off-centre and of varied size, as in the crops a trained model's calls make) and
-        // rounded outward as calls write boxes. Trained on the synthesizer's crops only (jitter 0), the
-        // whole model read 41 % of held-out exact crops and 6 % of crops moved out by 0-0.05 per side:
-        // the tower had learned one geometry.
-        // With a zoom in two steps: the cell's crop (cut at full resolution, as the rollouts cut it), the
-        // tag in that crop's coordinates, and the box the second call writes there (the tag's, or with a
-        // fine grid its cell).
-        let coarse = boxes
-            .coarse(image, *reference)?
-            .map(|(coarse_crop, region)| {
-                let inside = reference.relative_to(region);
-                let (w, h) = coarse_crop.dimensions();
-                let target = boxes.fine_cell(inside, w, h).unwrap_or(inside);
-                (coarse_crop, inside, target)
-            });
-        // The cut is a share of the size of the box the crop is around, in the image it is written in.
-        let (width, height) = match &coarse {
-            Some((_, _, target)) => (target.width(), target.height()),
-            None => (reference.width(), reference.height()),
-        };
-        let margins = jitter.margins(&mut rng, width, height);
-        // Around the box a call writes ([`Boxes::written`]: with a grid, the tag anywhere in its cell), or
-        // early in the warm-up around the tag's own box (the tag centred: the tower learns to read first).
-        let around = match around_written {
-            true => boxes.written(*reference),
-            false => *reference,
-        };
-        let crop_box = moved_out(around, margins, boxes.decimals);
-        let (cx, cy) = (
-            (reference.x1 + reference.x2) / 2.0,
-            (reference.y1 + reference.y2) / 2.0,
-        );
-        // With a zoom in two steps the crop read is a crop of the tag's cell's crop, its box the second
-        // call's moved out by the margins; the tag's cell in that crop is what the second call's box names.
-        let (crop, fine_cell) = match coarse {
-            Some((coarse_crop, inside, target)) => {
-                let fine = moved_out(target, margins, boxes.decimals);
-                let cell = cell_index(
-                    (inside.x1 + inside.x2) / 2.0,
-                    (inside.y1 + inside.y2) / 2.0,
-                    (4, 4),
-                );
-                (official_crop(&coarse_crop, fine)?.0, Some(cell))
-            }
-            None => (official_crop(image, crop_box)?.0, None),
-        };
-        let (gh, gw) = grid;
-        let col = ((cx * gw as f64) as usize).min(gw - 1);
-        let row = ((cy * gh as f64) as usize).min(gh - 1);
-        if let Some(r) = reading.filter(|_| (i as usize) < reads) {
-            let legible = r
-                .legible
-                .filter(|l| l.every > 0 && (i as usize) % l.every == l.every - 1);
-            let example = match (legible, r.in_context) {
-                (Some(l), _) => {
-                    // The legible canvas of the same index, drawn from a seed of its own.
-                    let s = crate::data::legible_sample(needle, l.glyph, seed ^ 0x1e6, first + i)?;
-                    let pixel_traces::Visual::Image { image, .. } = &s.visual else {
-                        anyhow::bail!("legible samples are images");
-                    };
-                    let digit: u8 = s.answer.parse()?;
-                    Some(r.example(image, digit, format!("read-{}", s.id))?)
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(seed ^ first.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for i in 0..n as u64 {
+            let s = needle.generate(seed, first + i)?;
+            let digit = s.digit;
+            let sample = digit_question(s);
+            let grounded = match grounding {
+                Some(g) if (i as usize) < g.rows => {
+                    g.clean_trace(&boxes.on_grid(sample.clone()), first + i)?
                 }
-                (None, true) => r.in_context(&sample, crop_box, boxes.decimals, first + i)?,
-                (None, false) => {
-                    Some(r.example(&crop, digit, format!("read-{seed}-{}", first + i))?)
+                _ => None,
+            };
+            let pixel_traces::Visual::Image {
+                image, reference, ..
+            } = &sample.visual
+            else {
+                anyhow::bail!("needle samples are images");
+            };
+            // The crop a call makes around the tag: its box moved out by up to `jitter` on each side (so
+            // the tag is off-centre and of varied size, as in the crops a trained model's calls make) and
+            // rounded outward as calls write boxes. Trained on the synthesizer's crops only (jitter 0), the
+            // whole model read 41 % of held-out exact crops and 6 % of crops moved out by 0-0.05 per side:
+            // the tower had learned one geometry.
+            // With a zoom in two steps: the cell's crop (cut at full resolution, as the rollouts cut it), the
+            // tag in that crop's coordinates, and the box the second call writes there (the tag's, or with a
+            // fine grid its cell).
+            let coarse = boxes
+                .coarse(image, *reference)?
+                .map(|(coarse_crop, region)| {
+                    let inside = reference.relative_to(region);
+                    let (w, h) = coarse_crop.dimensions();
+                    let target = boxes.fine_cell(inside, w, h).unwrap_or(inside);
+                    (coarse_crop, inside, target)
+                });
+            // The cut is a share of the size of the box the crop is around, in the image it is written in.
+            let (width, height) = match &coarse {
+                Some((_, _, target)) => (target.width(), target.height()),
+                None => (reference.width(), reference.height()),
+            };
+            let margins = jitter.margins(&mut rng, width, height);
+            // Around the box a call writes ([`Boxes::written`]: with a grid, the tag anywhere in its cell), or
+            // early in the warm-up around the tag's own box (the tag centred: the tower learns to read first).
+            let around = match around_written {
+                true => boxes.written(*reference),
+                false => *reference,
+            };
+            let crop_box = moved_out(around, margins, boxes.decimals);
+            let (cx, cy) = (
+                (reference.x1 + reference.x2) / 2.0,
+                (reference.y1 + reference.y2) / 2.0,
+            );
+            // With a zoom in two steps the crop read is a crop of the tag's cell's crop, its box the second
+            // call's moved out by the margins; the tag's cell in that crop is what the second call's box names.
+            let (crop, fine_cell) = match coarse {
+                Some((coarse_crop, inside, target)) => {
+                    let fine = moved_out(target, margins, boxes.decimals);
+                    let cell = cell_index(
+                        (inside.x1 + inside.x2) / 2.0,
+                        (inside.y1 + inside.y2) / 2.0,
+                        (4, 4),
+                    );
+                    (official_crop(&coarse_crop, fine)?.0, Some(cell))
                 }
+                None => (official_crop(image, crop_box)?.0, None),
             };
-            b.reads.extend(example);
-        }
-        b.globals.push(image.clone());
-        b.crops.push(crop);
-        b.digits.push(i64::from(digit));
-        b.cells.push((row * gw + col) as i64);
-        if let Some((example, boxed, answer)) = grounded {
-            // The class the text model's locate probe learns at a box's tokens: the cell the first box
-            // names (with a grid, the grid's), then the tag's cell in the first crop.
-            let first_cell = match boxes.cell_of(*reference) {
-                Some((r, c)) => (r * boxes.grid as usize + c) as i64,
-                None => (row * gw + col) as i64,
-            };
-            let mut labels = Vec::new();
-            for (k, positions) in boxed.iter().enumerate() {
-                let cell = match k {
-                    0 => first_cell,
-                    _ => fine_cell.context("a second call without a zoom in two steps")?,
+            let (gh, gw) = grid;
+            let col = ((cx * gw as f64) as usize).min(gw - 1);
+            let row = ((cy * gh as f64) as usize).min(gh - 1);
+            if let Some(r) = reading.filter(|_| (i as usize) < reads) {
+                let legible = r
+                    .legible
+                    .filter(|l| l.every > 0 && (i as usize) % l.every == l.every - 1);
+                let example = match (legible, r.in_context) {
+                    (Some(l), _) => {
+                        // The legible canvas of the same index, drawn from a seed of its own.
+                        let s =
+                            crate::data::legible_sample(needle, l.glyph, seed ^ 0x1e6, first + i)?;
+                        let pixel_traces::Visual::Image { image, .. } = &s.visual else {
+                            anyhow::bail!("legible samples are images");
+                        };
+                        let digit: u8 = s.answer.parse()?;
+                        Some(r.example(image, digit, format!("read-{}", s.id))?)
+                    }
+                    (None, true) => r.in_context(&sample, crop_box, boxes.decimals, first + i)?,
+                    (None, false) => {
+                        Some(r.example(&crop, digit, format!("read-{seed}-{}", first + i))?)
+                    }
                 };
-                labels.push(vec![cell; positions.len()]);
+                b.reads.extend(example);
             }
-            b.trace_box_cells.push(labels.concat());
-            b.trace_boxes.push(boxed.concat());
-            b.traces.push(example);
-            if grounding.is_some_and(|g| g.box_values) {
-                let w = boxes.written(*reference);
-                let scale = 10f64.powi(boxes.decimals.clamp(1, 3));
-                b.trace_box_values
-                    .push([w.x1, w.y1, w.x2, w.y2].map(|v| (v * scale).round() as i64));
-            }
-            // The class the locate probe learns at the prompt's last token: the cell the call's box names.
-            b.trace_cells.push(first_cell);
-            if let Some(answer) = answer {
-                b.answers.push(answer);
-                b.answer_digits.push(i64::from(digit));
+            b.globals.push(image.clone());
+            b.crops.push(crop);
+            b.digits.push(i64::from(digit));
+            b.cells.push((row * gw + col) as i64);
+            if let Some((example, boxed, answer)) = grounded {
+                // The class the text model's locate probe learns at a box's tokens: the cell the first box
+                // names (with a grid, the grid's), then the tag's cell in the first crop.
+                let first_cell = match boxes.cell_of(*reference) {
+                    Some((r, c)) => (r * boxes.grid as usize + c) as i64,
+                    None => (row * gw + col) as i64,
+                };
+                let mut labels = Vec::new();
+                for (k, positions) in boxed.iter().enumerate() {
+                    let cell = match k {
+                        0 => first_cell,
+                        _ => fine_cell.context("a second call without a zoom in two steps")?,
+                    };
+                    labels.push(vec![cell; positions.len()]);
+                }
+                b.trace_box_cells.push(labels.concat());
+                b.trace_boxes.push(boxed.concat());
+                b.traces.push(example);
+                if grounding.is_some_and(|g| g.box_values) {
+                    let w = boxes.written(*reference);
+                    let scale = 10f64.powi(boxes.decimals.clamp(1, 3));
+                    b.trace_box_values
+                        .push([w.x1, w.y1, w.x2, w.y2].map(|v| (v * scale).round() as i64));
+                }
+                // The class the locate probe learns at the prompt's last token: the cell the call's box names.
+                b.trace_cells.push(first_cell);
+                if let Some(answer) = answer {
+                    b.answers.push(answer);
+                    b.answer_digits.push(i64::from(digit));
+                }
             }
         }
+        Ok(b)
     }
-    Ok(b)
 }

@@ -373,9 +373,15 @@ pub fn train<B: AutodiffBackend>(
     let mut batches = prefetch(
         needle, boxes, seed, steps, batch, grid, grounding, reading, jitter, threads,
     );
+    // Two threads: one pool each, for the whole warm-up.
+    let pools = match threads {
+        0 | 1 => None,
+        _ => Some(crate::ranks::OneCorePools::new(2)?),
+    };
     for step in 0..steps {
         let b = batches.recv()?;
-        let (grads, parts) = step_gradients(&warm, processor, b, threads, cells, global_check)?;
+        let (grads, parts) =
+            step_gradients(&warm, processor, b, pools.as_ref(), cells, global_check)?;
         if let Some((g, p)) = parts.grounding {
             report.final_probe_loss = p;
             report.grounding_losses.push((g, p));

@@ -10,6 +10,7 @@ use pixel_rl::sft::{SftExample, sft_loss_and_hidden};
 use pixel_vlm::processor::Processor;
 
 use super::{Warm, encode, grounding_forward, pooled, read_probe, scalar, tag_tokens};
+use crate::ranks::OneCorePools;
 use crate::samples::Batch;
 
 /// The whole batch's counts that each half's losses are normalized by, so that the halves' losses (and so
@@ -205,28 +206,30 @@ impl<B: AutodiffBackend> burn::module::ModuleMapper<B> for FreshLeaves {
     }
 }
 
-/// The gradients of a step's loss on `batch`, computed in `threads` parts (1 or 2) on as many threads,
-/// each on its own autodiff copy of `warm` (the parameters shared, not copied), and summed: the gradient
-/// of the whole batch's loss, up to the order of floating-point additions (the parts' losses are
-/// normalized by the whole batch's counts). On this 2-core machine one thread kept ~1.4 cores busy (the
-/// matrix products are parallel, most of the rest is not); two kept both (docs/demo.md).
+/// The gradients of a step's loss on `batch`: with `pools` (two of them) in two halves on two threads, each
+/// half in its own pool and on its own autodiff copy of `warm` (the parameters shared, not copied), summed:
+/// the gradient of the whole batch's loss, up to the order of floating-point additions (the halves' losses
+/// are normalized by the whole batch's counts); without, whole on this thread. On this 2-core machine one
+/// thread kept ~1.4 cores busy (the matrix products are parallel, most of the rest is not); two kept both
+/// (docs/demo.md).
 pub(super) fn step_gradients<B: AutodiffBackend>(
     warm: &Warm<B>,
     processor: &Processor,
     batch: Batch,
-    threads: usize,
+    pools: Option<&OneCorePools>,
     cells: usize,
     global_check: bool,
 ) -> anyhow::Result<(GradientsParams, Parts)> {
     let totals = Totals::of(&batch);
-    let parts: Vec<Batch> = match threads {
-        0 | 1 => vec![batch],
-        _ => batch.halves().into(),
+    let parts: Vec<Batch> = match pools {
+        None => vec![batch],
+        Some(_) => batch.halves().into(),
     };
     let results: Vec<anyhow::Result<Option<(GradientsParams, Parts)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .into_iter()
-            .map(|part| {
+            .enumerate()
+            .map(|(i, part)| {
                 let replica = warm.clone().map(&mut FreshLeaves);
                 let totals = &totals;
                 s.spawn(move || {
@@ -239,9 +242,9 @@ pub(super) fn step_gradients<B: AutodiffBackend>(
                         let grads = GradientsParams::from_grads(loss.backward(), &replica);
                         Ok(Some((grads, parts)))
                     };
-                    match threads {
-                        0 | 1 => run(),
-                        _ => crate::ranks::on_one_core(run),
+                    match pools {
+                        None => run(),
+                        Some(pools) => pools.install(i, run),
                     }
                 })
             })
@@ -300,8 +303,9 @@ pub fn halves_gradient_gap<B: AutodiffBackend>(
     batch: impl Fn() -> anyhow::Result<Batch>,
     cells: usize,
 ) -> anyhow::Result<f32> {
-    let (whole, _) = step_gradients(warm, processor, batch()?, 1, cells, false)?;
-    let (halves, _) = step_gradients(warm, processor, batch()?, 2, cells, false)?;
+    let (whole, _) = step_gradients(warm, processor, batch()?, None, cells, false)?;
+    let pools = OneCorePools::new(2)?;
+    let (halves, _) = step_gradients(warm, processor, batch()?, Some(&pools), cells, false)?;
     let mut visitor = GradDiff {
         a: &whole,
         b: &halves,
