@@ -197,6 +197,13 @@ pub struct Args {
     /// GRPO iterations of each run (default: the plan's, 8).
     #[arg(long)]
     pub grpo_iterations: Option<usize>,
+    /// GRPO questions per iteration (default: the plan's, 8).
+    #[arg(long)]
+    pub grpo_queries: Option<usize>,
+    /// GRPO rollouts per question (the paper's 8): the group the advantage and the curiosity bonus's RaPR
+    /// are computed over.
+    #[arg(long, default_value_t = 8)]
+    pub grpo_group: usize,
     /// SFT traces (default: the plan's).
     #[arg(long)]
     pub sft_traces: Option<usize>,
@@ -269,6 +276,16 @@ pub struct Args {
     /// carries that run's warm-up figures and wall time, and says so.
     #[arg(long)]
     pub from_warmed: Option<PathBuf>,
+    /// Skip stages (a) and (b): start GRPO from the SFT model of an earlier run, `DIR` being that run's
+    /// output folder (its `warmed`, `sft`, `runs/sft/metrics.jsonl` and `summary.json` are read; the same
+    /// `--seed`, `--direct`, `--box-*`, so that the tokenizer is the same; checked). For tuning GRPO on one
+    /// SFT model: the report carries that run's warm-up and SFT figures and wall times, and says so.
+    #[arg(long, conflicts_with = "from_warmed")]
+    pub from_sft: Option<PathBuf>,
+    /// The seed of GRPO's sampling and question order (default: `--seed`): several GRPO draws from one
+    /// SFT model (`--from-sft`).
+    #[arg(long)]
+    pub grpo_seed: Option<u64>,
 }
 
 impl Args {

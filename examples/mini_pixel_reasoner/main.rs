@@ -153,6 +153,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = args.grpo_iterations {
         plan.grpo_iterations = n;
     }
+    if let Some(n) = args.grpo_queries {
+        plan.grpo_queries = n;
+    }
     if let Some(n) = args.sft_traces {
         plan.sft_traces = n;
     }
@@ -250,14 +253,19 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
 
     // (a) Vision warm-up and data check, or the warmed model of an earlier run (`--from-warmed`).
-    let warm_report = match &args.from_warmed {
+    // `--from-sft DIR` reuses the warmed folder of that run too.
+    let reused_warmed = args
+        .from_warmed
+        .clone()
+        .or_else(|| args.from_sft.as_ref().map(|d| d.join("warmed")));
+    let warm_report = match &reused_warmed {
         None => stage_warmup::warm_up(
             &args, &plan, &needle, &base, &processor, &held_out, &out, &device,
         )?,
         Some(dir) => stage_warmup::reuse(dir, &base, &out)?,
     };
     times.push((
-        match &args.from_warmed {
+        match &reused_warmed {
             None => "vision warm-up + data check".into(),
             Some(dir) => format!(
                 "vision warm-up + data check (reused from {})",
@@ -360,7 +368,11 @@ fn main() -> anyhow::Result<()> {
         .with_checkpoint_every(0)
         .with_seed(args.seed);
     let sft_dir = out.join("sft");
-    let sft_metrics = {
+    let sft_metrics = if let Some(dir) = &args.from_sft {
+        let (metrics, seconds) = stage_warmup::reuse_sft(dir, &out)?;
+        times.push((format!("SFT (reused from {})", dir.display()), seconds));
+        metrics
+    } else {
         let (examples, config, warmed_dir, run, base, sft_dir) = (
             examples,
             sft_config.clone(),
@@ -387,7 +399,9 @@ fn main() -> anyhow::Result<()> {
             Ok(metrics)
         })?
     };
-    times.push(("SFT".into(), t.elapsed().as_secs_f64()));
+    if args.from_sft.is_none() {
+        times.push(("SFT".into(), t.elapsed().as_secs_f64()));
+    }
 
     // (c) GRPO with and without curiosity, from the SFT model.
     let tasks: Vec<Task> = (0..(plan.grpo_iterations * plan.grpo_queries * 2) as u64)
@@ -408,6 +422,7 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let config = GrpoConfig::demo(plan.grpo_iterations)
             .with_queries_per_buffer(plan.grpo_queries)
+            .with_group_size(args.grpo_group)
             .with_updates_per_buffer(2.min(plan.grpo_queries))
             .with_micro_batch_rows(8)
             .with_learning_rate(args.grpo_lr)
@@ -420,7 +435,7 @@ fn main() -> anyhow::Result<()> {
                 ..RewardConfig::default()
             })
             .with_rollout(rollout_config())
-            .with_seed(args.seed);
+            .with_seed(args.grpo_seed.unwrap_or(args.seed));
         grpo_configs.insert(name.to_string(), serde_json::to_value(&config)?);
         let dir = out.join(format!("runs/grpo-{}", name.replace(' ', "-")));
         let model_dir = out.join(format!("grpo-{}", name.replace(' ', "-")));
@@ -508,17 +523,20 @@ fn main() -> anyhow::Result<()> {
         }
     }
     times.push(("evaluation".into(), t.elapsed().as_secs_f64()));
-    // With `--from-warmed` the warm-up ran in an earlier run: its time counts in the total all the same.
-    let reused = args
-        .from_warmed
-        .as_ref()
-        .map_or(0.0, |_| warm_report.seconds);
+    // With `--from-warmed` (`--from-sft`) the warm-up (and SFT) ran in an earlier run: their times count in
+    // the total all the same.
+    let reused: f64 = times
+        .iter()
+        .filter(|(name, _)| name.contains("(reused from "))
+        .map(|(_, secs)| secs)
+        .sum();
     times.push(("total".into(), started.elapsed().as_secs_f64() + reused));
 
     report::write(&report::Inputs {
         out: &out,
         quick: args.quick,
-        reused_warmup: args.from_warmed.as_deref(),
+        reused_warmup: reused_warmed.as_deref(),
+        reused_sft: args.from_sft.as_deref(),
         seed: args.seed,
         plan: {
             let mut v = serde_json::to_value(&plan)?;

@@ -2,10 +2,8 @@
 //! canvases, cropping and tokenizing a step's examples costs about as much as a step of the tower alone.
 
 use anyhow::Context;
-use pixel_traces::datasets::NeedleConfig;
 
-use crate::data::Boxes;
-use crate::samples::{Batch, BatchSpec, Grounding, Jitter, Reading};
+use crate::samples::{Batch, BatchSpec, Draws, Schedule};
 
 /// The batches of a warm-up, drawn ahead on worker threads ([`prefetch`]), received in step order.
 pub struct Prefetch {
@@ -29,51 +27,38 @@ impl Prefetch {
     }
 }
 
-/// Batches `0..steps` of fresh samples, drawn on `workers` threads while the caller trains (drawing 448 px
-/// canvases costs about as much as a step of the tower alone: with one worker the first half of the
-/// warm-up, the tower alone, waited on it).
-#[allow(clippy::too_many_arguments)]
-pub fn prefetch(
-    needle: &NeedleConfig,
-    boxes: Boxes,
-    seed: u64,
-    steps: usize,
-    batch: usize,
-    grid: (usize, usize),
-    grounding: Option<Grounding>,
-    reading: Option<Reading>,
-    jitter: Jitter,
-    workers: usize,
-) -> Prefetch {
+/// Batches `0..schedule.steps` of fresh samples, `schedule.batch` each, drawn on `workers` threads while the
+/// caller trains (drawing 448 px canvases costs about as much as a step of the tower alone: with one worker
+/// the first half of the warm-up, the tower alone, waited on it).
+pub fn prefetch(draws: std::sync::Arc<Draws>, schedule: &Schedule, workers: usize) -> Prefetch {
     let workers = workers.max(1);
-    let grounding = std::sync::Arc::new(grounding);
-    let reading = std::sync::Arc::new(reading);
+    let Schedule {
+        steps, batch, seed, ..
+    } = *schedule;
     let mut receivers = Vec::with_capacity(workers);
     for worker in 0..workers {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         receivers.push(rx);
-        let needle = needle.clone();
-        let (grounding, reading) = (grounding.clone(), reading.clone());
+        let draws = draws.clone();
         std::thread::spawn(move || {
             for step in (worker..steps).step_by(workers) {
                 let spec = BatchSpec {
-                    needle: &needle,
-                    boxes,
-                    grid,
-                    grounding: grounding
-                        .as_ref()
-                        .as_ref()
-                        .filter(|g| step + g.steps >= steps),
-                    reading: reading.as_ref().as_ref(),
-                    reads: reading
-                        .as_ref()
+                    needle: &draws.needle,
+                    boxes: draws.boxes,
+                    grid: draws.grid,
+                    grounding: draws.grounding.as_ref().filter(|g| step + g.steps >= steps),
+                    reading: draws.reading.as_ref(),
+                    reads: draws
+                        .reading
                         .as_ref()
                         .filter(|r| step + r.steps >= steps)
                         .map_or(0, |r| r.per_batch),
                     // A curriculum: exact crops first (the tower learns to read one geometry within a few
                     // hundred steps), the full jitter from half-way (at the full jitter from the first step the
                     // tower's read loss was still at chance after 400 steps).
-                    jitter: jitter.scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
+                    jitter: draws
+                        .jitter
+                        .scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
                     // With grid boxes the tag is anywhere in a call's crop: from half-way too.
                     around_written: 2 * step >= steps,
                 };

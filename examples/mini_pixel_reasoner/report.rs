@@ -15,6 +15,8 @@ pub struct Inputs<'a> {
     pub quick: bool,
     /// `--from-warmed`: the folder whose warm-up this run reused.
     pub reused_warmup: Option<&'a Path>,
+    /// `--from-sft`: the earlier run whose SFT model (and warm-up) this run reused.
+    pub reused_sft: Option<&'a Path>,
     pub seed: u64,
     pub plan: serde_json::Value,
     pub needle: serde_json::Value,
@@ -190,7 +192,13 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
         md,
         "A tiny Qwen2.5-VL-architecture model (4 text and 4 vision layers) trained from scratch on this machine's CPU, in stages: vision warm-up, SFT on synthesized traces, GRPO with and without the curiosity bonus, greedy evaluation on held-out samples. Every number below comes from the run that wrote this file.\n"
     )?;
-    if let Some(dir) = i.reused_warmup {
+    if let Some(dir) = i.reused_sft {
+        writeln!(
+            md,
+            "> **Stages (a) and (b) reused** (`--from-sft {}`): the warm-up's and SFT's figures and wall times below come from the run that wrote that folder; GRPO and the evaluation ran here.\n",
+            dir.display()
+        )?;
+    } else if let Some(dir) = i.reused_warmup {
         writeln!(
             md,
             "> **Stage (a) reused** (`--from-warmed {}`): the warm-up's figures and wall time below come from the run that wrote that folder; the later stages ran here.\n",

@@ -440,6 +440,49 @@ pub fn moved_out(
     )
 }
 
+/// What a warm-up draws for every step ([`crate::warmup::train`]): the data, the box format and grid, the
+/// examples through the whole model beside the crops, and the crops' jitter.
+pub struct Draws {
+    pub needle: NeedleConfig,
+    pub boxes: Boxes,
+    /// The grid of the global view's merged tokens (the tags' cells are indexed in it).
+    pub grid: (usize, usize),
+    /// Grounding examples, in the last `Grounding::steps` steps.
+    pub grounding: Option<Grounding>,
+    /// Reading examples, in the last `Reading::steps` steps.
+    pub reading: Option<Reading>,
+    /// The crops' jitter at its full size (the warm-up reaches it half-way).
+    pub jitter: Jitter,
+}
+
+impl Draws {
+    /// The spec of a held-out batch: every sample with its reading example, the crops around the box a
+    /// call writes and at the full jitter.
+    pub fn held_out(&self, n: usize) -> BatchSpec<'_> {
+        BatchSpec {
+            needle: &self.needle,
+            boxes: self.boxes,
+            grid: self.grid,
+            grounding: self.grounding.as_ref(),
+            reading: self.reading.as_ref(),
+            reads: n,
+            jitter: self.jitter,
+            around_written: true,
+        }
+    }
+}
+
+/// How long and how fast a warm-up trains, and the seed its samples are drawn from.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub steps: usize,
+    /// Samples per step.
+    pub batch: usize,
+    /// The peak learning rate (cosine decay to a tenth).
+    pub lr: f64,
+    pub seed: u64,
+}
+
 /// What a batch of fresh samples is drawn with ([`BatchSpec::draw`]): the data, the crops, and which
 /// examples through the whole model each sample also gives.
 #[derive(Clone, Copy)]

@@ -76,46 +76,62 @@ pub fn warm_up(
     let grid = (4, 4);
     let model = Qwen25Vl::<AB>::from_pretrained(base, device)?;
     let progress = StageProgress::new("vision warm-up", plan.warmup_steps as u64);
+    // What the steps draw; `grounding` differs between training and the held-out measurements.
+    let draws =
+        |grounding: Option<warmup::Grounding>, reading: Option<warmup::Reading>| -> warmup::Draws {
+            warmup::Draws {
+                needle: needle.clone(),
+                boxes: args.boxes(),
+                grid,
+                grounding,
+                reading,
+                jitter: args.jitter(),
+            }
+        };
+    let grounding = |steps: usize, rows: usize, read: bool, read_probe: bool| {
+        anyhow::Ok(warmup::Grounding {
+            processor: Processor::from_pretrained(base)?,
+            boxes: args.boxes(),
+            steps,
+            rows,
+            read,
+            read_probe,
+            box_values: args.box_values,
+            whole: args.grounding_whole,
+        })
+    };
+    let training = (!args.no_grounding)
+        .then(|| {
+            grounding(
+                plan.grounding_steps,
+                plan.grounding_rows,
+                args.read_grounding,
+                args.read_probe,
+            )
+        })
+        .transpose()?;
     let (warm, mut warm_report) = warmup::train(
         warmup::Warm::new(model, args.box_cells(), args.box_decimals, device),
         processor,
-        needle,
-        grid,
-        plan.warmup_steps,
-        plan.warmup_batch,
-        args.warmup_lr,
-        args.boxes(),
-        args.seed + 1,
-        false,
-        match args.no_grounding {
-            true => None,
-            false => Some(warmup::Grounding {
-                processor: Processor::from_pretrained(base)?,
-                boxes: args.boxes(),
-                steps: plan.grounding_steps,
-                rows: plan.grounding_rows,
-                read: args.read_grounding,
-                read_probe: args.read_probe,
-                box_values: args.box_values,
-                whole: args.grounding_whole,
-            }),
+        draws(training, reading(args, plan, base)?),
+        warmup::Schedule {
+            steps: plan.warmup_steps,
+            batch: plan.warmup_batch,
+            lr: args.warmup_lr,
+            seed: args.seed + 1,
         },
-        reading(args, plan, base)?,
-        args.jitter(),
+        false,
         args.threads,
         &progress,
     )?;
     progress.finish();
-    let grounding = warmup::Grounding {
-        processor: Processor::from_pretrained(base)?,
-        boxes: args.boxes(),
-        steps: 1,
-        rows: usize::MAX,
-        read: false,
-        read_probe: false,
-        box_values: args.box_values,
-        whole: args.grounding_whole,
-    };
+    // Held out: every sample's first call written whole, no reading or probe losses.
+    let held_out_draws = draws(
+        (!args.no_grounding)
+            .then(|| grounding(1, usize::MAX, false, false))
+            .transpose()?,
+        reading(args, plan, base)?,
+    );
     if !args.no_grounding {
         // The first 64 held-out questions (±6 points; the 200 took ~19 s of a 15-minute budget).
         let questions = &held_out[..held_out.len().min(64)];
@@ -133,36 +149,22 @@ pub fn warm_up(
     warmup::evaluate(
         &warm,
         processor,
-        needle,
-        grid,
+        &held_out_draws,
         HELD_OUT_SAMPLES,
-        args.boxes(),
         args.seed + 1001,
         false,
-        (!args.no_grounding).then_some(&grounding),
-        reading(args, plan, base)?.as_ref(),
-        args.jitter(),
         &mut warm_report,
     )?;
     if args.quick {
         // The check of the two-thread step: one batch's gradient whole on one thread and in two halves on
         // two threads must be the same gradient (up to the order of float additions).
-        let reading = reading(args, plan, base)?;
         let gap = warmup::halves_gradient_gap(
             &warm,
             processor,
             || {
-                warmup::BatchSpec {
-                    needle,
-                    boxes: args.boxes(),
-                    grid,
-                    grounding: (!args.no_grounding).then_some(&grounding),
-                    reading: reading.as_ref(),
-                    reads: plan.warmup_batch,
-                    jitter: args.jitter(),
-                    around_written: true,
-                }
-                .draw(args.seed + 3, 0, plan.warmup_batch)
+                held_out_draws
+                    .held_out(plan.warmup_batch)
+                    .draw(args.seed + 3, 0, plan.warmup_batch)
             },
             grid.0 * grid.1,
         )?;
@@ -184,17 +186,14 @@ pub fn warm_up(
     let (check, _) = warmup::train(
         check,
         processor,
-        needle,
-        grid,
-        plan.check_steps,
-        plan.warmup_batch,
-        args.warmup_lr,
-        args.boxes(),
-        args.seed + 2,
+        draws(None, None),
+        warmup::Schedule {
+            steps: plan.check_steps,
+            batch: plan.warmup_batch,
+            lr: args.warmup_lr,
+            seed: args.seed + 2,
+        },
         true,
-        None,
-        None,
-        args.jitter(),
         args.threads,
         &progress,
     )?;
@@ -202,15 +201,10 @@ pub fn warm_up(
     warmup::evaluate(
         &check,
         processor,
-        needle,
-        grid,
+        &draws(None, None),
         HELD_OUT_SAMPLES,
-        args.boxes(),
         args.seed + 1001,
         true,
-        None,
-        None,
-        args.jitter(),
         &mut warm_report,
     )?;
     drop(check);
@@ -268,4 +262,38 @@ pub fn reuse(dir: &Path, base: &Path, out: &Path) -> anyhow::Result<warmup::Warm
     );
     copy_dir(dir, &out.join("warmed"))?;
     Ok(report)
+}
+
+/// `--from-sft dir`: copies the SFT model of the earlier run whose output folder is `dir` into `out/sft`
+/// and returns its SFT metrics (`runs/sft/metrics.jsonl`) and SFT wall time (from its `summary.json`).
+/// The warmed folder is reused apart ([`reuse`], which checks the tokenizer).
+pub fn reuse_sft(
+    dir: &Path,
+    out: &Path,
+) -> anyhow::Result<(Vec<pixel_rl::metrics::MetricRecord>, f64)> {
+    let metrics_path = dir.join("runs/sft/metrics.jsonl");
+    let metrics = pixel_rl::metrics::read_jsonl(&metrics_path)
+        .with_context(|| format!("--from-sft: {}", metrics_path.display()))?;
+    let summary_path = dir.join("summary.json");
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&summary_path)
+            .with_context(|| format!("--from-sft: {} (a finished run)", summary_path.display()))?,
+    )
+    .with_context(|| format!("--from-sft: parsing {}", summary_path.display()))?;
+    // `times`: `[name, seconds]` pairs; SFT's is named "SFT" (or "SFT (reused from ...)").
+    let seconds = summary["times"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t[0].as_str().is_some_and(|n| n.starts_with("SFT")))
+        .and_then(|t| t[1].as_f64())
+        .with_context(|| format!("--from-sft: no SFT time in {}", summary_path.display()))?;
+    let model = dir.join("sft");
+    anyhow::ensure!(
+        model.join("config.json").is_file(),
+        "--from-sft: {} holds no SFT checkpoint",
+        model.display()
+    );
+    copy_dir(&model, &out.join("sft"))?;
+    Ok((metrics, seconds))
 }

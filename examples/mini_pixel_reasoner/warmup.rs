@@ -27,14 +27,13 @@ use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use pixel_rl::sft::{SftExample, sft_loss_and_hidden};
-use pixel_traces::datasets::NeedleConfig;
 use pixel_vlm::processor::Processor;
 use pixel_vlm::{Qwen25Vl, VisualInput};
 
 mod step;
 
 use crate::prefetch::prefetch;
-pub use crate::samples::{BatchSpec, Grounding, Jitter, LegibleReads, Reading};
+pub use crate::samples::{BatchSpec, Draws, Grounding, Jitter, LegibleReads, Reading, Schedule};
 pub use step::halves_gradient_gap;
 use step::step_gradients;
 
@@ -337,30 +336,22 @@ fn tag_tokens(tag_cells: &[i64], cells: usize) -> Vec<i64> {
         .collect()
 }
 
-/// Trains the tower and heads for `steps` steps of `batch` fresh samples, each step's gradient computed
-/// on `threads` threads ([`step_gradients`]); `global_check` instead trains the told-where classifier (the
-/// read head on the global view's tag token). Returns the trained model.
-#[allow(clippy::too_many_arguments)]
+/// Trains the tower and heads for `schedule.steps` steps of `schedule.batch` fresh samples of `draws`, each
+/// step's gradient computed on `threads` threads ([`step_gradients`]); `global_check` instead trains the
+/// told-where classifier (the read head on the global view's tag token). Returns the trained model.
 pub fn train<B: AutodiffBackend>(
     mut warm: Warm<B>,
     processor: &Processor,
-    needle: &NeedleConfig,
-    grid: (usize, usize),
-    steps: usize,
-    batch: usize,
-    lr: f64,
-    boxes: crate::data::Boxes,
-    seed: u64,
+    draws: Draws,
+    schedule: Schedule,
     global_check: bool,
-    grounding: Option<Grounding>,
-    reading: Option<Reading>,
-    jitter: Jitter,
     threads: usize,
     progress: &pixel_rl::progress::StageProgress,
 ) -> anyhow::Result<(Warm<B>, WarmupReport)> {
+    let Schedule { steps, lr, .. } = schedule;
     // Clipped at a global norm of 1 and the rate decayed (cosine, to a tenth): with a constant 2e-3 and no
     // clipping, the losses of a run with the grounding probes went back to chance after ~800 steps.
-    let schedule = pixel_rl::optim::WarmupCosineSchedule::new(lr, 0, steps.max(1), 0.1)?;
+    let rates = pixel_rl::optim::WarmupCosineSchedule::new(lr, 0, steps.max(1), 0.1)?;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.0)
         .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
@@ -369,10 +360,8 @@ pub fn train<B: AutodiffBackend>(
         steps,
         ..WarmupReport::default()
     };
-    let cells = grid.0 * grid.1;
-    let mut batches = prefetch(
-        needle, boxes, seed, steps, batch, grid, grounding, reading, jitter, threads,
-    );
+    let cells = draws.grid.0 * draws.grid.1;
+    let mut batches = prefetch(std::sync::Arc::new(draws), &schedule, threads);
     // Two threads: one pool each, for the whole warm-up.
     let pools = match threads {
         0 | 1 => None,
@@ -391,7 +380,7 @@ pub fn train<B: AutodiffBackend>(
         report.read_probe_losses.extend(parts.read_probe);
         report.read_lm_losses.extend(parts.read_lm);
         report.losses.push((parts.read, parts.locate));
-        warm = optim.step(schedule.lr_at(step), warm, grads);
+        warm = optim.step(rates.lr_at(step), warm, grads);
         progress.set_message(format!(
             "read {:.3} (through the model {:.3}) locate {:.3} grounding {:.3} probe {:.3}",
             parts.read,
@@ -409,35 +398,20 @@ pub fn train<B: AutodiffBackend>(
     Ok((warm, report))
 }
 
-/// Held-out accuracies of a warmed model (`n` samples from a seed the training never drew).
-#[allow(clippy::too_many_arguments)]
+/// Held-out accuracies of a warmed model (`n` samples of `draws` from a seed the training never drew).
 pub fn evaluate<B: AutodiffBackend>(
     warm: &Warm<B>,
     processor: &Processor,
-    needle: &NeedleConfig,
-    grid: (usize, usize),
+    draws: &Draws,
     n: usize,
-    boxes: crate::data::Boxes,
     seed: u64,
     global_check: bool,
-    grounding: Option<&Grounding>,
-    reading: Option<&Reading>,
-    jitter: Jitter,
     report: &mut WarmupReport,
 ) -> anyhow::Result<()> {
     use burn::module::AutodiffModule;
     let valid = warm.valid();
-    let mut b = BatchSpec {
-        needle,
-        boxes,
-        grid,
-        grounding,
-        reading,
-        reads: n,
-        jitter,
-        around_written: true,
-    }
-    .draw(seed, 0, n)?;
+    let mut b = draws.held_out(n).draw(seed, 0, n)?;
+    let grid = draws.grid;
     let cells = grid.0 * grid.1;
     let argmax = |t: Tensor<B::InnerBackend, 2>| -> Vec<i64> {
         t.argmax(1)
