@@ -262,7 +262,12 @@ fn main() -> anyhow::Result<()> {
         None => stage_warmup::warm_up(
             &args, &plan, &needle, &base, &processor, &held_out, &out, &device,
         )?,
-        Some(dir) => stage_warmup::reuse(dir, &base, &out)?,
+        Some(dir) => {
+            stage_warmup::reuse(dir, &base, &out).with_context(|| match &args.from_sft {
+                Some(run) => format!("--from-sft {}: its warmed folder", run.display()),
+                None => "--from-warmed".into(),
+            })?
+        }
     };
     times.push((
         match &reused_warmed {
