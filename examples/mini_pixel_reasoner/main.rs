@@ -269,6 +269,12 @@ fn main() -> anyhow::Result<()> {
             })?
         }
     };
+    // With `--from-warmed` (`--from-sft`) the warm-up (and SFT) ran in an earlier run: their times count in
+    // the total all the same.
+    let mut reused = match reused_warmed {
+        Some(_) => warm_report.seconds,
+        None => 0.0,
+    };
     times.push((
         match &reused_warmed {
             None => "vision warm-up + data check".into(),
@@ -373,10 +379,13 @@ fn main() -> anyhow::Result<()> {
         .with_checkpoint_every(0)
         .with_seed(args.seed);
     let sft_dir = out.join("sft");
-    let sft_metrics = if let Some(dir) = &args.from_sft {
+    let (sft_metrics, sft_time) = if let Some(dir) = &args.from_sft {
         let (metrics, seconds) = stage_warmup::reuse_sft(dir, &out)?;
-        times.push((format!("SFT (reused from {})", dir.display()), seconds));
-        metrics
+        reused += seconds;
+        (
+            metrics,
+            (format!("SFT (reused from {})", dir.display()), seconds),
+        )
     } else {
         let (examples, config, warmed_dir, run, base, sft_dir) = (
             examples,
@@ -387,7 +396,7 @@ fn main() -> anyhow::Result<()> {
             sft_dir.clone(),
         );
         let threads = args.threads;
-        ranks::on_ranks(threads, move |rank| {
+        let metrics = ranks::on_ranks(threads, move |rank| {
             let model = Qwen25Vl::<AB>::from_pretrained(&warmed_dir, &device)?;
             let mut sft = SftTrainer::new(model, examples.clone(), config.clone())?;
             if threads > 1 {
@@ -402,11 +411,10 @@ fn main() -> anyhow::Result<()> {
                 pixel_rl::checkpoint::copy_processor_files(&base, &sft_dir)?;
             }
             Ok(metrics)
-        })?
+        })?;
+        (metrics, ("SFT".into(), t.elapsed().as_secs_f64()))
     };
-    if args.from_sft.is_none() {
-        times.push(("SFT".into(), t.elapsed().as_secs_f64()));
-    }
+    times.push(sft_time);
 
     // (c) GRPO with and without curiosity, from the SFT model.
     let tasks: Vec<Task> = (0..(plan.grpo_iterations * plan.grpo_queries * 2) as u64)
@@ -528,13 +536,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     times.push(("evaluation".into(), t.elapsed().as_secs_f64()));
-    // With `--from-warmed` (`--from-sft`) the warm-up (and SFT) ran in an earlier run: their times count in
-    // the total all the same.
-    let reused: f64 = times
-        .iter()
-        .filter(|(name, _)| name.contains("(reused from "))
-        .map(|(_, secs)| secs)
-        .sum();
     times.push(("total".into(), started.elapsed().as_secs_f64() + reused));
 
     report::write(&report::Inputs {

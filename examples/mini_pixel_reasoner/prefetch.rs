@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::samples::{Batch, BatchSpec, Draws, Schedule};
+use crate::samples::{Batch, Draws, Schedule};
 
 /// The batches of a warm-up, drawn ahead on worker threads ([`prefetch`]), received in step order.
 pub struct Prefetch {
@@ -42,27 +42,9 @@ pub fn prefetch(draws: std::sync::Arc<Draws>, schedule: &Schedule, workers: usiz
         let draws = draws.clone();
         std::thread::spawn(move || {
             for step in (worker..steps).step_by(workers) {
-                let spec = BatchSpec {
-                    needle: &draws.needle,
-                    boxes: draws.boxes,
-                    grid: draws.grid,
-                    grounding: draws.grounding.as_ref().filter(|g| step + g.steps >= steps),
-                    reading: draws.reading.as_ref(),
-                    reads: draws
-                        .reading
-                        .as_ref()
-                        .filter(|r| step + r.steps >= steps)
-                        .map_or(0, |r| r.per_batch),
-                    // A curriculum: exact crops first (the tower learns to read one geometry within a few
-                    // hundred steps), the full jitter from half-way (at the full jitter from the first step the
-                    // tower's read loss was still at chance after 400 steps).
-                    jitter: draws
-                        .jitter
-                        .scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
-                    // With grid boxes the tag is anywhere in a call's crop: from half-way too.
-                    around_written: 2 * step >= steps,
-                };
-                let b = spec.draw(seed, (step * batch) as u64, batch);
+                let b = draws
+                    .at_step(step, steps)
+                    .draw(seed, (step * batch) as u64, batch);
                 let failed = b.is_err();
                 // The receiver is gone (the trainer stopped early): stop drawing.
                 if tx.send(b).is_err() || failed {

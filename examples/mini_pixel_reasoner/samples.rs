@@ -456,8 +456,29 @@ pub struct Draws {
 }
 
 impl Draws {
-    /// The spec of a held-out batch: every sample with its reading example, the crops around the box a
-    /// call writes and at the full jitter.
+    /// The spec of step `step` of `steps`, the warm-up's curriculum: grounding and reading examples only in
+    /// their last `steps` steps; exact crops first (the tower learns to read one geometry within a few
+    /// hundred steps), the full jitter from half-way (at the full jitter from the first step the tower's
+    /// read loss was still at chance after 400 steps); with grid boxes the tag anywhere in a call's crop
+    /// from half-way too.
+    pub fn at_step(&self, step: usize, steps: usize) -> BatchSpec<'_> {
+        BatchSpec {
+            grounding: self.grounding.as_ref().filter(|g| step + g.steps >= steps),
+            reads: self
+                .reading
+                .as_ref()
+                .filter(|r| step + r.steps >= steps)
+                .map_or(0, |r| r.per_batch),
+            jitter: self
+                .jitter
+                .scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
+            around_written: 2 * step >= steps,
+            ..self.held_out(0)
+        }
+    }
+
+    /// The spec of a held-out batch of `n`: every sample with its reading example, the crops around the box
+    /// a call writes and at the full jitter.
     pub fn held_out(&self, n: usize) -> BatchSpec<'_> {
         BatchSpec {
             needle: &self.needle,
