@@ -52,10 +52,10 @@ fn needle_detail_is_below_one_token_globally_and_above_it_after_the_crop() {
         worst_crop = worst_crop.min(crop);
     }
     // `docs/traces.md` quotes these two figures ("Over 40 samples: at most 19.7 px tall in the global view,
-    // at least 32.3 px in the cropped view"); the samples are deterministic, so they are exact.
+    // at least 34.4 px in the cropped view"); the samples are deterministic, so they are exact.
     assert_eq!(
         (format!("{worst_global:.1}"), format!("{worst_crop:.1}")),
-        ("19.7".to_string(), "32.3".to_string()),
+        ("19.7".to_string(), "34.4".to_string()),
         "the digit heights docs/traces.md quotes"
     );
     assert!(
@@ -327,8 +327,11 @@ fn a_larger_stroke_min_draws_bolder_digits_from_the_same_draws() {
             _ => panic!("a needle sample is an image"),
         };
         let (thin_n, bold_n) = (ink_pixels(&image(&a), a.tag), ink_pixels(&image(&b), b.tag));
+        // Not a superset pixel by pixel: a stroke's square is centred in its font cell and rounded to
+        // pixels, so a wider square can start one pixel later (centre 10.4: width 2.0 covers 9-10, width
+        // 1.5 covers 10-11) and a sample may lose a pixel or two. Never a tenth of its ink.
         assert!(
-            bold_n >= thin_n,
+            10 * bold_n >= 9 * thin_n,
             "sample {i}: stroke 1.0 drew {bold_n} ink pixels, the default {thin_n}"
         );
         thin_ink += thin_n;
