@@ -192,8 +192,8 @@ impl WyRand {
 ///   formula's (a test holds it to that; about 0.2 % of them differ). The whole row loop, noise map and
 ///   clamp included, runs in 16-bit lanes: with baseline SSE2 it compiles to `pmulhuw`s and a `packuswb`,
 ///   8 channel values an iteration (about a third of the time left);
-/// - the noise comes from [`WyRand`] seeded by one word of the caller's rng, instead of 4 ChaCha bytes per
-///   channel value (2.4 MB per canvas). It is 16 bits per channel value, mapped to `-n..=n` by a
+/// - the noise comes from a wyrand generator seeded by one word of the caller's rng, instead of 4 ChaCha
+///   bytes per channel value (2.4 MB per canvas). It is 16 bits per channel value, mapped to `-n..=n` by a
 ///   multiply-shift: each of the `2n + 1` values gets `2^16 / (2n + 1)` of the 2^16 draws rounded down or
 ///   up, so its probability is within `2^-16` of `1 / (2n + 1)` (relative bias below 0.06 % at n = 18,
 ///   0.8 % at the largest n, 255). The generator's one scalar multiply per four values is most of the
