@@ -310,7 +310,8 @@ fn main() -> anyhow::Result<()> {
         legible: None,
     };
     if sft_reads > 0 {
-        // The warm-up's reading examples on canvases of their own seed (`--sft-reads`).
+        // The warm-up's reading examples on canvases of their own seed (`--sft-reads`), their crops as loose
+        // as the model's own (`--sft-read-jitter`, beyond the warm-up's `--crop-jitter`).
         let reads = warmup::BatchSpec {
             needle: &needle,
             boxes: args.boxes(),
