@@ -42,6 +42,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             steps: 0,
             in_context,
             legible: None,
+            digit_only: false,
         };
         let b = warmup::BatchSpec {
             needle,
@@ -52,6 +53,8 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             reads: 64,
             jitter,
             around_written: true,
+            reads_digit_only: false,
+            globals: 0,
         }
         .draw(seed + 1001, 0, 64)?;
         println!(

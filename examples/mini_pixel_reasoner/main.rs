@@ -144,6 +144,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(steps) = args.warmup_steps {
         plan.warmup_steps = steps;
     }
+    if let Some(n) = args.warmup_batch {
+        plan.warmup_batch = n;
+    }
+    plan.warmup_globals = args
+        .warmup_globals
+        .unwrap_or(plan.warmup_globals.min(plan.warmup_batch));
+    anyhow::ensure!(
+        plan.warmup_batch > 0
+            && plan.warmup_globals > 0
+            && plan.warmup_globals <= plan.warmup_batch,
+        "--warmup-globals ({}) must be 1 to --warmup-batch ({})",
+        plan.warmup_globals,
+        plan.warmup_batch
+    );
     if let Some(steps) = args.grounding_steps {
         plan.grounding_steps = steps;
     }
@@ -308,6 +322,7 @@ fn main() -> anyhow::Result<()> {
         steps: 0,
         in_context: false,
         legible: None,
+        digit_only: false,
     };
     if sft_reads > 0 {
         // The warm-up's reading examples on canvases of their own seed (`--sft-reads`), their crops as loose
@@ -321,6 +336,8 @@ fn main() -> anyhow::Result<()> {
             reads: sft_reads,
             jitter: args.sft_read_crops(),
             around_written: true,
+            reads_digit_only: false,
+            globals: 0,
         }
         .draw(args.seed + 21, 0, sft_reads)?
         .reads;

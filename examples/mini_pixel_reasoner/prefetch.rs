@@ -33,7 +33,11 @@ impl Prefetch {
 pub fn prefetch(draws: std::sync::Arc<Draws>, schedule: &Schedule, workers: usize) -> Prefetch {
     let workers = workers.max(1);
     let Schedule {
-        steps, batch, seed, ..
+        steps,
+        batch,
+        globals,
+        seed,
+        ..
     } = *schedule;
     let mut receivers = Vec::with_capacity(workers);
     for worker in 0..workers {
@@ -42,9 +46,11 @@ pub fn prefetch(draws: std::sync::Arc<Draws>, schedule: &Schedule, workers: usiz
         let draws = draws.clone();
         std::thread::spawn(move || {
             for step in (worker..steps).step_by(workers) {
-                let b = draws
-                    .at_step(step, steps)
-                    .draw(seed, (step * batch) as u64, batch);
+                let spec = crate::samples::BatchSpec {
+                    globals,
+                    ..draws.at_step(step, steps)
+                };
+                let b = spec.draw(seed, (step * batch) as u64, batch);
                 let failed = b.is_err();
                 // The receiver is gone (the trainer stopped early): stop drawing.
                 if tx.send(b).is_err() || failed {

@@ -17,10 +17,12 @@ use crate::data::{Boxes, SYSTEM, TerseNarrator, VIEW, VIEW_MIN, digit_question, 
 
 /// A batch of fresh needle samples: the global views, the crops around the tags, digits and tag cells.
 pub struct Batch {
+    /// The global views of the first [`BatchSpec::globals`] samples.
     pub globals: Vec<image::RgbImage>,
     pub crops: Vec<image::RgbImage>,
     pub digits: Vec<i64>,
-    /// Index of the merged token of the global view holding the tag's centre (row-major).
+    /// Index of the merged token of the global view holding the tag's centre (row-major), for each of
+    /// `globals`.
     pub cells: Vec<i64>,
     /// First turns of clean crop traces on the same canvases (empty without [`Grounding`]).
     pub traces: Vec<SftExample>,
@@ -125,6 +127,10 @@ pub struct Reading {
     pub in_context: bool,
     /// Some reading rows show a legible canvas whole instead of a crop ([`LegibleReads`]).
     pub legible: Option<LegibleReads>,
+    /// Train only the tokens of the answer that write the digit (all of `The digit is \boxed{d}.`
+    /// otherwise) until the grounding steps begin, the whole answer from then on: `--read-digit-only`
+    /// ([`BatchSpec::reads_digit_only`]).
+    pub digit_only: bool,
 }
 
 /// Reading rows that show a legible canvas ([`crate::data::legible_sample`]: the digit large enough to
@@ -183,6 +189,17 @@ impl Reading {
         digit: u8,
         id: String,
     ) -> anyhow::Result<SftExample> {
+        self.example_masked(crop, digit, id, false)
+    }
+
+    /// [`Reading::example`], with `digit_only` its loss on the tokens that write the digit only.
+    pub fn example_masked(
+        &self,
+        crop: &image::RgbImage,
+        digit: u8,
+        id: String,
+        digit_only: bool,
+    ) -> anyhow::Result<SftExample> {
         let seen = self.processor.image_processor.fit(crop)?.into_owned();
         let trace = pixel_traces::Trace {
             id,
@@ -211,13 +228,34 @@ impl Reading {
             ],
         };
         let load = |_: &str| Ok(seen.clone());
-        Ok(build_example_with_system(
+        let mut e = build_example_with_system(
             &self.processor,
             &trace,
             MaskRule::Paper,
             Some(SYSTEM),
             &load,
-        )?)
+        )?;
+        if digit_only {
+            // The loss on the tokens that write the digit only: the other tokens of the answer are the same
+            // in every row and soon predicted, and a mean over them gave the digit a tenth of the row's loss.
+            let d = digit.to_string();
+            let keep: Vec<bool> = e
+                .token_ids
+                .iter()
+                .zip(&e.loss_mask)
+                .map(|(&t, &m)| {
+                    m && self
+                        .processor
+                        .tokenizer
+                        .decode(&[t], false)
+                        .is_ok_and(|s| s.contains(&d))
+                })
+                .collect();
+            if keep.iter().any(|&k| k) {
+                e.loss_mask = keep;
+            }
+        }
+        Ok(e)
     }
 }
 
@@ -473,6 +511,11 @@ impl Draws {
                 .jitter
                 .scaled((2.0 * step as f64 / steps.max(1) as f64).min(1.0)),
             around_written: 2 * step >= steps,
+            reads_digit_only: self.reading.as_ref().is_some_and(|r| r.digit_only)
+                && self
+                    .grounding
+                    .as_ref()
+                    .is_none_or(|g| step + g.steps < steps),
             ..self.held_out(0)
         }
     }
@@ -489,6 +532,10 @@ impl Draws {
             reads: n,
             jitter: self.jitter,
             around_written: true,
+            // Without grounding steps the answer's other tokens are never trained: measured on the digit's.
+            reads_digit_only: self.reading.as_ref().is_some_and(|r| r.digit_only)
+                && self.grounding.is_none(),
+            globals: usize::MAX,
         }
     }
 }
@@ -497,8 +544,12 @@ impl Draws {
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     pub steps: usize,
-    /// Samples per step.
+    /// Samples per step (each a crop for the tower's read head).
     pub batch: usize,
+    /// Of each step's samples, how many also give their global view to the tower's locate head (at most
+    /// `batch`). The locate head finds the tag's token 99-100 % of the time within a few hundred steps, the
+    /// read head keeps learning for 2,000: reading gets the images locating does not need.
+    pub globals: usize,
     /// The peak learning rate (cosine decay to a tenth).
     pub lr: f64,
     pub seed: u64,
@@ -521,6 +572,11 @@ pub struct BatchSpec<'a> {
     pub jitter: Jitter,
     /// The crops around the box a call writes ([`Boxes::written`]) rather than around the tag's own box.
     pub around_written: bool,
+    /// The reading examples' loss on the digit's tokens only ([`Reading::digit_only`]).
+    pub reads_digit_only: bool,
+    /// Global views (and their tags' cells) of the first `globals` samples only: the tower's locate head
+    /// needs fewer than its read head ([`Schedule::globals`]).
+    pub globals: usize,
 }
 
 impl BatchSpec<'_> {
@@ -536,6 +592,8 @@ impl BatchSpec<'_> {
             reads,
             jitter,
             around_written,
+            reads_digit_only,
+            globals,
         } = *self;
         let mut b = Batch {
             globals: Vec::new(),
@@ -635,16 +693,21 @@ impl BatchSpec<'_> {
                         Some(r.example(image, digit, format!("read-{}", s.id))?)
                     }
                     (None, true) => r.in_context(&sample, crop_box, boxes.decimals, first + i)?,
-                    (None, false) => {
-                        Some(r.example(&crop, digit, format!("read-{seed}-{}", first + i))?)
-                    }
+                    (None, false) => Some(r.example_masked(
+                        &crop,
+                        digit,
+                        format!("read-{seed}-{}", first + i),
+                        reads_digit_only,
+                    )?),
                 };
                 b.reads.extend(example);
             }
-            b.globals.push(image.clone());
+            if (i as usize) < globals {
+                b.globals.push(image.clone());
+                b.cells.push((row * gw + col) as i64);
+            }
             b.crops.push(crop);
             b.digits.push(i64::from(digit));
-            b.cells.push((row * gw + col) as i64);
             if let Some((example, boxed, answer)) = grounded {
                 // The class the text model's locate probe learns at a box's tokens: the cell the first box
                 // names (with a grid, the grid's), then the tag's cell in the first crop.

@@ -47,6 +47,7 @@ pub fn reading(args: &Args, plan: &Plan, base: &Path) -> anyhow::Result<Option<w
         per_batch: args.read_batch,
         steps: plan.reading_steps,
         in_context: args.read_in_context,
+        digit_only: args.read_digit_only,
         legible: (args.warmup_legible_every > 0)
             .then(|| {
                 anyhow::Ok(warmup::LegibleReads {
@@ -117,6 +118,7 @@ pub fn warm_up(
         warmup::Schedule {
             steps: plan.warmup_steps,
             batch: plan.warmup_batch,
+            globals: plan.warmup_globals,
             lr: args.warmup_lr,
             seed: args.seed + 1,
         },
@@ -189,7 +191,8 @@ pub fn warm_up(
         draws(None, None),
         warmup::Schedule {
             steps: plan.check_steps,
-            batch: plan.warmup_batch,
+            batch: plan.check_batch,
+            globals: plan.check_batch,
             lr: args.warmup_lr,
             seed: args.seed + 2,
         },

@@ -131,7 +131,8 @@ pub struct WarmupReport {
     /// Per step with [`Reading`]: the SFT loss of the answers after the jittered crops.
     pub read_lm_losses: Vec<f64>,
     /// Held-out: the share of jittered crops whose answer the whole model writes right (every token of
-    /// `The digit is \boxed{d}.` the argmax after the crop and the tokens before it).
+    /// `The digit is \boxed{d}.` the argmax after the crop and the tokens before it; with
+    /// `--read-digit-only`, which trains no other token of the answer, the digit's tokens).
     pub read_lm_accuracy: Option<f64>,
     /// Held out: the whole model reads a legible canvas shown whole (teacher-forced answer), when the
     /// warm-up trained it (`--warmup-legible-every`).

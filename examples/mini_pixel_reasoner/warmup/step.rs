@@ -19,6 +19,7 @@ use crate::samples::Batch;
 #[derive(Debug, Clone, Copy)]
 struct Totals {
     samples: usize,
+    globals: usize,
     traces: usize,
     trace_tokens: usize,
     box_positions: usize,
@@ -32,6 +33,7 @@ impl Totals {
         let tokens = |v: &[SftExample]| v.iter().map(|e| e.trained_tokens()).sum::<usize>();
         Self {
             samples: b.digits.len(),
+            globals: b.globals.len(),
             traces: b.traces.len(),
             trace_tokens: tokens(&b.traces),
             // Position `i - 1` writes box token `i` (`grounding_forward`).
@@ -135,12 +137,16 @@ fn part_loss<B: AutodiffBackend>(
         } else {
             let (fc, tc) = encode(&warm.vlm, processor, &b.crops)?;
             let read = ce.forward(warm.heads.read.forward(pooled(fc, &tc)), digits) * w;
-            let (fg, _) = encode(&warm.vlm, processor, &b.globals)?;
-            let logits = warm.heads.locate.forward(fg).reshape([n, cells]);
-            let locate = ce.forward(logits, int(b.cells.clone())) * w;
             parts.read = detached(&read);
-            parts.locate = detached(&locate);
-            add(read + locate);
+            add(read);
+            let g = b.globals.len();
+            if g > 0 {
+                let (fg, _) = encode(&warm.vlm, processor, &b.globals)?;
+                let logits = warm.heads.locate.forward(fg).reshape([g, cells]);
+                let locate = ce.forward(logits, int(b.cells.clone())) * share(g, totals.globals);
+                parts.locate = detached(&locate);
+                add(locate);
+            }
         }
     }
     if !b.traces.is_empty() {
