@@ -547,8 +547,9 @@ pub struct Schedule {
     /// Samples per step (each a crop for the tower's read head).
     pub batch: usize,
     /// Of each step's samples, how many also give their global view to the tower's locate head (at most
-    /// `batch`). The locate head finds the tag's token 99-100 % of the time within a few hundred steps, the
-    /// read head keeps learning for 2,000: reading gets the images locating does not need.
+    /// `batch`; the plan's default: all of them). The locate head finds the tag's token 99-100 % of the time
+    /// within a few hundred steps while the read head keeps learning; 24 samples with 8 global views read
+    /// no better than 16 with 16 (one run, docs/demo.md, "What limits reading").
     pub globals: usize,
     /// The peak learning rate (cosine decay to a tenth).
     pub lr: f64,
