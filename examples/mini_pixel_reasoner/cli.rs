@@ -126,15 +126,14 @@ pub struct Args {
     /// (599 s).
     #[arg(long)]
     pub read_in_context: bool,
-    /// Samples per warm-up step: a crop each for the tower's read head (default: the plan's, 16). 32 read
-    /// 96.9 % of held-out crops against 89.8 % but took the tower's steps 2.7x as long (the tower alone,
-    /// seed 0; docs/demo.md, "What limits reading").
+    /// Samples per warm-up step: a crop each for the tower's read head (default: the plan's, 32; 16 until
+    /// 2026-11-28 23:30: docs/demo.md, "32 samples per warm-up step").
     #[arg(long)]
     pub warmup_batch: Option<usize>,
     /// Of each warm-up step's samples, how many also give their global view to the tower's locate head
-    /// (default: the plan's, at most `--warmup-batch`). 24 samples of which 8 with their global view
-    /// (the same 32 images a step's tower sees by default) read 88.3 % of held-out crops against 89.8 %
-    /// (the tower alone, seed 0; docs/demo.md, "What limits reading").
+    /// (default: the plan's, 16, at most `--warmup-batch`). 24 samples of which 8 with their global view
+    /// read 88.3 % of held-out crops against 89.8 % with 16 and 16 (the tower alone, seed 0; docs/demo.md,
+    /// "What limits reading").
     #[arg(long)]
     pub warmup_globals: Option<usize>,
     /// The warm-up's reading rows train only the tokens that write the digit, not the whole answer `The
@@ -486,7 +485,11 @@ impl Plan {
                 // through all 400 steps in every run since the glyphs became 36-42 px; saves ~12 s.
                 check_steps: 300,
                 check_batch: 16,
-                warmup_batch: 16,
+                // 32 crops a step, 16 of them with their global view for the locate head (16 and 16 until
+                // 2026-11-28 23:30): the whole model then read 89.8 % of held-out crops against 76.6 %, the
+                // demo's needle accuracy 87.0 % against 72.5 % (seed 1, one run each), the warm-up ~120 s
+                // longer (docs/demo.md, "32 samples per warm-up step").
+                warmup_batch: 32,
                 warmup_globals: 16,
                 sft_traces: 320,
                 // 4 since 2026-11-28 03:30 (3 from `--sft-reads 320`, 2026-11-27 17:30, for the time

@@ -547,7 +547,7 @@ pub struct Schedule {
     /// Samples per step (each a crop for the tower's read head).
     pub batch: usize,
     /// Of each step's samples, how many also give their global view to the tower's locate head (at most
-    /// `batch`; the plan's default: all of them). The locate head finds the tag's token 99-100 % of the time
+    /// `batch`; the plan's default: 16 of 32). The locate head finds the tag's token 99-100 % of the time
     /// within a few hundred steps while the read head keeps learning; 24 samples with 8 global views read
     /// no better than 16 with 16 (one run, docs/demo.md, "What limits reading").
     pub globals: usize,
