@@ -130,7 +130,8 @@ fn exact_on<B: Backend>(dtype: DType) -> bool {
     dtype == DType::F32 && on_cuda::<B>() && f32_matmul() == F32Matmul::Exact
 }
 
-/// `lhs.matmul(rhs)`, in full f32 on CUDA under [`F32Matmul::Exact`].
+/// `lhs.matmul(rhs)`, in full f32 on CUDA under [`F32Matmul::Exact`], by the fused product on `Flex`
+/// ([`crate::fused`]).
 pub(crate) fn matmul<B: Backend, const D: usize>(
     lhs: Tensor<B, D>,
     rhs: Tensor<B, D>,
@@ -141,16 +142,23 @@ pub(crate) fn matmul<B: Backend, const D: usize>(
             return cuda_exact::matmul(lhs, rhs);
         }
     }
-    lhs.matmul(rhs)
+    match crate::fused::try_matmul(lhs, rhs) {
+        Ok(out) => out,
+        Err((lhs, rhs)) => lhs.matmul(rhs),
+    }
 }
 
-/// `layer.forward(x)` of a burn `Linear` (`x @ W + b`), in full f32 on CUDA under [`F32Matmul::Exact`].
+/// `layer.forward(x)` of a burn `Linear` (`x @ W + b`), in full f32 on CUDA under [`F32Matmul::Exact`], by
+/// the fused product on `Flex` ([`crate::fused`]).
 pub(crate) fn linear_forward<B: Backend, const D: usize>(
     layer: &burn::nn::Linear<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
     if !exact_on::<B>(x.dtype()) {
-        return layer.forward(x);
+        return match crate::fused::try_linear(layer, x) {
+            Ok(out) => out,
+            Err(x) => layer.forward(x),
+        };
     }
     let dims = x.dims();
     let d_in = dims[D - 1];

@@ -263,3 +263,147 @@ fn the_training_forward_equals_the_cached_forward_of_each_row() {
         assert!(diff < 1e-4, "row {row}: {diff}");
     }
 }
+
+/// The fixture's batch with the same `n` text tokens put before both rows (positions shifted by `n` on
+/// all three axes: what `get_rope_index` gives for a longer text prefix), and its targets (each row's next
+/// token; 0 at the end and on padding).
+fn with_prefix(b: &Batch, n: usize) -> Batch {
+    let prefix: Vec<u32> = (0..n as u32).map(|i| 100 + i % 50).collect();
+    let seq = b.seq + n;
+    let mut out = Batch {
+        ids: Vec::new(),
+        positions: Vec::new(),
+        valid: Vec::new(),
+        targets: Vec::new(),
+        temperature: vec![1.0; b.batch * seq],
+        score: Vec::new(),
+        visual: b.visual.clone(),
+        batch: b.batch,
+        seq,
+    };
+    for row in 0..b.batch {
+        let ids = &b.ids[row * b.seq..(row + 1) * b.seq];
+        let valid = &b.valid[row * b.seq..(row + 1) * b.seq];
+        out.ids.extend(prefix.iter().chain(ids));
+        out.valid
+            .extend(std::iter::repeat_n(true, n).chain(valid.iter().copied()));
+    }
+    for axis in 0..3 {
+        for row in 0..b.batch {
+            let start = (axis * b.batch + row) * b.seq;
+            out.positions.extend(0..n as i64);
+            out.positions.extend(
+                b.positions[start..start + b.seq]
+                    .iter()
+                    .map(|p| p + n as i64),
+            );
+        }
+    }
+    for row in 0..b.batch {
+        for i in 0..seq {
+            let next = i + 1 < seq && out.valid[row * seq + i + 1];
+            out.targets
+                .push(if next { out.ids[row * seq + i + 1] } else { 0 });
+            out.score.push(if next { 1.0 } else { 0.0 });
+        }
+    }
+    out
+}
+
+#[test]
+fn a_shared_prefix_computed_once_gives_the_same_hidden_states_and_gradients() {
+    let f = Fixture::load("tiny_flat", "grad");
+    let b = with_prefix(&batch(&f), 20);
+    let model = Qwen25Vl::<AB>::from_pretrained(model_dir("tiny_flat"), &Default::default())
+        .expect("tiny model");
+    // Both fixture rows start with `<|im_start|>`: 21 shared tokens.
+    assert_eq!(model.shared_prefix(&input(&b), &b.valid), 21);
+    let weights = Tensor::<AB, 2>::from_data(
+        burn::tensor::TensorData::new(b.score.clone(), [b.batch, b.seq]),
+        &Default::default(),
+    );
+    let run = |shared: bool| {
+        let hidden = if shared {
+            model.forward_train(&input(&b)).expect("forward")
+        } else {
+            let embeds = model.embed(&input(&b)).expect("embed");
+            model
+                .model
+                .text
+                .forward_full(embeds, &b.positions, &b.valid)
+        };
+        let scores = model
+            .target_logprobs(hidden.clone(), &Targets::new(&b.targets))
+            .expect("scores");
+        let grads = (scores.logprobs * weights.clone()).sum().backward();
+        let m = &model.model;
+        let last = m.text.layers.len() - 1;
+        let grads = [
+            (
+                "q_proj",
+                grad_linear(&m.text.layers[0].self_attn.q_proj.weight, &grads),
+            ),
+            (
+                "k_proj",
+                grad_linear(&m.text.layers[last].self_attn.k_proj.weight, &grads),
+            ),
+            (
+                "down_proj",
+                grad_linear(&m.text.layers[last].mlp.down_proj.weight, &grads),
+            ),
+            (
+                "embedding",
+                values(m.text.embed_tokens.weight.grad(&grads).expect("grad")),
+            ),
+            ("merger", grad_linear(&m.visual.merger.fc1.weight, &grads)),
+        ];
+        (values(hidden), grads)
+    };
+    let (shared, shared_grads) = run(true);
+    let (whole, whole_grads) = run(false);
+    let h = shared.len() / (b.batch * b.seq);
+    for (i, &valid) in b.valid.iter().enumerate() {
+        if valid {
+            let at = i * h..(i + 1) * h;
+            assert_close(&format!("hidden at {i}"), &shared[at.clone()], &whole[at]);
+        }
+    }
+    for ((name, ours), (_, theirs)) in shared_grads.iter().zip(&whole_grads) {
+        assert_close(name, ours, theirs);
+    }
+}
+
+#[test]
+fn the_shared_prefix_stops_at_an_image_a_difference_or_padding() {
+    let f = Fixture::load("tiny_flat", "grad");
+    let model = Qwen25Vl::<B>::from_pretrained(model_dir("tiny_flat"), &Default::default())
+        .expect("tiny model");
+    // The fixture's rows share one token: under the 16 worth sharing.
+    let b = batch(&f);
+    assert_eq!(model.shared_prefix(&input(&b), &b.valid), 0);
+    // 30 shared tokens, then row 0's image placeholder where row 1 has text: the image is not shared
+    // even where row 1 would have the same id.
+    let mut b = with_prefix(&batch(&f), 30);
+    let image = model.config.image_token_id;
+    b.ids[30] = image;
+    b.ids[b.seq + 30] = image;
+    assert_eq!(model.shared_prefix(&input(&b), &b.valid), 30);
+    // A token that differs, and a padded token, end it where they are.
+    let mut d = with_prefix(&batch(&f), 30);
+    d.ids[b.seq + 25] += 1;
+    assert_eq!(model.shared_prefix(&input(&d), &d.valid), 25);
+    let mut p = with_prefix(&batch(&f), 30);
+    p.valid[b.seq + 18] = false;
+    assert_eq!(model.shared_prefix(&input(&p), &p.valid), 18);
+    // One row shares nothing with anyone.
+    let one = ForwardInput {
+        input_ids: &b.ids[..b.seq],
+        batch: 1,
+        positions: &b.positions[..b.seq],
+        valid: None,
+        generated: None,
+        images: None,
+        videos: None,
+    };
+    assert_eq!(model.shared_prefix(&one, &b.valid[..b.seq]), 0);
+}

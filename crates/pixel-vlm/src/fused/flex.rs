@@ -22,6 +22,10 @@ use burn_flex::FlexTensor;
 use super::kernels;
 use crate::backend::same;
 
+mod matmul;
+
+pub(super) use matmul::{linear, matmul};
+
 /// The float primitive of `Autodiff<Flex, C>` (the same type for every checkpointing strategy).
 type AdPrim = <Autodiff<Flex> as BackendTypes>::FloatTensorPrimitive;
 

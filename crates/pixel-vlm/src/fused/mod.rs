@@ -32,6 +32,7 @@ mod flex;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use burn::nn::Linear;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
@@ -78,6 +79,62 @@ pub fn fused() -> bool {
 #[cfg(feature = "flex")]
 fn active<B: Backend>() -> bool {
     fused() && flex::handles::<B>()
+}
+
+/// `lhs @ rhs` by the fused product where it applies (f32 on `Flex` or `Autodiff<Flex>`, both operands
+/// with the same leading dimensions, each contiguous or a view with non-negative strides); the operands
+/// back otherwise, for burn's product. The result is burn's up to the order of the sums (`gemm` in both).
+///
+/// # Shapes
+/// - `lhs`: `[.., m, k]`, `rhs`: `[.., k, n]`
+/// - output: `[.., m, n]`
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
+pub(crate) fn try_matmul<B: Backend, const D: usize>(
+    lhs: Tensor<B, D>,
+    rhs: Tensor<B, D>,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    #[cfg(feature = "flex")]
+    if active::<B>() && lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32 {
+        return flex::matmul(lhs, rhs);
+    }
+    Err((lhs, rhs))
+}
+
+/// `x @ W + b` of burn's `Linear` by the fused product (the bias written into the output before the
+/// product adds to it) where it applies (f32 on `Flex` or `Autodiff<Flex>`); `x` back otherwise.
+///
+/// # Shapes
+/// - `x`: `[.., d_in]`, the layer's weight `[d_in, d_out]`
+/// - output: `[.., d_out]`
+pub(crate) fn try_linear<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    #[cfg(feature = "flex")]
+    if active::<B>() && x.dtype() == DType::F32 {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows: usize = dims[..D - 1].iter().product();
+        let weight = layer.weight.val();
+        let [w_in, d_out] = weight.dims();
+        if w_in != d_in {
+            return Err(x);
+        }
+        let flat = x.reshape([rows, d_in]);
+        let out = match &layer.bias {
+            Some(bias) => flex::linear(flat, weight, bias.val()).map_err(|(x, _, _)| x),
+            None => flex::matmul(flat, weight).map_err(|(x, _)| x),
+        };
+        let mut shape = dims;
+        shape[D - 1] = d_out;
+        return match out {
+            Ok(out) => Ok(out.reshape(shape)),
+            Err(flat) => Err(flat.reshape(dims)),
+        };
+    }
+    #[cfg(not(feature = "flex"))]
+    let _ = layer;
+    Err(x)
 }
 
 /// `silu(gate) * up` with the activation in f32 and rounded once to the inputs' dtype (as torch's fused

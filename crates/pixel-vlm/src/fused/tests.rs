@@ -208,3 +208,86 @@ fn scaled_masked_softmax_matches_the_composite_with_a_mask_broadcast_over_heads(
     let out = softmax_scaled_masked(leaf.clone(), 0.3, None).inner();
     assert_close(out, softmax(leaf.inner() * 0.3, 4), 1e-6, "unmasked");
 }
+
+#[test]
+fn fused_matmul_matches_burn_forward_and_backward_on_contiguous_and_transposed_operands() {
+    // Small batches (one thread), many matrices (spread over the threads), one large matrix (split by gemm);
+    // the right operand is a transposed view in each, as the attention's keys are.
+    for (lead, m, k, n) in [
+        (vec![2, 3], 5, 7, 4),
+        (vec![8, 2], 96, 64, 96),
+        (vec![1], 256, 200, 300),
+    ] {
+        let dims = |a: usize, b: usize| -> [usize; 4] {
+            let mut d = [1; 4];
+            d[4 - lead.len() - 2..4 - 2].copy_from_slice(&lead);
+            d[2] = a;
+            d[3] = b;
+            d
+        };
+        let a = random(dims(m, k), 1.0, 30).require_grad();
+        let b_t = random(dims(n, k), 1.0, 31).require_grad();
+        let Ok(fused) = try_matmul(a.clone(), b_t.clone().swap_dims(2, 3)) else {
+            panic!("the fused product applies to f32 views with the same leading dimensions");
+        };
+        let grads = weighted_sum(fused.clone(), 32).backward();
+        let (fa, fb) = (a.grad(&grads).unwrap(), b_t.grad(&grads).unwrap());
+        // A fresh view: the first backward consumed the first one's node.
+        let burn = a.clone().matmul(b_t.clone().swap_dims(2, 3));
+        let grads = weighted_sum(burn.clone(), 32).backward();
+        let what = format!("{m}x{k}x{n}");
+        assert_close(fused.inner(), burn.inner(), 1e-5, &format!("{what} output"));
+        assert_close(fa, a.grad(&grads).unwrap(), 1e-5, &format!("{what} d a"));
+        assert_close(fb, b_t.grad(&grads).unwrap(), 1e-5, &format!("{what} d b"));
+    }
+}
+
+#[test]
+fn fused_linear_matches_burn_linear_with_and_without_bias() {
+    use burn::module::Param;
+    use burn::nn::LinearConfig;
+    for bias in [true, false] {
+        let mut layer = LinearConfig::new(24, 40)
+            .with_bias(bias)
+            .init::<AB>(&Default::default());
+        // Nonzero bias values, so that a bias left out shows.
+        if layer.bias.is_some() {
+            layer.bias = Some(Param::from_tensor(random([40], 1.0, 33)));
+        }
+        let x = random([3, 10, 24], 2.0, 34).require_grad();
+        let Ok(fused) = try_linear(&layer, x.clone()) else {
+            panic!("the fused linear applies to f32 on Autodiff<Flex>");
+        };
+        let grads = weighted_sum(fused.clone(), 35).backward();
+        let fx = x.grad(&grads).unwrap();
+        let fw = layer.weight.grad(&grads).unwrap();
+        let fb = layer.bias.as_ref().map(|b| b.grad(&grads).unwrap());
+        let burn = layer.forward(x.clone());
+        let grads = weighted_sum(burn.clone(), 35).backward();
+        assert_close(fused.inner(), burn.inner(), 1e-5, "output");
+        assert_close(fx, x.grad(&grads).unwrap(), 1e-5, "d x");
+        assert_close(fw, layer.weight.grad(&grads).unwrap(), 1e-5, "d weight");
+        if let (Some(fb), Some(b)) = (fb, &layer.bias) {
+            assert_close(fb, b.grad(&grads).unwrap(), 1e-5, "d bias");
+        }
+    }
+}
+
+#[test]
+fn fused_products_run_on_the_inner_backend_and_decline_broadcast_batches() {
+    let a = random([2, 6, 5], 1.0, 36).inner();
+    let b = random([2, 5, 3], 1.0, 37).inner();
+    let Ok(out) = try_matmul(a.clone(), b.clone()) else {
+        panic!("the fused product applies on Flex");
+    };
+    assert_close(out, a.clone().matmul(b), 1e-6, "Flex output");
+    // A batch broadcast over the right operand is burn's to compute.
+    let one = random([1, 5, 3], 1.0, 38).inner();
+    assert!(try_matmul(a.clone(), one.clone()).is_err());
+    assert_close(
+        crate::backend::matmul(a.clone(), one.clone()),
+        a.matmul(one),
+        0.0,
+        "broadcast product through the fallback",
+    );
+}

@@ -170,6 +170,35 @@ impl<B: Backend> TextAttention<B> {
         self.attend(q, permute(k, [0, 1, 3, 2]), v, mask)
     }
 
+    /// [`Self::forward_full`] over rows that share their first tokens, the shared part computed once: the
+    /// prefix `xp` (one row) attends to itself causally, every row's rest `xs` to the prefix and to itself.
+    /// The prefix's keys and values are broadcast to the rows (their gradients summed over the rows).
+    ///
+    /// # Shapes
+    /// - `xp`: `[1, p, hidden]`, `xs`: `[batch, s, hidden]`
+    /// - `rope_p`: cos/sin `[1, 1, p, head_dim]`, `rope_s`: `[batch, 1, s, head_dim]`
+    /// - `mask_p`: `[1, 1, 1, p, p]`, `mask_s`: `[batch, 1, 1, s, p + s]` additive, f32
+    /// - outputs: `[1, p, hidden]` and `[batch, s, hidden]`
+    pub fn forward_shared(
+        &self,
+        xp: Tensor<B, 3>,
+        xs: Tensor<B, 3>,
+        rope_p: (Tensor<B, 4>, Tensor<B, 4>),
+        rope_s: (Tensor<B, 4>, Tensor<B, 4>),
+        mask_p: Tensor<B, 5>,
+        mask_s: Tensor<B, 5>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let b = xs.dims()[0];
+        let (qp, kp, vp) = self.project(xp, rope_p.0, rope_p.1); // keys, values [1, kvh, p, d]
+        let (qs, ks, vs) = self.project(xs, rope_s.0, rope_s.1); // [b, kvh, s, d]
+        let [_, kvh, p, d] = kp.dims();
+        let out_p = self.attend(qp, permute(kp.clone(), [0, 1, 3, 2]), vp.clone(), mask_p);
+        let keys = Tensor::cat(vec![kp.expand([b, kvh, p, d]), ks], 2);
+        let values = Tensor::cat(vec![vp.expand([b, kvh, p, d]), vs], 2);
+        let out_s = self.attend(qs, permute(keys, [0, 1, 3, 2]), values, mask_s);
+        (out_p, out_s)
+    }
+
     /// Queries `[b, h, s, d]` and keys/values `[b, kvh, s, d]`, rotated.
     fn project(
         &self,

@@ -92,6 +92,29 @@ impl<B: Backend> DecoderLayer<B> {
         self.finish(x + attn)
     }
 
+    /// [`Self::forward_full`] over rows sharing a prefix computed once
+    /// ([`TextAttention::forward_shared`]): the prefix `xp` `[1, p, hidden]` and the rows' rest `xs`
+    /// `[batch, s, hidden]`, each with its rotary tables and mask.
+    pub fn forward_shared(
+        &self,
+        xp: Tensor<B, 3>,
+        xs: Tensor<B, 3>,
+        rope_p: (Tensor<B, 4>, Tensor<B, 4>),
+        rope_s: (Tensor<B, 4>, Tensor<B, 4>),
+        mask_p: Tensor<B, 5>,
+        mask_s: Tensor<B, 5>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let (ap, as_) = self.self_attn.forward_shared(
+            rms_norm(&self.input_layernorm, xp.clone()),
+            rms_norm(&self.input_layernorm, xs.clone()),
+            rope_p,
+            rope_s,
+            mask_p,
+            mask_s,
+        );
+        (self.finish(xp + ap), self.finish(xs + as_))
+    }
+
     /// The MLP half with its residual.
     fn finish(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         x.clone()

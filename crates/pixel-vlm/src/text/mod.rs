@@ -106,6 +106,72 @@ impl<B: Backend> TextModel<B> {
         rms_norm(&self.norm, x)
     }
 
+    /// [`Self::forward_full`] for rows whose first `prefix` tokens are the same (ids, positions and
+    /// embeddings, all valid): the prefix is computed once, as one row, and every row's remaining tokens
+    /// attend to it and to themselves ([`DecoderLayer::forward_shared`]). The output is
+    /// [`Self::forward_full`]'s up to rounding (the prefix's hidden states repeated in every row), and so are
+    /// the gradients; a prefix of 0, one row, or a prefix that leaves no token runs [`Self::forward_full`].
+    ///
+    /// # Shapes
+    /// - `embeds`: `[batch, seq, hidden]` (the prefix is read from row 0)
+    /// - output: `[batch, seq, hidden]` after the final norm
+    pub fn forward_full_shared(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: &[i64],
+        valid: &[bool],
+        prefix: usize,
+    ) -> Tensor<B, 3> {
+        let [b, s, h] = embeds.dims();
+        if prefix == 0 || prefix >= s || b < 2 {
+            return self.forward_full(embeds, positions, valid);
+        }
+        let rest = s - prefix;
+        let device = embeds.device();
+        let xp = embeds.clone().narrow(0, 0, 1).narrow(1, 0, prefix);
+        let xs = embeds.narrow(1, prefix, rest);
+        // Positions `[3, batch, seq]`: the prefix's from row 0, the rest of every row.
+        let plane = b * s;
+        let pos_p: Vec<i64> = (0..3)
+            .flat_map(|c| positions[c * plane..c * plane + prefix].iter().copied())
+            .collect();
+        let pos_s: Vec<i64> = (0..3)
+            .flat_map(|c| {
+                (0..b).flat_map(move |r| {
+                    let row = c * plane + r * s;
+                    positions[row + prefix..row + s].iter().copied()
+                })
+            })
+            .collect();
+        let rope_p = self.rotary(&xp, &pos_p);
+        let rope_s = self.rotary(&xs, &pos_s);
+        let mask_p = full_attention_mask::<B>(&vec![true; prefix], 1, prefix, &device);
+        let valid_s: Vec<bool> = (0..b)
+            .flat_map(|r| valid[r * s + prefix..r * s + s].iter().copied())
+            .collect();
+        // The rest's queries see the whole prefix, and the rest causally.
+        let mask_s = Tensor::cat(
+            vec![
+                Tensor::<B, 5>::zeros([b, 1, 1, rest, prefix], (&device, DType::F32)),
+                full_attention_mask::<B>(&valid_s, b, rest, &device),
+            ],
+            4,
+        );
+        let (mut xp, mut xs) = (xp, xs);
+        for layer in &self.layers {
+            (xp, xs) = layer.forward_shared(
+                xp,
+                xs,
+                rope_p.clone(),
+                rope_s.clone(),
+                mask_p.clone(),
+                mask_s.clone(),
+            );
+        }
+        let xp = rms_norm(&self.norm, xp).expand([b, prefix, h]);
+        Tensor::cat(vec![xp, rms_norm(&self.norm, xs)], 1)
+    }
+
     /// M-RoPE cos/sin tables `[batch, 1, seq, head_dim]` for `positions` `[3, batch, seq]`, computed in f32
     /// and applied in the model dtype (transformers casts cos/sin to the activations' dtype).
     pub(crate) fn rotary(

@@ -91,7 +91,9 @@ pub struct TokenScores<B: Backend> {
 impl<B: Backend> Qwen25Vl<B> {
     /// The forward a trainer uses: whole sequences, no KV cache, every token attending to the earlier
     /// valid tokens of its row (right or left padding marked `false` in `input.valid`). The attention mask
-    /// is built on the device.
+    /// is built on the device. The first tokens that every row shares ([`Qwen25Vl::shared_prefix`]: a
+    /// system prompt, say) are computed once (`TextModel::forward_full_shared`); [`SHARED_PREFIX_ENV`]`=off`
+    /// computes every row whole.
     ///
     /// # Shapes
     /// - output: `[batch, seq, hidden]` (final-norm hidden states; [`Qwen25Vl::target_logprobs`] or
@@ -109,7 +111,47 @@ impl<B: Backend> Qwen25Vl<B> {
                 &all_valid
             }
         };
-        Ok(self.model.text.forward_full(embeds, input.positions, valid))
+        let prefix = if shared_prefix_on() {
+            self.shared_prefix(input, valid)
+        } else {
+            0
+        };
+        Ok(self
+            .model
+            .text
+            .forward_full_shared(embeds, input.positions, valid, prefix))
+    }
+
+    /// How many first tokens every row of `input` shares, for the shared-prefix forward: the same id (not
+    /// an image or video placeholder, whose embeddings come from each row's own pixels), the same three
+    /// position ids and valid in every row, at most `seq - 1`; 0 for one row or a shared part shorter than
+    /// [`MIN_SHARED_PREFIX`].
+    pub fn shared_prefix(&self, input: &ForwardInput<'_>, valid: &[bool]) -> usize {
+        let b = input.batch;
+        if b < 2 || input.input_ids.is_empty() || !input.input_ids.len().is_multiple_of(b) {
+            return 0;
+        }
+        let s = input.input_ids.len() / b;
+        let (ids, pos) = (input.input_ids, input.positions);
+        if pos.len() != 3 * b * s || valid.len() != b * s {
+            return 0;
+        }
+        let placeholders = [self.config.image_token_id, self.config.video_token_id];
+        let same = |i: usize| {
+            let id = ids[i];
+            !placeholders.contains(&id)
+                && (0..b).all(|r| {
+                    ids[r * s + i] == id
+                        && valid[r * s + i]
+                        && (0..3).all(|c| pos[c * b * s + r * s + i] == pos[c * b * s + i])
+                })
+        };
+        let prefix = (0..s - 1).take_while(|&i| same(i)).count();
+        if prefix < MIN_SHARED_PREFIX {
+            0
+        } else {
+            prefix
+        }
     }
 
     /// Log-probs of `targets` under the head applied to `hidden`, chunk by chunk along the sequence.
@@ -215,6 +257,26 @@ impl<B: Backend> Qwen25Vl<B> {
         self.model.text.embed_tokens = self.model.text.embed_tokens.no_grad();
         self
     }
+}
+
+/// Shortest shared prefix [`Qwen25Vl::forward_train`] computes once (a shorter one saves less than the
+/// extra operations cost).
+pub const MIN_SHARED_PREFIX: usize = 16;
+
+/// Name of the environment variable that turns the shared-prefix forward off (`off`, `0` or `false`), e.g.
+/// to compare the two in a benchmark; read once.
+pub const SHARED_PREFIX_ENV: &str = "PIXEL_VLM_SHARED_PREFIX";
+
+fn shared_prefix_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !std::env::var(SHARED_PREFIX_ENV).is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "0" | "false"
+            )
+        })
+    })
 }
 
 /// Positions `start..start + len` of each of the `b` rows of a row-major `[b, s]` slice, row after row.

@@ -7,11 +7,13 @@
 //! sum by rounding only), which lets the compiler keep them in vector registers.
 
 mod layout;
+mod matmul;
 mod norm;
 mod silu;
 mod softmax;
 
 pub(crate) use layout::permute;
+pub(crate) use matmul::{Strided, column_sums, matmul};
 pub(crate) use norm::{rms_norm, rms_norm_backward};
 pub(crate) use silu::{silu_mul, silu_mul_backward};
 pub(crate) use softmax::{

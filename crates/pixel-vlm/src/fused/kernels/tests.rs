@@ -221,3 +221,59 @@ fn target_logprobs_and_their_gradient_match_f64() {
         close(&dz, &dz_want, 1e-6);
     }
 }
+
+#[test]
+fn matmul_rejects_views_outside_their_buffer_and_mismatched_batches() {
+    let data = vec![1.0f32; 12];
+    let ok = super::Strided::contiguous(&data, 2, 2, 3);
+    assert!(ok.fits(2, 3));
+    assert!(
+        !ok.fits(3, 3),
+        "a third row of the second matrix is past the end"
+    );
+    let b = super::Strided::contiguous(&data, 1, 3, 4);
+    assert!(
+        super::matmul(&ok, &b, 2, 3, 4, None).is_none(),
+        "2 matrices against 1"
+    );
+    let b2 = super::Strided::contiguous(&data, 2, 3, 2);
+    assert!(
+        super::matmul(&ok, &b2, 2, 3, 2, Some(&[1.0])).is_none(),
+        "bias of the wrong length"
+    );
+    let huge = super::Strided {
+        data: &data,
+        starts: vec![0],
+        row_stride: usize::MAX / 2,
+        col_stride: 1,
+    };
+    assert!(
+        !huge.fits(3, 1),
+        "a stride that overflows is rejected, not wrapped"
+    );
+}
+
+#[test]
+fn matmul_with_an_empty_reduction_is_zero_or_the_bias() {
+    let none: [f32; 0] = [];
+    let a = super::Strided::contiguous(&none, 1, 2, 0);
+    let b = super::Strided::contiguous(&none, 1, 0, 3);
+    assert_eq!(super::matmul(&a, &b, 2, 0, 3, None), Some(vec![0.0; 6]));
+    assert_eq!(
+        super::matmul(&a, &b, 2, 0, 3, Some(&[1.0, 2.0, 3.0])),
+        Some(vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0])
+    );
+}
+
+#[test]
+fn matmul_of_strided_views_with_a_bias_is_the_naive_product() {
+    // a: [2, 3] read as the transpose of a [3, 2] buffer; b: [3, 2] contiguous; bias [2].
+    let a_buf = [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]; // rows of a^T
+    let a = super::Strided::contiguous(&a_buf, 1, 3, 2).transposed();
+    let b_buf = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let b = super::Strided::contiguous(&b_buf, 1, 3, 2);
+    let out = super::matmul(&a, &b, 2, 3, 2, Some(&[0.5, -0.5])).unwrap();
+    // a = [[1, 2, 3], [4, 5, 6]]; a @ b = [[22, 28], [49, 64]].
+    assert_eq!(out, vec![22.5, 27.5, 49.5, 63.5]);
+    assert_eq!(super::column_sums(&out, 2), vec![72.0, 91.0]);
+}
