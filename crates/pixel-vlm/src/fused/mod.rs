@@ -1,5 +1,7 @@
 //! Fused forward and backward operations for the CPU backend: SiLU-gated products, RMSNorm, softmax over
-//! the last dimension, the log-probability of target tokens, and permutations into a contiguous layout.
+//! the last dimension, the log-probability of target tokens, permutations into a contiguous layout, and
+//! matrix products (batched, and linear layers with their bias) whose output `gemm` writes into a buffer
+//! that is never zero-filled or copied (`Flex`'s own product does both before `gemm` writes it).
 //!
 //! # Why
 //!
