@@ -259,8 +259,9 @@ impl<B: Backend> Qwen25Vl<B> {
     }
 }
 
-/// Shortest shared prefix [`Qwen25Vl::forward_train`] computes once (a shorter one saves less than the
-/// extra operations cost).
+/// Shortest shared prefix [`Qwen25Vl::forward_train`] computes once: below it the rows' forward is run
+/// whole (a few tokens save little beside the shared path's extra operations; the threshold is a choice,
+/// not a measurement).
 pub const MIN_SHARED_PREFIX: usize = 16;
 
 /// Name of the environment variable that turns the shared-prefix forward off (`off`, `0` or `false`), e.g.
