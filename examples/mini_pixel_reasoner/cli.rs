@@ -257,13 +257,22 @@ pub struct Args {
     #[arg(long)]
     pub sft_read_cut: Option<f64>,
     /// Reading examples in the trace's context added to SFT: whole synthesized traces of fresh canvases
-    /// (zooming in, their boxes moved out by `--sft-jitter`) with the SFT loss on the answer after the last
-    /// crop only. The SFT model read 77-86 % of held-out crops alone (teacher-forced) but 42 % of the
-    /// answers of synthesized traces: in a trace the answer also sees the global view and the first crop.
-    /// From one warmed model (seed 0, 200 questions; docs/demo.md), SFT / GRPO accuracy: 320 of them
-    /// instead of the 320 reads alone 34 / 33.5 %, beside them 43 / 47 % (42 / 40 % without): not the default.
-    #[arg(long, default_value_t = 0)]
+    /// (zooming in, their boxes moved out by up to `--sft-trace-read-jitter`) with the SFT loss on the
+    /// answer after the last crop only. SFT's reading examples (`--sft-reads`) show a crop alone; in a
+    /// trace the answer also sees the global view and the first crop, and the SFT models of 2026-11-29
+    /// read loose crops there far worse than alone. 320 since 2026-11-29 (0 before): from the warmed
+    /// models of seeds 2 / 1 / 0 (200 questions, docs/demo.md, "Reading loose crops in the trace"),
+    /// the curiosity run 81.0 / 81.0 / 82.5 % against 75.5 / 81.5 / 79.0 %, SFT ~26 s longer. Tried
+    /// before with the SFT boxes' margin (0.03) in an older configuration: worse (docs/demo-findings.md).
+    #[arg(long, default_value_t = 320)]
     pub sft_trace_reads: usize,
+    /// The largest margin (normalized, per side) by which the boxes of the `--sft-trace-reads` traces are
+    /// moved out (`--sft-jitter` is the SFT traces'). Only their answer is trained, so looser boxes teach reading
+    /// looser crops in the trace's context without teaching to write them: teacher-forced, the SFT models
+    /// of 2026-11-29 answered 81-88 % of traces with boxes moved out by up to 0.05, 52-69 % at 0.08 and
+    /// 29-48 % at 0.12, and a quarter of their own crops are that loose (docs/demo.md).
+    #[arg(long, default_value_t = 0.10)]
+    pub sft_trace_read_jitter: f64,
     /// The warm-up's grounding rows hold the whole clean trace (the last crop and the answer too, every
     /// assistant turn trained), not its first turns up to the last call. One run per seed (200 questions;
     /// docs/demo.md): SFT / GRPO 37 / 37.5 % (seed 0, 42 / 40 % without), 32 / 30 % (seed 1): not the default.
@@ -359,6 +368,12 @@ impl Args {
             ("--sft-read-cut", self.sft_read_cut, 0.45, CUT),
             ("--crop-jitter", Some(self.crop_jitter), 0.5, OUT),
             ("--sft-read-jitter", Some(self.sft_read_jitter), 0.5, OUT),
+            (
+                "--sft-trace-read-jitter",
+                Some(self.sft_trace_read_jitter),
+                0.5,
+                OUT,
+            ),
         ] {
             let Some(value) = value else { continue };
             anyhow::ensure!(

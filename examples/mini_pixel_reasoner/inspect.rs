@@ -12,7 +12,7 @@ use crate::{evaluate, rollout_config, warmup};
 /// The model in `dir` (one a stage wrote): its teacher-forced reading of 64 held-out crops (alone, exact
 /// and jittered as in the warm-up; in the trace, the box moved out by up to 0.02, 0.05, 0.1 and 0.15 per
 /// side; one call only, skipped with `--coarse-grid`), its teacher-forced answers after the last crop of
-/// synthesized zoom-in traces whose boxes are moved out by up to 0-0.05 per side, two greedy held-out
+/// synthesized zoom-in traces whose boxes are moved out by up to 0-0.12 per side, two greedy held-out
 /// rollouts printed turn by turn, then where the crops it reads go (the last of each rollout, on the
 /// canvas; their error per coordinate against the tag's box; its accuracy by how much of the tag the box
 /// holds and how large it is) and its scores on `--eval-samples` held-out questions.
@@ -68,7 +68,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
     }
     // Reading in the trace's context, by how far the boxes the traces write are moved out from the tag's
     // (the SFT traces' margin is `--sft-jitter`): the answer after the last crop, teacher-forced.
-    for jitter in [0.0, 0.01, 0.02, 0.03, 0.05] {
+    for jitter in [0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12] {
         let examples = data::build_traces(needle, 64, seed + 5, args.boxes(), args.direct, jitter)?
             .answer_examples(&processor, usize::MAX)?;
         println!(

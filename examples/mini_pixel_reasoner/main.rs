@@ -360,18 +360,24 @@ fn main() -> anyhow::Result<()> {
             examples.push(reading.example(image, digit, format!("read-{}", s.id))?);
         }
     }
-    if args.sft_trace_reads > 0 {
+    let trace_reads = if args.quick {
+        args.sft_trace_reads.min(plan.sft_traces)
+    } else {
+        args.sft_trace_reads
+    };
+    if trace_reads > 0 {
         // Reading in the trace's context (`--sft-trace-reads`): whole zoom-in traces of their own seed,
-        // the loss on the last turn (the answer after the last crop) only; text-only questions left out.
+        // their boxes looser than the SFT traces' (`--sft-trace-read-jitter`), the loss on the last turn
+        // (the answer after the last crop) only; text-only questions left out.
         let built = data::build_traces(
             &needle,
-            args.sft_trace_reads * 8 / 7 + 1,
+            trace_reads * 8 / 7 + 1,
             args.seed + 23,
             args.boxes(),
             0,
-            args.sft_jitter,
+            args.sft_trace_read_jitter,
         )?;
-        let reads = built.answer_examples(&processor, args.sft_trace_reads)?;
+        let reads = built.answer_examples(&processor, trace_reads)?;
         examples.extend(reads);
     }
     let failed_examples = failed.len();
@@ -576,7 +582,8 @@ fn main() -> anyhow::Result<()> {
                 "grpo_share": args.grpo_legible,
             });
             v["sft_reading_examples"] = sft_reads.into();
-            v["sft_trace_reading_examples"] = args.sft_trace_reads.into();
+            v["sft_trace_reading_examples"] = trace_reads.into();
+            v["sft_trace_read_jitter"] = args.sft_trace_read_jitter.into();
             v["grounding_whole_traces"] = args.grounding_whole.into();
             v["crop_jitter"] = args.crop_jitter.into();
             v["crop_cut"] = args.crop_cut.into();

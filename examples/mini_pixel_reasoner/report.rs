@@ -287,14 +287,14 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     let notool = i.scores.first().map_or(f64::NAN, |s| s.accuracy);
     // The training RaPR of one iteration (64-128 rollouts, three quarters of them on legible
     // questions) moves by ~10 points from one iteration to the next: the targets compare the means of
-    // the first two and the last two iterations.
+    // the first and the last quarter of the iterations (at least two each).
     let rapr_mean = |name: &str, last: bool| {
         i.rl_runs
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, m)| {
                 let c = curve(m, "rapr");
-                let k = c.len().min(2);
+                let k = (c.len() / 4).max(2).min(c.len());
                 let part = if last { &c[c.len() - k..] } else { &c[..k] };
                 part.iter().map(|p| p.1).sum::<f64>() / k as f64
             })
@@ -329,7 +329,7 @@ pub fn write(i: &Inputs<'_>) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| curiosity run keeps RaPR ≥ H = 0.3 (training, mean of the first two → the last two iterations) | {} → {} | {} |",
+        "| curiosity run keeps RaPR ≥ H = 0.3 (training, mean of the first → the last quarter of the iterations) | {} → {} | {} |",
         pct(rapr_start("curiosity")),
         pct(rapr_end("curiosity")),
         verdict(rapr_end("curiosity") >= 0.3)

@@ -25,6 +25,7 @@ pub mod builder;
 pub mod cache;
 pub mod chat_template;
 pub mod config;
+mod env_flag;
 pub mod error;
 pub mod fused;
 pub mod generation;

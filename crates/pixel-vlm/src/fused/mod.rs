@@ -39,7 +39,7 @@ use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
-/// Name of the environment variable read when [`set_fused`] was not called: `off` (or `0`) runs the
+/// Name of the environment variable read when [`set_fused`] was not called: `off`, `0` or `false` runs the
 /// composite operations everywhere; anything else, or nothing, uses the fused kernels where they apply.
 pub const FUSED_ENV: &str = "PIXEL_VLM_FUSED";
 
@@ -58,16 +58,10 @@ pub fn set_fused(on: bool) {
 pub fn fused() -> bool {
     let mut value = MODE.load(Ordering::Relaxed);
     if value == UNSET {
-        let from_env = match std::env::var(FUSED_ENV) {
-            Ok(v)
-                if matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "off" | "0" | "false"
-                ) =>
-            {
-                OFF
-            }
-            _ => ON,
+        let from_env = if crate::env_flag::says_off(FUSED_ENV) {
+            OFF
+        } else {
+            ON
         };
         value = match MODE.compare_exchange(UNSET, from_env, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => from_env,

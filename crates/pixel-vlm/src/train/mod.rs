@@ -270,14 +270,7 @@ pub const SHARED_PREFIX_ENV: &str = "PIXEL_VLM_SHARED_PREFIX";
 
 fn shared_prefix_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        !std::env::var(SHARED_PREFIX_ENV).is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "off" | "0" | "false"
-            )
-        })
-    })
+    *ON.get_or_init(|| !crate::env_flag::says_off(SHARED_PREFIX_ENV))
 }
 
 /// Positions `start..start + len` of each of the `b` rows of a row-major `[b, s]` slice, row after row.
