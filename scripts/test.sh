@@ -22,6 +22,6 @@ grep -q "Stage (a) reused" "$quick/again/report.md" || { echo "--from-warmed: th
 PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/grpo" --from-sft "$quick" --grpo-seed 1 --grpo-group 4
 grep -q "Stages (a) and (b) reused" "$quick/grpo/report.md" || { echo "--from-sft: the report does not say the warm-up and SFT were reused" >&2; exit 1; }
 # The options kept for their measured runs (docs/demo-findings.md, "Where the second box goes") must still run.
-PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/variants" --fine-grid 4 --crop-cut 0.25 --sft-jitter 0 --sft-read-cut 0.25 --grpo-kl 0.04 --curiosity-alpha 2 --warmup-legible-every 2 --read-digit-only --warmup-batch 6 --warmup-globals 2
+PIXEL_PROGRESS=0 cargo run --features vlm --example mini_pixel_reasoner -- --quick --out "$quick/variants" --fine-grid 4 --crop-cut 0.25 --sft-jitter 0 --sft-read-cut 0.25 --grpo-kl 0.04 --curiosity-alpha 2 --warmup-legible-every 2 --read-digit-only --read-digit-weight 0.25 --sft-trace-read-jitter 0.2 --warmup-batch 6 --warmup-globals 2
 test -s "$quick/variants/report.md" || { echo "mini_pixel_reasoner --quick with the variant options did not write its report" >&2; exit 1; }
 rm -rf "$quick"

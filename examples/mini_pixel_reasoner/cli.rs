@@ -144,6 +144,13 @@ pub struct Args {
     /// accuracy 24.5-27.0 %: not the default. Throughout the reading steps the first crops held it 8.9 %.
     #[arg(long)]
     pub read_digit_only: bool,
+    /// Weight of an extra loss on the digit's tokens of the warm-up's reading rows, beside the whole
+    /// answer's mean (0: none). In that mean the digit is one token of ~12; `--read-digit-only` (the
+    /// digit alone) read better and cost the box. At 0.25 (seeds 1 and 4, 2026-11-29; docs/demo.md) the
+    /// warmed model read 91.4 % of held-out crops on both (86.7 / 79.7 % without), its first crops held the
+    /// tag 51.6 / 58.3 % (63.5 / 73.0 %), and SFT's answers after a crop were right no more often.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_digit_weight: f32,
     /// Reading examples per warm-up step (of the batch's samples). 16 against 8 (one run each): the whole
     /// model read 46.9 % of held-out jittered crops after the warm-up against 23.4 %, the warm-up ~100 s
     /// longer.

@@ -43,6 +43,7 @@ pub fn inspect(dir: &std::path::Path, needle: &NeedleConfig, args: &Args) -> any
             in_context,
             legible: None,
             digit_only: false,
+            digit_weight: 0.0,
         };
         let b = warmup::BatchSpec {
             needle,

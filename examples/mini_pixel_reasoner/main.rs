@@ -323,6 +323,7 @@ fn main() -> anyhow::Result<()> {
         in_context: false,
         legible: None,
         digit_only: false,
+        digit_weight: 0.0,
     };
     if sft_reads > 0 {
         // The warm-up's reading examples on canvases of their own seed (`--sft-reads`), their crops as loose
@@ -586,6 +587,7 @@ fn main() -> anyhow::Result<()> {
             v["sft_trace_read_jitter"] = args.sft_trace_read_jitter.into();
             v["grounding_whole_traces"] = args.grounding_whole.into();
             v["crop_jitter"] = args.crop_jitter.into();
+            v["read_digit_weight"] = args.read_digit_weight.into();
             v["crop_cut"] = args.crop_cut.into();
             let read_crops = args.sft_read_crops();
             v["sft_read_jitter"] = read_crops.out.into();

@@ -45,6 +45,11 @@ pub struct Batch {
     pub trace_box_values: Vec<[i64; 4]>,
     /// Reading through the whole model ([`Reading`]): a crop's observation turn and the answer after it.
     pub reads: Vec<SftExample>,
+    /// With [`Reading::digit_weight`] > 0, `reads` again with the loss on the digit's tokens only, row for
+    /// row (the same tokens: the forward of `reads` serves both).
+    pub reads_digit: Vec<SftExample>,
+    /// The weight of `reads_digit`'s loss beside `reads`' ([`Reading::digit_weight`]).
+    pub reads_digit_weight: f32,
 }
 
 /// `v` cut in two: the first `v.len() / 2` items, then the rest.
@@ -71,6 +76,7 @@ impl Batch {
         let [trace_box_cells_a, trace_box_cells_b] = halve(self.trace_box_cells);
         let [trace_box_values_a, trace_box_values_b] = halve(self.trace_box_values);
         let [reads_a, reads_b] = halve(self.reads);
+        let [reads_digit_a, reads_digit_b] = halve(self.reads_digit);
         [
             Batch {
                 globals: globals_a,
@@ -85,6 +91,8 @@ impl Batch {
                 trace_box_cells: trace_box_cells_a,
                 trace_box_values: trace_box_values_a,
                 reads: reads_a,
+                reads_digit: reads_digit_a,
+                reads_digit_weight: self.reads_digit_weight,
             },
             Batch {
                 globals: globals_b,
@@ -99,6 +107,8 @@ impl Batch {
                 trace_box_cells: trace_box_cells_b,
                 trace_box_values: trace_box_values_b,
                 reads: reads_b,
+                reads_digit: reads_digit_b,
+                reads_digit_weight: self.reads_digit_weight,
             },
         ]
     }
@@ -454,6 +464,8 @@ impl BatchSpec<'_> {
             trace_box_cells: Vec::new(),
             trace_box_values: Vec::new(),
             reads: Vec::new(),
+            reads_digit: Vec::new(),
+            reads_digit_weight: reading.map_or(0.0, |r| r.digit_weight),
         };
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(seed ^ first.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -527,7 +539,7 @@ impl BatchSpec<'_> {
                 let legible = r
                     .legible
                     .filter(|l| l.every > 0 && (i as usize) % l.every == l.every - 1);
-                let example = match (legible, r.in_context) {
+                let (example, read_digit) = match (legible, r.in_context) {
                     (Some(l), _) => {
                         // The legible canvas of the same index, drawn from a seed of its own.
                         let s =
@@ -536,17 +548,31 @@ impl BatchSpec<'_> {
                             anyhow::bail!("legible samples are images");
                         };
                         let digit: u8 = s.answer.parse()?;
-                        Some(r.example(image, digit, format!("read-{}", s.id))?)
+                        (
+                            Some(r.example(image, digit, format!("read-{}", s.id))?),
+                            digit,
+                        )
                     }
-                    (None, true) => r.in_context(&sample, crop_box, boxes.decimals, first + i)?,
-                    (None, false) => Some(r.example_masked(
-                        &crop,
+                    (None, true) => (
+                        r.in_context(&sample, crop_box, boxes.decimals, first + i)?,
                         digit,
-                        format!("read-{seed}-{}", first + i),
-                        reads_digit_only,
-                    )?),
+                    ),
+                    (None, false) => (
+                        Some(r.example_masked(
+                            &crop,
+                            digit,
+                            format!("read-{seed}-{}", first + i),
+                            reads_digit_only,
+                        )?),
+                        digit,
+                    ),
                 };
-                b.reads.extend(example);
+                if let Some(e) = example {
+                    if r.digit_weight > 0.0 {
+                        b.reads_digit.push(r.digit_tokens_only(&e, read_digit));
+                    }
+                    b.reads.push(e);
+                }
             }
             if (i as usize) < globals {
                 b.globals.push(image.clone());

@@ -48,6 +48,7 @@ pub fn reading(args: &Args, plan: &Plan, base: &Path) -> anyhow::Result<Option<w
         steps: plan.reading_steps,
         in_context: args.read_in_context,
         digit_only: args.read_digit_only,
+        digit_weight: args.read_digit_weight,
         legible: (args.warmup_legible_every > 0)
             .then(|| {
                 anyhow::Ok(warmup::LegibleReads {

@@ -37,6 +37,10 @@ pub struct Reading {
     /// otherwise) until the grounding steps begin, the whole answer from then on: `--read-digit-only`
     /// ([`BatchSpec::reads_digit_only`]).
     pub digit_only: bool,
+    /// Weight of an extra loss on the digit's tokens of the reading rows, beside the whole answer's
+    /// (0: none): `--read-digit-weight` ([`Batch::reads_digit`]). In the whole answer's mean the digit is
+    /// one token of ~12, and the others are the same in every row.
+    pub digit_weight: f32,
 }
 
 /// Reading rows that show a legible canvas ([`crate::data::legible_sample`]: the digit large enough to
@@ -144,23 +148,32 @@ impl Reading {
         if digit_only {
             // The loss on the tokens that write the digit only: the other tokens of the answer are the same
             // in every row and soon predicted, and a mean over them gave the digit a tenth of the row's loss.
-            let d = digit.to_string();
-            let keep: Vec<bool> = e
-                .token_ids
-                .iter()
-                .zip(&e.loss_mask)
-                .map(|(&t, &m)| {
-                    m && self
-                        .processor
-                        .tokenizer
-                        .decode(&[t], false)
-                        .is_ok_and(|s| s.contains(&d))
-                })
-                .collect();
-            if keep.iter().any(|&k| k) {
-                e.loss_mask = keep;
+            let only = self.digit_tokens_only(&e, digit);
+            if only.loss_mask.iter().any(|&k| k) {
+                e = only;
             }
         }
         Ok(e)
+    }
+
+    /// `e` with its loss on the trained tokens that write `digit` only (no token trained when none does).
+    pub fn digit_tokens_only(&self, e: &SftExample, digit: u8) -> SftExample {
+        let d = digit.to_string();
+        let keep: Vec<bool> = e
+            .token_ids
+            .iter()
+            .zip(&e.loss_mask)
+            .map(|(&t, &m)| {
+                m && self
+                    .processor
+                    .tokenizer
+                    .decode(&[t], false)
+                    .is_ok_and(|s| s.contains(&d))
+            })
+            .collect();
+        SftExample {
+            loss_mask: keep,
+            ..e.clone()
+        }
     }
 }

@@ -6,7 +6,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use pixel_rl::sft::{SftExample, sft_loss_and_hidden};
+use pixel_rl::sft::{SftBatch, SftExample, sft_loss_and_hidden};
 use pixel_vlm::processor::Processor;
 
 use super::{Warm, encode, grounding_forward, pooled, read_probe, scalar, tag_tokens};
@@ -26,6 +26,7 @@ struct Totals {
     answers: usize,
     answer_tokens: usize,
     read_tokens: usize,
+    read_digit_tokens: usize,
 }
 
 impl Totals {
@@ -45,6 +46,7 @@ impl Totals {
             answers: b.answers.len(),
             answer_tokens: tokens(&b.answers),
             read_tokens: tokens(&b.reads),
+            read_digit_tokens: tokens(&b.reads_digit),
         }
     }
 }
@@ -188,7 +190,15 @@ fn part_loss<B: AutodiffBackend>(
     }
     if !b.reads.is_empty() {
         let refs: Vec<&SftExample> = b.reads.iter().collect();
-        let (read_lm_loss, _) = sft_loss_and_hidden(&warm.vlm, &refs, totals.read_tokens.max(1))?;
+        let (mut read_lm_loss, hidden) =
+            sft_loss_and_hidden(&warm.vlm, &refs, totals.read_tokens.max(1))?;
+        if b.reads_digit_weight > 0.0 && b.reads_digit.len() == b.reads.len() {
+            // The digit's tokens again (`--read-digit-weight`), from the same forward: `reads_digit`
+            // holds the same rows, only their loss masks differ.
+            let refs: Vec<&SftExample> = b.reads_digit.iter().collect();
+            let digit = SftBatch::new(&refs, totals.read_digit_tokens.max(1))?;
+            read_lm_loss = read_lm_loss + digit.loss(&warm.vlm, hidden)? * b.reads_digit_weight;
+        }
         parts.read_lm = Some(detached(&read_lm_loss));
         add(read_lm_loss);
     }
