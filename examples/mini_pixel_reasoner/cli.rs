@@ -277,7 +277,8 @@ pub struct Args {
     /// moved out (`--sft-jitter` is the SFT traces'). Only their answer is trained, so looser boxes teach reading
     /// looser crops in the trace's context without teaching to write them: teacher-forced, the SFT models
     /// of 2026-11-29 answered 81-88 % of traces with boxes moved out by up to 0.05, 52-69 % at 0.08 and
-    /// 29-48 % at 0.12, and a quarter of their own crops are that loose (docs/demo.md).
+    /// 29-48 % at 0.12, and a sixth to a fifth of their own crops are 2.5x the tag's area or more
+    /// (docs/demo.md).
     #[arg(long, default_value_t = 0.10)]
     pub sft_trace_read_jitter: f64,
     /// The warm-up's grounding rows hold the whole clean trace (the last crop and the answer too, every
@@ -398,6 +399,11 @@ impl Args {
             );
         }
         self.legible_glyph()?;
+        anyhow::ensure!(
+            self.read_digit_weight.is_finite() && self.read_digit_weight >= 0.0,
+            "--read-digit-weight {}: a weight of 0 or more",
+            self.read_digit_weight
+        );
         anyhow::ensure!(
             self.curiosity_alpha.is_finite() && self.curiosity_alpha >= 0.0,
             "--curiosity-alpha {}: a weight of 0 or more",
